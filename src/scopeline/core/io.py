@@ -1,0 +1,670 @@
+"""Reading miniscope recordings: layout discovery, validation, timing, and a lazy movie reader.
+
+Supported layouts
+-----------------
+UCLA Miniscope V4 (Miniscope-DAQ-QT-Software)::
+
+    session_folder/                  e.g. 2026_11_21/  (optional)
+        13_45_00/                    time folder, one per recording
+            metaData.json            session-level: recordingStartTime, miniscopes, cameras
+            My_V4_Miniscope/         device folder
+                0.avi 1.avi ...      movie files, concatenated in numeric order
+                metaData.json        device settings (deviceType, frameRate, gain, led0, ...)
+                timeStamps.csv       "Frame Number,Time Stamp (ms),Buffer Index"
+            My_WebCam/               behaviour camera: ignored
+
+UCLA Miniscope V3 (Miniscope DAQ 1.x)::
+
+    folder/  msCam1.avi msCam2.avi ...  timestamp.dat  settings_and_notes.dat  (behavCam*.avi)
+
+``timestamp.dat`` is tab-separated with a ``camNum frameNum sysClock buffer`` header; the camera whose
+frame count matches the msCam files is the miniscope. The first frame's ``sysClock`` is not
+meaningful in V3 files and is replaced when it is inconsistent (see :func:`read_v3_timestamps`).
+
+TIFF stacks (one multi-page file, or a folder of them in numeric order) and plain AVI folders have no
+acquisition clock: their timestamps are ``arange(n_frames) / fps`` with ``fps`` given by the user,
+the file's own metadata (ImageJ ``finterval``; AVI header), in that order.
+
+Timing
+------
+Timestamps are seconds on the acquisition's own clock. The frame rate is measured as the inverse of
+the median frame interval; intervals longer than 1.5 median intervals are dropped-frame gaps, and
+``round(gap / median) - 1`` frames are counted as dropped for each.
+
+Every function that reads the disk raises :class:`RecordingError` naming the file and the problem.
+No function here loads a whole movie: :func:`load_movie` returns a lazy dask array chunked by frames.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import os
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")  # our own errors say what went wrong
+os.environ.setdefault("OPENCV_LOG_LEVEL", "ERROR")
+
+import cv2  # noqa: E402
+import dask  # noqa: E402
+import dask.array as da  # noqa: E402
+import numpy as np  # noqa: E402
+import tifffile  # noqa: E402
+
+__all__ = [
+    "RecordingError",
+    "MovieFile",
+    "RecordingSource",
+    "RecordingMetadata",
+    "natural_key",
+    "discover",
+    "read_metadata",
+    "probe_avi",
+    "probe_tiff",
+    "read_v4_timestamps",
+    "read_v3_timestamps",
+    "frame_timing",
+    "load_movie",
+]
+
+TIFF_SUFFIXES = (".tif", ".tiff")
+AVI_SUFFIXES = (".avi",)
+V4_TIMESTAMPS = "timeStamps.csv"
+V3_TIMESTAMPS = "timestamp.dat"
+METADATA = "metaData.json"
+DROP_FACTOR = 1.5  # an interval longer than this many median intervals is a dropped-frame gap
+CHUNK_BYTES = 32 * 2**20  # target size of one lazy chunk of frames
+
+
+class RecordingError(ValueError):
+    """A recording on disk is missing, unreadable or inconsistent; the message names the file."""
+
+
+@dataclass(frozen=True)
+class MovieFile:
+    """One movie file of a recording.
+
+    Attributes
+    ----------
+    path : pathlib.Path
+        Absolute path of the file.
+    n_frames : int
+        Number of frames it holds.
+    kind : {"avi", "tiff"}
+        How to read it.
+    """
+
+    path: Path
+    n_frames: int
+    kind: str
+
+
+@dataclass
+class RecordingSource:
+    """A recording found on disk, before its files are read.
+
+    Attributes
+    ----------
+    system : {"miniscope_v4", "miniscope_v3", "tiff", "avi"}
+        Acquisition system / layout.
+    folder : pathlib.Path
+        The recording folder (the V4 device folder; the V3 folder; the TIFF/AVI folder). For a single
+        movie file given directly, the file itself.
+    files : list of pathlib.Path
+        Movie files in numeric order.
+    timestamps_file : pathlib.Path or None
+        ``timeStamps.csv`` (V4) or ``timestamp.dat`` (V3).
+    """
+
+    system: str
+    folder: Path
+    files: list[Path]
+    timestamps_file: Path | None = None
+
+
+@dataclass
+class RecordingMetadata:
+    """What ingestion learns of a recording, validated.
+
+    Attributes
+    ----------
+    source : RecordingSource
+        Where it came from.
+    files : list of MovieFile
+        Movie files in numeric order with their frame counts.
+    n_frames, height, width : int
+        Movie shape in frames and pixels.
+    dtype : str
+        Pixel dtype (``"uint8"`` for Miniscope videos).
+    timestamps : numpy.ndarray
+        float64 (n_frames,), seconds on the acquisition clock.
+    fps : float
+        Frame rate in Hz, measured from ``timestamps`` (median interval).
+    nominal_fps : float or None
+        Frame rate set on the device (or in the file header), Hz.
+    timing_source : {"acquisition_clock", "nominal"}
+        Whether ``timestamps`` came from the acquisition or from a frame rate.
+    dropped_after : numpy.ndarray
+        int64, indices of frames followed by a dropped-frame gap.
+    n_dropped_frames : int
+        Number of frames missing in those gaps.
+    start_time : datetime.datetime or None
+        Recording start (local time of the acquisition computer) when the metadata has it.
+    device : dict
+        Device settings as found in the metadata files (JSON-serializable).
+    """
+
+    source: RecordingSource
+    files: list[MovieFile]
+    n_frames: int
+    height: int
+    width: int
+    dtype: str
+    timestamps: np.ndarray
+    fps: float
+    nominal_fps: float | None
+    timing_source: str
+    dropped_after: np.ndarray
+    n_dropped_frames: int
+    start_time: _dt.datetime | None = None
+    device: dict = field(default_factory=dict)
+
+    @property
+    def duration(self) -> float:
+        """Seconds from the first to the last frame plus one frame interval."""
+        return float(self.timestamps[-1] - self.timestamps[0] + 1.0 / self.fps)
+
+    def movie(self, chunk_frames: int | None = None) -> da.Array:
+        """Return the movie as a lazy dask array, see :func:`load_movie`."""
+        return load_movie(self.files, (self.height, self.width), self.dtype, chunk_frames)
+
+
+# ----------------------------------------------------------------------------------------- layout
+
+
+def natural_key(path: str | Path) -> tuple:
+    """Sort key that orders ``2.avi`` before ``10.avi`` and ``msCam2`` before ``msCam10``."""
+    name = Path(path).name
+    return tuple(int(tok) if tok.isdigit() else tok.lower() for tok in re.split(r"(\d+)", name))
+
+
+def _listing(folder: Path, suffixes: tuple[str, ...], prefix: str = "") -> list[Path]:
+    return sorted(
+        (p for p in folder.iterdir()
+         if p.is_file() and p.suffix.lower() in suffixes and p.name.startswith(prefix)),
+        key=natural_key,
+    )
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise RecordingError(f"{path}: unreadable {path.name} ({err})") from err
+    if not isinstance(data, dict):
+        raise RecordingError(f"{path}: unreadable {path.name} (expected a JSON object)")
+    return data
+
+
+def _v4_device_avis(folder: Path) -> list[Path]:
+    return [p for p in _listing(folder, AVI_SUFFIXES) if p.stem.isdigit()]
+
+
+def _is_v4_miniscope(folder: Path) -> bool:
+    """A V4 device folder holding a miniscope (not a behaviour camera)."""
+    if not (folder / METADATA).is_file() and not (folder / V4_TIMESTAMPS).is_file():
+        return False
+    if not _v4_device_avis(folder):
+        return False
+    session_meta = folder.parent / METADATA
+    if session_meta.is_file():
+        try:
+            miniscopes = json.loads(session_meta.read_text()).get("miniscopes")
+        except (OSError, ValueError, AttributeError):
+            miniscopes = None
+        if isinstance(miniscopes, list) and miniscopes:
+            return folder.name in miniscopes
+    if (folder / METADATA).is_file():
+        try:
+            device_type = str(json.loads((folder / METADATA).read_text()).get("deviceType", ""))
+        except (OSError, ValueError, AttributeError):
+            device_type = ""
+        if device_type:
+            return "miniscope" in device_type.lower()
+    return "cam" not in folder.name.lower()
+
+
+def _source_in(folder: Path) -> RecordingSource | None:
+    """The recording held directly in ``folder``, if any."""
+    if _is_v4_miniscope(folder):
+        ts = folder / V4_TIMESTAMPS
+        return RecordingSource("miniscope_v4", folder, _v4_device_avis(folder), ts)
+    v3 = _listing(folder, AVI_SUFFIXES, prefix="msCam")
+    if v3:
+        return RecordingSource("miniscope_v3", folder, v3, folder / V3_TIMESTAMPS)
+    tiffs = _listing(folder, TIFF_SUFFIXES)
+    if tiffs:
+        return RecordingSource("tiff", folder, tiffs)
+    avis = _listing(folder, AVI_SUFFIXES)
+    if avis and not any(p.name.lower().startswith("behavcam") for p in avis):
+        return RecordingSource("avi", folder, avis)
+    return None
+
+
+def discover(path: str | Path) -> list[RecordingSource]:
+    """Find the recordings at ``path``.
+
+    Parameters
+    ----------
+    path : str or pathlib.Path
+        A movie file (.tif/.tiff/.avi), a recording folder, or a folder above recording folders (a V4
+        session or time folder); sub-folders are searched in numeric order.
+
+    Returns
+    -------
+    list of RecordingSource
+        One per recording, in numeric folder order.
+
+    Raises
+    ------
+    RecordingError
+        If ``path`` does not exist, is an unsupported file, or holds no recording.
+    """
+    path = Path(path).expanduser().resolve()
+    if not path.exists():
+        raise RecordingError(f"{path}: no such file or folder")
+    if path.is_file():
+        suffix = path.suffix.lower()
+        if suffix in TIFF_SUFFIXES:
+            return [RecordingSource("tiff", path, [path])]
+        if suffix in AVI_SUFFIXES:
+            return [RecordingSource("avi", path, [path])]
+        raise RecordingError(f"{path}: not a recording (expected .avi, .tif or .tiff)")
+    found: list[RecordingSource] = []
+    here = _source_in(path)
+    if here is not None:
+        return [here]
+    for sub in sorted((p for p in path.iterdir() if p.is_dir()), key=natural_key):
+        try:
+            found.extend(discover(sub))
+        except RecordingError:
+            continue
+    if not found:
+        raise RecordingError(
+            f"{path}: no recording found (looked for a Miniscope V4 device folder with numbered .avi "
+            f"files, Miniscope V3 msCam*.avi, .tif/.tiff stacks or .avi files, also in sub-folders)"
+        )
+    return found
+
+
+# ------------------------------------------------------------------------------------ movie files
+
+
+def probe_avi(path: Path) -> tuple[int, int, int, float]:
+    """Return ``(n_frames, height, width, fps)`` of an AVI, checking that it is complete.
+
+    The frame count comes from the container; the first and the last frame are decoded, so a
+    truncated file (whose header promises more frames than it holds) is detected.
+
+    Raises
+    ------
+    RecordingError
+        If the file cannot be opened, holds no frame, or is truncated/corrupt.
+    """
+    cap = cv2.VideoCapture(str(path))
+    try:
+        if not cap.isOpened():
+            raise RecordingError(f"{path}: cannot be opened as a video (corrupt or not a video file)")
+        cap.set(cv2.CAP_PROP_CONVERT_RGB, 0)
+        n_frames = int(round(cap.get(cv2.CAP_PROP_FRAME_COUNT)))
+        fps = float(cap.get(cv2.CAP_PROP_FPS) or 0.0)
+        ok, frame = cap.read()
+        if not ok or frame is None or n_frames < 1:
+            raise RecordingError(f"{path}: no decodable frame (corrupt or empty video)")
+        height, width = frame.shape[:2]
+        if n_frames > 1:
+            cap.set(cv2.CAP_PROP_POS_FRAMES, n_frames - 1)
+            ok, last = cap.read()
+            if not ok or last is None or last.shape[:2] != (height, width):
+                raise RecordingError(
+                    f"{path}: truncated or corrupt: the header lists {n_frames} frames but frame "
+                    f"{n_frames - 1} cannot be decoded"
+                )
+        return n_frames, int(height), int(width), fps
+    finally:
+        cap.release()
+
+
+def probe_tiff(path: Path) -> tuple[int, int, int, str, float | None]:
+    """Return ``(n_frames, height, width, dtype, fps_or_None)`` of a TIFF stack.
+
+    Raises
+    ------
+    RecordingError
+        If the file is not a readable TIFF or is not a grayscale stack.
+    """
+    try:
+        with tifffile.TiffFile(path) as tif:
+            series = tif.series[0]
+            shape, dtype = tuple(series.shape), str(series.dtype)
+            meta = tif.imagej_metadata or {}
+    except Exception as err:  # tifffile raises many types for broken files
+        raise RecordingError(f"{path}: unreadable TIFF ({err})") from err
+    if len(shape) == 2:
+        shape = (1, *shape)
+    if len(shape) != 3:
+        raise RecordingError(f"{path}: expected a grayscale stack (frames, height, width), got shape {shape}")
+    fps = None
+    finterval = meta.get("finterval")
+    if finterval:
+        fps = 1.0 / float(finterval)
+    elif meta.get("fps"):
+        fps = float(meta["fps"])
+    return shape[0], shape[1], shape[2], dtype, fps
+
+
+def _read_avi(path: str, start: int, stop: int, height: int, width: int, dtype: str) -> np.ndarray:
+    out = np.empty((stop - start, height, width), dtype=dtype)
+    cap = cv2.VideoCapture(path)
+    try:
+        cap.set(cv2.CAP_PROP_CONVERT_RGB, 0)
+        if start:
+            cap.set(cv2.CAP_PROP_POS_FRAMES, start)
+        for i in range(stop - start):
+            ok, frame = cap.read()
+            if not ok or frame is None:
+                raise RecordingError(f"{path}: frame {start + i} cannot be decoded")
+            if frame.ndim == 3:
+                frame = cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY)
+            out[i] = frame
+    finally:
+        cap.release()
+    return out
+
+
+def _read_tiff(path: str, start: int, stop: int, height: int, width: int, dtype: str) -> np.ndarray:
+    with tifffile.TiffFile(path) as tif:
+        if len(tif.pages) >= stop:  # one page per frame: read just these pages
+            arr = tif.asarray(key=range(start, stop))
+        else:  # frames stored contiguously in few pages (ImageJ hyperstack): memory-map them
+            try:
+                arr = tifffile.memmap(path, mode="r")
+            except ValueError:  # compressed: no way around decoding the series
+                arr = tif.series[0].asarray()
+            arr = arr.reshape(-1, height, width)[start:stop]
+    return np.ascontiguousarray(arr.reshape(stop - start, height, width), dtype=dtype)
+
+
+_READERS = {"avi": _read_avi, "tiff": _read_tiff}
+
+
+def load_movie(
+    files: Sequence[MovieFile],
+    frame_shape: tuple[int, int],
+    dtype: str,
+    chunk_frames: int | None = None,
+) -> da.Array:
+    """Return the concatenated movie of ``files`` as a lazy dask array.
+
+    Parameters
+    ----------
+    files : sequence of MovieFile
+        Movie files in order, with their frame counts.
+    frame_shape : (int, int)
+        (height, width) in pixels.
+    dtype : str
+        Pixel dtype.
+    chunk_frames : int, optional
+        Frames per chunk. Default: about 32 MiB per chunk. Chunks never span two files.
+
+    Returns
+    -------
+    dask.array.Array
+        Shape (frames, height, width), ``dtype``; nothing is read until computed, and each chunk
+        reads only its own frames.
+    """
+    height, width = frame_shape
+    if chunk_frames is None:
+        chunk_frames = max(1, CHUNK_BYTES // (height * width * np.dtype(dtype).itemsize))
+    blocks = []
+    for f in files:
+        reader = _READERS[f.kind]
+        for start in range(0, f.n_frames, chunk_frames):
+            stop = min(start + chunk_frames, f.n_frames)
+            block = dask.delayed(reader, pure=True)(str(f.path), start, stop, height, width, dtype)
+            blocks.append(da.from_delayed(block, shape=(stop - start, height, width), dtype=dtype))
+    if not blocks:
+        raise RecordingError("no frames to load")
+    return da.concatenate(blocks, axis=0)
+
+
+# ------------------------------------------------------------------------------------------ timing
+
+
+def read_v4_timestamps(path: Path) -> np.ndarray:
+    """Read a V4 ``timeStamps.csv`` and return float64 seconds (one per frame, in file order).
+
+    Raises
+    ------
+    RecordingError
+        If the file is missing, lacks the ``Time Stamp (ms)`` column, or has unparsable rows.
+    """
+    if not path.is_file():
+        raise RecordingError(f"{path}: missing {path.name} (needed for frame timing)")
+    try:
+        with open(path, newline="") as fh:
+            header = [h.strip() for h in fh.readline().split(",")]
+            if "Time Stamp (ms)" not in header:
+                raise RecordingError(f"{path}: no 'Time Stamp (ms)' column in header {header}")
+            col = header.index("Time Stamp (ms)")
+            values = []
+            for lineno, line in enumerate(fh, start=2):
+                if not line.strip():
+                    continue
+                try:
+                    values.append(float(line.split(",")[col]))
+                except (IndexError, ValueError) as err:
+                    raise RecordingError(f"{path}: line {lineno} unparsable: {line.strip()!r}") from err
+    except (OSError, UnicodeDecodeError) as err:
+        raise RecordingError(f"{path}: unreadable ({err})") from err
+    return np.asarray(values, dtype=np.float64) / 1000.0
+
+
+def read_v3_timestamps(path: Path, n_frames: int) -> tuple[np.ndarray, int]:
+    """Read a V3 ``timestamp.dat``; return (seconds of the miniscope camera, its camNum).
+
+    The miniscope is the camera whose frame count equals ``n_frames`` (the msCam files'); the first
+    frame's ``sysClock`` is replaced by ``max(0, t[1] - median interval)`` when it is negative or
+    later than the second frame's (the V3 DAQ writes an undefined value there).
+
+    Raises
+    ------
+    RecordingError
+        If the file is missing or unparsable, or no camera has ``n_frames`` frames.
+    """
+    if not path.is_file():
+        raise RecordingError(f"{path}: missing {path.name} (needed for frame timing)")
+    try:
+        table = np.genfromtxt(path, delimiter="\t", names=True, dtype=np.float64)
+    except (OSError, ValueError) as err:
+        raise RecordingError(f"{path}: unparsable ({err})") from err
+    table = np.atleast_1d(table)
+    if table.dtype.names is None or not {"camNum", "sysClock"} <= set(table.dtype.names):
+        raise RecordingError(f"{path}: expected columns camNum and sysClock")
+    cams, counts = np.unique(table["camNum"], return_counts=True)
+    matches = cams[counts == n_frames]
+    if matches.size == 0:
+        listing = ", ".join(f"camera {int(c)}: {n}" for c, n in zip(cams, counts))
+        raise RecordingError(
+            f"{path}: no camera has {n_frames} timestamps to match the msCam files ({listing})"
+        )
+    cam = int(matches[0])
+    ts = table["sysClock"][table["camNum"] == cam] / 1000.0
+    if ts.size > 2 and (ts[0] < 0 or ts[0] > ts[1]):
+        ts[0] = max(0.0, ts[1] - float(np.median(np.diff(ts[1:]))))
+    return ts, cam
+
+
+def frame_timing(timestamps: np.ndarray, where: str) -> tuple[float, np.ndarray, int]:
+    """Measure frame rate and dropped frames from timestamps.
+
+    Parameters
+    ----------
+    timestamps : numpy.ndarray
+        float64 (n_frames,), seconds.
+    where : str
+        File named in errors.
+
+    Returns
+    -------
+    fps : float
+        1 / median frame interval, Hz.
+    dropped_after : numpy.ndarray
+        int64 indices of frames followed by a gap longer than 1.5 median intervals.
+    n_dropped : int
+        Frames missing in those gaps (``round(gap / median) - 1`` each).
+
+    Raises
+    ------
+    RecordingError
+        If timestamps are non-finite, decrease, or are too few to measure an interval.
+    """
+    if timestamps.size < 2:
+        raise RecordingError(f"{where}: at least 2 frames are needed to measure the frame rate")
+    if not np.all(np.isfinite(timestamps)):
+        raise RecordingError(f"{where}: non-finite timestamps at frames {np.flatnonzero(~np.isfinite(timestamps))[:10].tolist()}")
+    dt = np.diff(timestamps)
+    if np.any(dt <= 0):
+        bad = np.flatnonzero(dt <= 0)[:10].tolist()
+        raise RecordingError(f"{where}: timestamps do not increase after frames {bad}")
+    median = float(np.median(dt))
+    gaps = np.flatnonzero(dt > DROP_FACTOR * median)
+    n_dropped = int(np.sum(np.maximum(np.round(dt[gaps] / median) - 1, 1))) if gaps.size else 0
+    return 1.0 / median, gaps.astype(np.int64), n_dropped
+
+
+# -------------------------------------------------------------------------------- whole recordings
+
+
+def _probe_files(source: RecordingSource) -> tuple[list[MovieFile], int, int, str, float | None]:
+    files: list[MovieFile] = []
+    size = None
+    dtype = "uint8"
+    header_fps = None
+    for path in source.files:
+        if source.system == "tiff":
+            n, h, w, dtype_i, fps = probe_tiff(path)
+            kind = "tiff"
+        else:
+            n, h, w, fps = probe_avi(path)
+            dtype_i, kind = "uint8", "avi"
+        if size is None:
+            size, dtype, header_fps = (h, w), dtype_i, fps or None
+        elif (h, w) != size:
+            raise RecordingError(
+                f"{path}: frame size {h}x{w} differs from {size[0]}x{size[1]} of {source.files[0].name}"
+            )
+        elif dtype_i != dtype:
+            raise RecordingError(f"{path}: pixel type {dtype_i} differs from {dtype} of {source.files[0].name}")
+        files.append(MovieFile(path, n, kind))
+    return files, size[0], size[1], dtype, header_fps
+
+
+def _nominal_fps(value) -> float | None:
+    match = re.search(r"[\d.]+", str(value)) if value is not None else None
+    return float(match.group()) if match else None
+
+
+def _v4_start_time(session_meta: dict) -> _dt.datetime | None:
+    rst = session_meta.get("recordingStartTime")
+    if not isinstance(rst, dict):
+        return None
+    try:
+        return _dt.datetime(int(rst["year"]), int(rst["month"]), int(rst["day"]), int(rst["hour"]),
+                            int(rst["minute"]), int(rst["second"]), int(rst.get("msec", 0)) * 1000)
+    except (KeyError, TypeError, ValueError):
+        return None
+
+
+def _v3_settings(path: Path) -> dict:
+    """Parse ``settings_and_notes.dat`` (a tab-separated header line and a value line)."""
+    if not path.is_file():
+        return {}
+    try:
+        lines = [ln.rstrip("\n") for ln in path.read_text(errors="replace").splitlines() if ln.strip()]
+    except OSError as err:
+        raise RecordingError(f"{path}: unreadable ({err})") from err
+    if len(lines) >= 2:
+        return dict(zip(lines[0].split("\t"), lines[1].split("\t")))
+    return {}
+
+
+def read_metadata(source: RecordingSource, fps: float | None = None) -> RecordingMetadata:
+    """Read and validate a recording's files, timestamps and device metadata.
+
+    Only file headers and the first and last frame of each movie file are decoded.
+
+    Parameters
+    ----------
+    source : RecordingSource
+        From :func:`discover`.
+    fps : float, optional
+        Frame rate in Hz for recordings without an acquisition clock (TIFF, plain AVI). Ignored with
+        a clock (Miniscope V3/V4), whose frame rate is measured.
+
+    Returns
+    -------
+    RecordingMetadata
+
+    Raises
+    ------
+    RecordingError
+        Naming the file, for: a corrupt or truncated movie; differing frame sizes; a missing,
+        unreadable or inconsistent timestamps or metaData.json file; timestamps whose count differs
+        from the frames; an unknown frame rate.
+    """
+    device: dict = {}
+    start_time = None
+    nominal = None
+    if source.system == "miniscope_v4":
+        if (source.folder / METADATA).is_file():
+            device = _read_json(source.folder / METADATA)
+        session_meta_path = source.folder.parent / METADATA
+        if session_meta_path.is_file():
+            session_meta = _read_json(session_meta_path)
+            start_time = _v4_start_time(session_meta)
+            device["session"] = session_meta
+        nominal = _nominal_fps(device.get("frameRate"))
+    files, height, width, dtype, header_fps = _probe_files(source)
+    n_frames = sum(f.n_frames for f in files)
+
+    if source.system == "miniscope_v4":
+        timestamps = read_v4_timestamps(source.timestamps_file)
+        timing = "acquisition_clock"
+    elif source.system == "miniscope_v3":
+        timestamps, cam = read_v3_timestamps(source.timestamps_file, n_frames)
+        device = {**_v3_settings(source.folder / "settings_and_notes.dat"), "camNum": cam}
+        timing = "acquisition_clock"
+    else:
+        rate = fps or header_fps
+        if not rate or rate <= 0:
+            raise RecordingError(
+                f"{source.files[0]}: no frame rate in the file; give it (fps=..., or --fps on the command line)"
+            )
+        nominal = float(rate)
+        timestamps = np.arange(n_frames, dtype=np.float64) / nominal
+        timing = "nominal"
+    where = str(source.timestamps_file or source.files[0])
+    if timestamps.size != n_frames:
+        raise RecordingError(
+            f"{where}: {timestamps.size} timestamps but the movie files hold {n_frames} frames"
+        )
+    measured, dropped_after, n_dropped = frame_timing(timestamps, where)
+    return RecordingMetadata(
+        source=source, files=files, n_frames=n_frames, height=height, width=width, dtype=dtype,
+        timestamps=timestamps, fps=measured, nominal_fps=nominal, timing_source=timing,
+        dropped_after=dropped_after, n_dropped_frames=n_dropped, start_time=start_time, device=device,
+    )

@@ -1,0 +1,121 @@
+"""Connecting scopeline to a database server and an object store.
+
+Two cases, decided once per process by :func:`configure`:
+
+- The user configured a server (``DJ_HOST`` in the environment, or a ``datajoint.json`` with a
+  ``database.host`` found by DataJoint's upward search): scopeline uses it as configured
+  (a lab's MySQL 8, or PostgreSQL with ``DJ_BACKEND=postgresql``) and never starts its own.
+- Nothing is configured: scopeline starts (if needed) and uses its private server
+  (:mod:`scopeline.server`).
+
+Large arrays go to DataJoint's default object store. When none is configured, scopeline adds a
+local file store under ``<home>/store``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import warnings
+
+with warnings.catch_warnings():
+    warnings.filterwarnings("ignore", message="No datajoint.json found")
+    import datajoint as dj
+
+from scopeline import server, settings
+
+__all__ = ["user_configured", "configure", "connect", "describe"]
+
+warnings.filterwarnings("ignore", message="MariaDB is not officially supported", category=UserWarning)
+
+STORE_NAME = "scopeline"
+
+
+def _config_file_host() -> str | None:
+    from datajoint.settings import find_config_file
+
+    if os.environ.get("DJ_IGNORE_CONFIG_FILE", "").lower() in ("1", "true", "yes"):
+        return None
+    path = find_config_file()
+    if path is None:
+        return None
+    try:
+        cfg = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+    return (cfg.get("database") or {}).get("host") or cfg.get("database.host")
+
+
+def user_configured() -> bool:
+    """Return True when the user configured a database server for DataJoint.
+
+    That is ``DJ_HOST`` in the environment or a ``datajoint.json`` naming a host.
+    """
+    return bool(os.environ.get("DJ_HOST") or _config_file_host())
+
+
+def _ensure_store() -> None:
+    stores = dict(dj.config.stores or {})
+    if stores.get("default"):
+        return
+    stores[STORE_NAME] = {"protocol": "file", "location": str(settings.store_location())}
+    stores["default"] = STORE_NAME
+    dj.config.stores = stores
+
+
+def configure(start_local: bool = True) -> dict:
+    """Point DataJoint at the configured server, or at scopeline's private one.
+
+    Parameters
+    ----------
+    start_local : bool
+        When no server is configured, start the private server if it is not running.
+
+    Returns
+    -------
+    dict
+        ``{"source": "user" | "local", "backend", "host", "port", "user"}``.
+
+    Raises
+    ------
+    scopeline.server.ServerError
+        If the private server is needed but cannot be started.
+    """
+    if user_configured():
+        source = "user"
+    else:
+        info = server.up() if start_local else server.status()
+        if info is None:
+            raise server.ServerError("no database configured and no private server set up: run `scopeline db up`")
+        dj.config["database.backend"] = "mysql"
+        dj.config["database.host"] = info.host
+        dj.config["database.port"] = info.port
+        dj.config["database.user"] = info.user
+        dj.config["database.password"] = info.password
+        dj.config["database.use_tls"] = False
+        source = "local"
+    _ensure_store()
+    return {
+        "source": source,
+        "backend": dj.config["database.backend"],
+        "host": dj.config["database.host"],
+        "port": dj.config["database.port"],
+        "user": dj.config["database.user"],
+    }
+
+
+def connect(reset: bool = False) -> dj.Connection:
+    """Configure (see :func:`configure`) and return DataJoint's shared connection."""
+    configure()
+    return dj.conn(reset=reset)
+
+
+def describe() -> dict:
+    """Return where scopeline's database and store are, without starting anything."""
+    out = {"configured_by_user": user_configured(), "home": str(settings.home())}
+    info = server.status()
+    out["private_server"] = info.public() if info is not None else None
+    stores = dj.config.stores or {}
+    default = stores.get("default")
+    out["store"] = stores.get(default) if default else {"protocol": "file", "location": str(settings.store_location())}
+    return out
