@@ -16,17 +16,11 @@ from __future__ import annotations
 
 import json
 import os
-import warnings
-
-with warnings.catch_warnings():
-    warnings.filterwarnings("ignore", message="No datajoint.json found")
-    import datajoint as dj
 
 from scopeline import server, settings
+from scopeline._dj import dj
 
 __all__ = ["user_configured", "configure", "connect", "describe"]
-
-warnings.filterwarnings("ignore", message="MariaDB is not officially supported", category=UserWarning)
 
 STORE_NAME = "scopeline"
 
