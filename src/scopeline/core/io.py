@@ -249,7 +249,8 @@ def _source_in(folder: Path) -> RecordingSource | None:
     if tiffs:
         return RecordingSource("tiff", folder, tiffs)
     avis = _listing(folder, AVI_SUFFIXES)
-    if avis and not any(p.name.lower().startswith("behavcam") for p in avis):
+    is_v4_time_folder = (folder / METADATA).is_file() and any(_is_v4_miniscope(d) for d in folder.iterdir() if d.is_dir())
+    if avis and not is_v4_time_folder and not any(p.name.lower().startswith("behavcam") for p in avis):
         return RecordingSource("avi", folder, avis)
     return None
 
@@ -287,7 +288,7 @@ def discover(path: str | Path) -> list[RecordingSource]:
     here = _source_in(path)
     if here is not None:
         return [here]
-    for sub in sorted((p for p in path.iterdir() if p.is_dir()), key=natural_key):
+    for sub in sorted((p for p in path.iterdir() if p.is_dir() and p.suffix != ".zarr"), key=natural_key):
         try:
             found.extend(discover(sub))
         except RecordingError:

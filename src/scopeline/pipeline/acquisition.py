@@ -25,10 +25,13 @@ class AcquisitionSystem(dj.Lookup):
     system_description         : varchar(255)
     """
     contents = [
-        ("miniscope_v4", "UCLA Miniscope V4 DAQ: numbered AVIs, timeStamps.csv, metaData.json"),
-        ("miniscope_v3", "UCLA Miniscope V3 DAQ: msCam*.avi, timestamp.dat, settings_and_notes.dat"),
-        ("tiff", "TIFF stack(s), no acquisition clock: frame rate given"),
-        ("avi", "AVI file(s), no acquisition clock: frame rate from the header or given"),
+        {"acquisition_system": name, "system_description": text}
+        for name, text in (
+            ("miniscope_v4", "UCLA Miniscope V4 DAQ: numbered AVIs, timeStamps.csv, metaData.json"),
+            ("miniscope_v3", "UCLA Miniscope V3 DAQ: msCam*.avi, timestamp.dat, settings_and_notes.dat"),
+            ("tiff", "TIFF stack(s), no acquisition clock: frame rate given"),
+            ("avi", "AVI file(s), no acquisition clock: frame rate from the header or given"),
+        )
     ]
 
 

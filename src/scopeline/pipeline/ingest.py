@@ -34,18 +34,18 @@ class Ingested:
     fps: float
 
 
-def match_pattern(pattern: str, path: str | Path) -> dict:
-    """Take ``subject`` and ``session`` from a path by a folder pattern.
+def match_pattern(pattern: str, relpath: str) -> dict:
+    """Take ``subject`` and ``session`` from a recording's path by a folder pattern.
 
     Parameters
     ----------
     pattern : str
-        Folder template matched against the end of the recording's path: ``{subject}`` and
+        Folder template matched against the whole path relative to the data root: ``{subject}`` and
         ``{session}`` match one folder name each, ``*`` any one folder name, ``**`` any number of
-        folders. Example for the V4 DAQ layout ``.../m1/2026_11_21/10_00_00/My_V4_Miniscope``:
-        ``"{subject}/{session}/*/*"``.
-    path : str or pathlib.Path
-        The recording's path.
+        folders (also none). Example for the V4 DAQ layout
+        ``lab/m1/2026_11_21/10_00_00/My_V4_Miniscope``: ``"**/{subject}/{session}/*/*"``.
+    relpath : str
+        The recording's path relative to the data root, POSIX separators.
 
     Returns
     -------
@@ -58,25 +58,28 @@ def match_pattern(pattern: str, path: str | Path) -> dict:
         If the pattern does not match the path.
     """
     parts = []
-    for token in re.split(r"(\{subject\}|\{session\}|\*\*|\*)", pattern.strip("/")):
+    for token in re.split(r"(\{subject\}|\{session\}|\*\*/|/\*\*|\*\*|\*)", pattern.strip("/")):
         if token in ("{subject}", "{session}"):
             parts.append(f"(?P<{token[1:-1]}>[^/]+)")
+        elif token == "**/":
+            parts.append("(?:.*/)?")
+        elif token == "/**":
+            parts.append("(?:/.*)?")
         elif token == "**":
             parts.append(".*")
         elif token == "*":
             parts.append("[^/]+")
         else:
             parts.append(re.escape(token))
-    regex = re.compile("(?:^|/)" + "".join(parts) + "$")
-    text = Path(path).resolve().as_posix()
-    match = regex.search(text)
+    match = re.fullmatch("".join(parts), relpath.strip("/"))
     if match is None:
-        raise IngestError(f"{text}: does not match the pattern {pattern!r}")
+        raise IngestError(f"{relpath}: does not match the pattern {pattern!r} (relative to the data root)")
     return match.groupdict()
 
 
-def _identity(source: io.RecordingSource, subject: str | None, session: str | None, pattern: str | None) -> dict:
-    ident = match_pattern(pattern, source.folder) if pattern else {}
+def _identity(source: io.RecordingSource, rel: str, subject: str | None, session: str | None,
+              pattern: str | None) -> dict:
+    ident = match_pattern(pattern, rel) if pattern else {}
     if subject:
         ident["subject"] = subject
     if session:
@@ -85,7 +88,7 @@ def _identity(source: io.RecordingSource, subject: str | None, session: str | No
     if missing:
         raise IngestError(
             f"{source.folder}: no {' and no '.join(missing)} given: pass subject= and session= "
-            f"(--subject/--session) or a pattern (--pattern '{{subject}}/{{session}}/*/*')"
+            f"(--subject/--session) or a pattern (--pattern '**/{{subject}}/{{session}}/*/*')"
         )
     return {"subject": ident["subject"], "session": ident["session"]}
 
@@ -128,11 +131,11 @@ def ingest(path: str | Path, subject: str | None = None, session: str | None = N
     sources = io.discover(path)
     plan = []
     for source in sources:
-        ident = _identity(source, subject, session, pattern)
         try:
             rel = acquisition.relative_path(source.folder)
         except ValueError as err:
             raise IngestError(str(err)) from err
+        ident = _identity(source, rel, subject, session, pattern)
         existing = (acquisition.Recording & {"recording_path": rel}).to_dicts()
         if existing:
             row = existing[0]

@@ -1,0 +1,216 @@
+"""core.io: layout discovery, timing, validation of bad input, and the lazy reader (no database)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tracemalloc
+from pathlib import Path
+
+import cv2
+import dask
+import numpy as np
+import pytest
+from conftest import shared_data
+
+from scopeline.core import io
+from scopeline.core import simulate as sim
+
+
+def _v4_copy(sim_v4: Path, tmp_path: Path) -> Path:
+    out = tmp_path / "rec"
+    shutil.copytree(sim_v4, out)
+    return next(out.glob("*/My_V4_Miniscope"))
+
+
+def _write_avi(path: Path, frames: np.ndarray, fps: float = 20.0) -> None:
+    vw = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"FFV1"), fps,
+                         (frames.shape[2], frames.shape[1]), isColor=False)
+    for f in frames:
+        vw.write(f)
+    vw.release()
+
+
+def test_natural_key_orders_numbers():
+    names = ["10.avi", "2.avi", "1.avi", "msCam10.avi", "msCam9.avi"]
+    assert sorted(names, key=io.natural_key) == ["1.avi", "2.avi", "10.avi", "msCam9.avi", "msCam10.avi"]
+
+
+def test_v4_files_read_in_numeric_order(tmp_path):
+    """12 files whose frames hold their file index: 10.avi and 11.avi must come after 9.avi."""
+    dev = tmp_path / "12_00_00" / "Miniscope"
+    dev.mkdir(parents=True)
+    for i in range(12):
+        _write_avi(dev / f"{i}.avi", np.full((3, 16, 24), 10 * i, np.uint8))
+    (dev / "metaData.json").write_text(json.dumps({"deviceType": "Miniscope_V4_BNO", "frameRate": "20FPS"}))
+    with open(dev / "timeStamps.csv", "w") as fh:
+        fh.write("Frame Number,Time Stamp (ms),Buffer Index\n")
+        fh.writelines(f"{i},{50 * i},0\n" for i in range(36))
+    (source,) = io.discover(tmp_path)
+    assert source.system == "miniscope_v4"
+    assert [p.name for p in source.files] == [f"{i}.avi" for i in range(12)]
+    meta = io.read_metadata(source)
+    movie = meta.movie(chunk_frames=2).compute()
+    np.testing.assert_array_equal(movie[:, 0, 0], np.repeat(10 * np.arange(12), 3))
+    assert meta.nominal_fps == 20.0 and meta.fps == pytest.approx(20.0)
+
+
+def test_v4_simulated_timing_exact(sim_v4):
+    gt = sim.load_ground_truth(sim_v4)
+    (source,) = io.discover(sim_v4)
+    meta = io.read_metadata(source)
+    assert meta.n_frames == 200 and (meta.height, meta.width) == (64, 80)
+    assert [f.n_frames for f in meta.files] == [40] * 5
+    np.testing.assert_array_equal(meta.timestamps, gt["timestamps"])
+    assert meta.n_dropped_frames == 2
+    assert meta.dropped_after.tolist() == gt["dropped_after"]
+    assert meta.fps == pytest.approx(20.0, rel=1e-3)
+    assert meta.start_time.isoformat() == "2026-01-05T10:00:00"
+    assert meta.device["deviceType"] == "Miniscope_V4_BNO"
+
+
+def test_layouts_hold_identical_pixels(tmp_path):
+    """The same simulation written as split V4 AVIs, V3 AVIs and one TIFF reads back identically."""
+    params = sim.SimulationParams(height=48, width=56, n_frames=90, n_cells=5, frames_per_file=25, seed=7)
+    movies = {}
+    for layout in sim.LAYOUTS:
+        sim.simulate(tmp_path / layout, params, layout=layout)
+        (source,) = io.discover(tmp_path / layout)
+        meta = io.read_metadata(source, fps=params.fps)
+        assert meta.n_frames == 90
+        movies[layout] = meta.movie(chunk_frames=16).compute()
+    np.testing.assert_array_equal(movies["v4"], movies["tiff"])
+    np.testing.assert_array_equal(movies["v3"], movies["tiff"])
+
+
+def test_v3_timestamps_pick_miniscope_camera(tmp_path):
+    params = sim.SimulationParams(height=32, width=32, n_frames=60, n_cells=3, frames_per_file=25, seed=1)
+    sim.simulate(tmp_path, params, layout="v3")
+    gt = sim.load_ground_truth(tmp_path)
+    (source,) = io.discover(tmp_path)
+    assert source.system == "miniscope_v3"
+    assert [p.name for p in source.files] == ["msCam1.avi", "msCam2.avi", "msCam3.avi"]
+    meta = io.read_metadata(source)
+    assert meta.device["camNum"] == 1 and meta.device["msCamExposure"] == "255"
+    np.testing.assert_allclose(meta.timestamps[1:], gt["timestamps"][1:])
+    assert abs(meta.timestamps[0] - gt["timestamps"][0]) < 0.003  # junk first sysClock repaired
+
+
+def test_tiff_needs_fps(tmp_path):
+    sim.simulate(tmp_path, sim.SimulationParams(height=32, width=32, n_frames=20, n_cells=2), layout="tiff")
+    (source,) = io.discover(tmp_path / "movie.tif")
+    with pytest.raises(io.RecordingError, match=r"movie\.tif: no frame rate"):
+        io.read_metadata(source)
+    meta = io.read_metadata(source, fps=12.5)
+    assert meta.timing_source == "nominal" and meta.fps == pytest.approx(12.5)
+    assert meta.timestamps[-1] == pytest.approx(19 / 12.5)
+
+
+def test_real_ca1_tiff():
+    path = shared_data("ca1_miniscope_v3", "ca1_500x240x376_uint8.tif")
+    (source,) = io.discover(path)
+    meta = io.read_metadata(source, fps=15)
+    assert (meta.n_frames, meta.height, meta.width, meta.dtype) == (500, 240, 376, "uint8")
+    movie = meta.movie()
+    assert movie.chunks[0][0] < 500  # chunked by frames, not one block
+    frame = movie[250].compute()
+    assert frame.shape == (240, 376) and frame.max() > frame.min()
+
+
+def test_real_wireless_avi_header_rate():
+    path = shared_data("wireless_corrupted_frames", "wireless_corrupted.avi")
+    meta = io.read_metadata(io.discover(path)[0])
+    assert (meta.n_frames, meta.height, meta.width) == (60, 200, 200)
+    assert meta.fps == pytest.approx(20.0)
+
+
+# ---------------------------------------------------------------------------------- bad input
+
+
+def test_truncated_avi(sim_v4, tmp_path):
+    dev = _v4_copy(sim_v4, tmp_path)
+    data = (dev / "2.avi").read_bytes()
+    (dev / "2.avi").write_bytes(data[: len(data) // 2])
+    with pytest.raises(io.RecordingError, match=r"2\.avi: truncated or corrupt"):
+        io.read_metadata(io.discover(dev)[0])
+
+
+def test_corrupt_avi(sim_v4, tmp_path):
+    dev = _v4_copy(sim_v4, tmp_path)
+    (dev / "1.avi").write_bytes(b"RIFF" + bytes(range(256)) * 40)
+    with pytest.raises(io.RecordingError, match=r"1\.avi: (cannot be opened|no decodable frame)"):
+        io.read_metadata(io.discover(dev)[0])
+
+
+def test_missing_timestamps(sim_v4, tmp_path):
+    dev = _v4_copy(sim_v4, tmp_path)
+    (dev / "timeStamps.csv").unlink()
+    with pytest.raises(io.RecordingError, match=r"timeStamps\.csv: missing"):
+        io.read_metadata(io.discover(dev)[0])
+
+
+def test_timestamp_count_mismatch(sim_v4, tmp_path):
+    dev = _v4_copy(sim_v4, tmp_path)
+    lines = (dev / "timeStamps.csv").read_text().splitlines()
+    (dev / "timeStamps.csv").write_text("\n".join(lines[:-5]) + "\n")
+    with pytest.raises(io.RecordingError, match=r"timeStamps\.csv: 195 timestamps but the movie files hold 200 frames"):
+        io.read_metadata(io.discover(dev)[0])
+
+
+def test_frame_size_mismatch(sim_v4, tmp_path):
+    dev = _v4_copy(sim_v4, tmp_path)
+    _write_avi(dev / "3.avi", np.zeros((40, 60, 80), np.uint8))
+    with pytest.raises(io.RecordingError, match=r"3\.avi: frame size 60x80 differs from 64x80 of 0\.avi"):
+        io.read_metadata(io.discover(dev)[0])
+
+
+def test_empty_folder(tmp_path):
+    with pytest.raises(io.RecordingError, match="no recording found"):
+        io.discover(tmp_path)
+
+
+def test_missing_path(tmp_path):
+    with pytest.raises(io.RecordingError, match="no such file or folder"):
+        io.discover(tmp_path / "nope")
+
+
+def test_unreadable_metadata_json(sim_v4, tmp_path):
+    dev = _v4_copy(sim_v4, tmp_path)
+    (dev / "metaData.json").write_text("{ not json")
+    with pytest.raises(io.RecordingError, match=r"My_V4_Miniscope/metaData\.json: unreadable"):
+        io.read_metadata(io.discover(dev)[0])
+
+
+def test_decreasing_timestamps(sim_v4, tmp_path):
+    dev = _v4_copy(sim_v4, tmp_path)
+    lines = (dev / "timeStamps.csv").read_text().splitlines()
+    lines[11] = "10,1,0"
+    (dev / "timeStamps.csv").write_text("\n".join(lines) + "\n")
+    with pytest.raises(io.RecordingError, match=r"timeStamps\.csv: timestamps do not increase after frames \[9\]"):
+        io.read_metadata(io.discover(dev)[0])
+
+
+# --------------------------------------------------------------------------------- memory
+
+
+def _peak_bytes(fn) -> int:
+    tracemalloc.start()
+    try:
+        fn()
+        return tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
+def test_reader_memory_flat_in_frames(tmp_path):
+    """A max projection over 4x more frames needs no more memory: chunks stream through."""
+    peaks = {}
+    for n in (240, 960):
+        params = sim.SimulationParams(height=128, width=128, n_frames=n, n_cells=5, frames_per_file=200, seed=2)
+        sim.simulate(tmp_path / str(n), params)
+        meta = io.read_metadata(io.discover(tmp_path / str(n))[0])
+        movie = meta.movie(chunk_frames=40)
+        with dask.config.set(scheduler="synchronous"):
+            peaks[n] = _peak_bytes(lambda: movie.max(axis=0).compute())
+    assert peaks[960] < 1.3 * peaks[240], peaks
+    assert peaks[960] < 0.2 * 960 * 128 * 128  # far below the movie's size

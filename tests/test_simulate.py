@@ -1,0 +1,104 @@
+"""core.simulate: the ground truth is really in the pixels, and memory does not grow with frames."""
+
+from __future__ import annotations
+
+import tracemalloc
+
+import numpy as np
+import pytest
+from scipy.signal import lfilter
+
+from scopeline.core import io
+from scopeline.core import simulate as sim
+
+
+def test_params_json_round_trip_and_validation():
+    p = sim.SimulationParams(n_frames=123, signal_level=0.6, seed=9)
+    assert sim.SimulationParams.from_json(p.to_json()) == p
+    with pytest.raises(ValueError, match=r"spike_prob=1\.5"):
+        sim.SimulationParams(spike_prob=1.5)
+    with pytest.raises(ValueError, match="tau_rise"):
+        sim.SimulationParams(tau_rise=1.0, tau_decay=0.5)
+
+
+def test_ground_truth_consistent(tmp_path):
+    p = sim.SimulationParams(height=96, width=96, n_frames=300, n_cells=12, signal_level=0.6, seed=4,
+                             chunk_frames=70)
+    sim.simulate(tmp_path, p)
+    gt = sim.load_ground_truth(tmp_path)
+    assert gt["A"].shape == (12, 96, 96) and gt["C"].shape == gt["S"].shape == (12, 300)
+    np.testing.assert_allclose(gt["A"].max(axis=(1, 2)), 1.0, atol=0.02)
+    # C is S through the double-exponential kernel, scaled to movie units, across chunk borders
+    gd, gr, peak = sim._kernel_filters(p)
+    expected = (lfilter([1], [1, -gd], gt["S"], axis=1) - lfilter([1], [1, -gr], gt["S"], axis=1))
+    np.testing.assert_allclose(gt["C"], expected * p.signal_level * p.cell_amplitude / peak, rtol=1e-4, atol=1e-4)
+    assert 0.5 * p.spike_prob < gt["S"].mean() < 2 * p.spike_prob
+    assert np.abs(gt["shifts"]).max() <= p.max_shift
+    steps = np.diff(gt["shifts"], axis=0)
+    assert steps.std() == pytest.approx(p.motion_sd, rel=0.2)
+
+
+def test_motion_is_in_the_pixels(tmp_path):
+    """One bright cell, no noise: its centroid in each frame follows its centre plus the shift."""
+    p = sim.SimulationParams(height=64, width=64, n_frames=80, n_cells=1, spike_prob=0.3, cell_amplitude=150,
+                             cell_sigma=3.0, cell_sigma_sd=0.0, n_background=0, vignette=0, noise_sd=0,
+                             motion_sd=0.6, max_shift=6, timestamp_jitter=0, seed=5)
+    sim.simulate(tmp_path, p, layout="tiff")
+    gt = sim.load_ground_truth(tmp_path)
+    movie = io.read_metadata(io.discover(tmp_path / "movie.tif")[0], fps=20).movie().compute().astype(float)
+    signal = movie - p.baseline
+    yy, xx = np.mgrid[0:64, 0:64]
+    active = gt["C"][0] > 40
+    assert active.sum() > 10
+    mass = signal[active].clip(0).sum(axis=(1, 2))
+    cy = (signal[active].clip(0) * yy).sum(axis=(1, 2)) / mass
+    cx = (signal[active].clip(0) * xx).sum(axis=(1, 2)) / mass
+    expected = gt["centers"][0] + gt["shifts"][active]
+    err = np.hypot(cy - expected[:, 0], cx - expected[:, 1])
+    assert np.median(err) < 0.3, err
+
+
+def test_signal_level_scales_cells(tmp_path):
+    maxima = []
+    for level in (0.5, 1.5):
+        p = sim.SimulationParams(height=48, width=48, n_frames=100, n_cells=4, signal_level=level, seed=1)
+        sim.simulate(tmp_path / str(level), p)
+        maxima.append(sim.load_ground_truth(tmp_path / str(level))["C"].max())
+    assert maxima[1] == pytest.approx(3 * maxima[0], rel=1e-5)
+
+
+def test_memory_flat_in_frames(tmp_path):
+    peaks = {}
+    for n in (200, 800):
+        p = sim.SimulationParams(height=96, width=96, n_frames=n, n_cells=10, chunk_frames=50, seed=0)
+        tracemalloc.start()
+        sim.simulate(tmp_path / str(n), p)
+        peaks[n] = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+    assert peaks[800] < 1.25 * peaks[200], peaks
+
+
+def test_multi_session_same_cells(tmp_path):
+    p = sim.SimulationParams(height=64, width=64, n_frames=60, n_cells=30, seed=11)
+    folders = sim.simulate_sessions(tmp_path, p, n_sessions=3, fov_shift=6, presence=0.8)
+    assert [f.name for f in folders] == ["My_V4_Miniscope"] * 3
+    truths = [sim.load_ground_truth(tmp_path / f"session_{k}") for k in (1, 2, 3)]
+    offsets = {t["fov_offset"] for t in truths}
+    assert len(offsets) == 3
+    common = set(truths[0]["cell_ids"]) & set(truths[1]["cell_ids"])
+    assert len(common) >= 10
+    assert set(truths[0]["cell_ids"]) != set(truths[1]["cell_ids"])  # some cells come and go
+    # a shared cell sits where the field-of-view offsets say it should
+    cid = sorted(common)[0]
+    c0 = truths[0]["centers"][list(truths[0]["cell_ids"]).index(cid)] + np.asarray(truths[0]["fov_offset"])
+    c1 = truths[1]["centers"][list(truths[1]["cell_ids"]).index(cid)] + np.asarray(truths[1]["fov_offset"])
+    np.testing.assert_allclose(c0, c1)
+    starts = [io.read_metadata(io.discover(f)[0]).start_time.day for f in folders]
+    assert starts == [5, 6, 7]
+
+
+def test_output_folder_must_be_empty(tmp_path):
+    (tmp_path / "x").write_text("keep me")
+    with pytest.raises(ValueError, match="not empty"):
+        sim.simulate(tmp_path, sim.SimulationParams(n_frames=10))
+    assert (tmp_path / "x").read_text() == "keep me"
