@@ -1,0 +1,231 @@
+"""The ``scopeline`` command."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+os.environ.setdefault("DJ_LOG_LEVEL", "WARNING")  # no "connected to ..." line on every command
+
+app = typer.Typer(help="scopeline: a DataJoint pipeline for 1-photon miniscope calcium imaging.",
+                  no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
+db_app = typer.Typer(help="The private database server (used when no server is configured).",
+                     no_args_is_help=True)
+app.add_typer(db_app, name="db")
+console = Console()
+err_console = Console(stderr=True)
+
+
+def _fail(message: str, code: int = 1):
+    err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    raise typer.Exit(code)
+
+
+# --------------------------------------------------------------------------------------- db
+
+
+@db_app.command("up")
+def db_up():
+    """Start the private server (initializing it on first use); no-op if it runs."""
+    from scopeline import database, server
+
+    if database.user_configured():
+        console.print("A database server is configured (DJ_HOST or datajoint.json): scopeline uses it "
+                      "and starts none of its own.")
+        return
+    t0 = time.monotonic()
+    try:
+        info = server.up()
+    except server.ServerError as err:
+        _fail(str(err))
+    console.print(f"{info.flavor} running on {info.host}:{info.port} (pid {info.pid}, data {info.datadir}) "
+                  f"[{time.monotonic() - t0:.1f} s]")
+
+
+@db_app.command("down")
+def db_down():
+    """Stop the private server."""
+    from scopeline import server
+
+    try:
+        stopped = server.down()
+    except server.ServerError as err:
+        _fail(str(err))
+    console.print("stopped" if stopped else "not running")
+
+
+@db_app.command("status")
+def db_status(as_json: bool = typer.Option(False, "--json", help="Print JSON.")):
+    """Describe the database scopeline uses and the private server."""
+    from scopeline import database
+
+    info = database.describe()
+    if as_json:
+        console.print_json(json.dumps(info, default=str))
+        return
+    console.print(f"home: {info['home']}")
+    if info["configured_by_user"]:
+        from scopeline._dj import dj
+
+        console.print(f"database: configured by the user ({dj.config['database.backend']} at "
+                      f"{dj.config['database.host']})")
+    srv = info["private_server"]
+    if srv is None:
+        console.print("private server: not set up (`scopeline db up`)")
+    else:
+        state = "running" if srv["running"] else "stopped"
+        console.print(f"private server: {srv['flavor']} {state} on {srv['host']}:{srv['port']}, data {srv['datadir']}")
+    console.print(f"object store: {info['store']}")
+
+
+# ---------------------------------------------------------------------------------- ingest
+
+
+@app.command()
+def ingest(
+    path: Path = typer.Argument(..., help="Recording folder or file, or a folder above recordings."),
+    subject: Optional[str] = typer.Option(None, "--subject", "-s", help="Subject id."),
+    session: Optional[str] = typer.Option(None, "--session", "-d", help="Session id."),
+    pattern: Optional[str] = typer.Option(
+        None, "--pattern", "-p",
+        help="Folder template relative to the data root giving subject/session, e.g. '**/{subject}/{session}/*/*'."),
+    fps: Optional[float] = typer.Option(None, "--fps", help="Frame rate (Hz) for TIFF/AVI without a clock."),
+):
+    """Ingest recordings (Miniscope V4/V3 folders, TIFF stacks, AVI folders) into the database."""
+    from scopeline.core.io import RecordingError
+    from scopeline.pipeline.ingest import IngestError
+    from scopeline.pipeline.ingest import ingest as run_ingest
+
+    try:
+        results = run_ingest(path, subject, session, pattern=pattern, fps=fps)
+    except (RecordingError, IngestError) as err:
+        _fail(str(err))
+    table = Table("subject", "session", "recording", "frames", "fps", "path", "status")
+    for r in results:
+        table.add_row(r.key["subject"], r.key["session"], str(r.key["recording_id"]), str(r.n_frames),
+                      f"{r.fps:.2f}", r.path, "ingested" if r.new else "present")
+    console.print(table)
+    new = sum(r.new for r in results)
+    console.print(f"{new} recording(s) ingested, {len(results) - new} already in the database")
+
+
+# -------------------------------------------------------------------------------- simulate
+
+
+@app.command()
+def simulate(
+    out: Path = typer.Argument(..., help="Output folder (must be empty or absent)."),
+    height: int = typer.Option(256, help="Frame height, pixels."),
+    width: int = typer.Option(256, help="Frame width, pixels."),
+    frames: int = typer.Option(1000, help="Number of frames."),
+    cells: int = typer.Option(50, help="Number of cells."),
+    signal_level: float = typer.Option(1.0, help="Scalar on the cells' signal (Minian paper: 0.2-1.8)."),
+    motion: float = typer.Option(0.3, help="Random-walk step of the translation, pixels/frame."),
+    max_shift: float = typer.Option(8.0, help="Largest translation, pixels."),
+    noise: float = typer.Option(6.0, help="Gaussian noise standard deviation, 8-bit units."),
+    fps: float = typer.Option(20.0, help="Frame rate, Hz."),
+    frames_per_file: int = typer.Option(1000, help="Frames per AVI file."),
+    dropped: int = typer.Option(0, help="Dropped-frame gaps in the timestamps."),
+    seed: int = typer.Option(0, help="Random seed."),
+    layout: str = typer.Option("v4", help="v4 | v3 | tiff"),
+    sessions: int = typer.Option(1, help="Several sessions of the same cells (V4 layout)."),
+    fov_shift: float = typer.Option(10.0, help="Multi-session: largest field-of-view offset, pixels."),
+    presence: float = typer.Option(0.85, help="Multi-session: probability a cell is present in a session."),
+):
+    """Write a simulated recording with ground truth (Minian paper's generator)."""
+    from scopeline.core import simulate as sim
+
+    try:
+        params = sim.SimulationParams(height=height, width=width, n_frames=frames, n_cells=cells,
+                                      signal_level=signal_level, motion_sd=motion, max_shift=max_shift,
+                                      noise_sd=noise, fps=fps, frames_per_file=frames_per_file,
+                                      n_dropped=dropped, seed=seed)
+        t0 = time.monotonic()
+        if sessions > 1:
+            folders = sim.simulate_sessions(out, params, sessions, fov_shift=fov_shift, presence=presence,
+                                            progress=True)
+        else:
+            folders = [sim.simulate(out, params, layout=layout, progress=True)]
+    except ValueError as err:
+        _fail(str(err))
+    for f in folders:
+        console.print(f"recording: {f}")
+    console.print(f"ground truth: {out}/**/{sim.GROUND_TRUTH}  [{time.monotonic() - t0:.1f} s]")
+
+
+# -------------------------------------------------------------------------------------- ls
+
+
+@app.command("ls")
+def ls():
+    """List subjects, sessions and recordings in the database."""
+    from scopeline.pipeline import acquisition, activate
+
+    activate()
+    rows = (acquisition.Recording * acquisition.RecordingInfo).to_dicts(
+        order_by=["subject", "session", "recording_id"])
+    table = Table("subject", "session", "recording", "system", "frames", "size", "fps", "duration (s)", "path")
+    for r in rows:
+        table.add_row(r["subject"], r["session"], str(r["recording_id"]), r["acquisition_system"],
+                      str(r["n_frames"]), f"{r['height']}x{r['width']}", f"{r['fps']:.2f}",
+                      f"{r['duration']:.1f}", r["recording_path"])
+    console.print(table)
+
+
+# ------------------------------------------------------------------------------------ demo
+
+
+@app.command()
+def demo(
+    frames: int = typer.Option(2000, help="Frames of the simulated session."),
+    shared_data: Optional[Path] = typer.Option(None, help="Folder of the real data (default ../shared/data)."),
+):
+    """Set up the local database and ingest the real CA1 recording and a simulated V4 session."""
+    from scopeline import database, settings
+    from scopeline.core import simulate as sim
+    from scopeline.pipeline import activate
+
+    t0 = time.monotonic()
+    where = database.configure()
+    activate()
+    console.print(f"database: {where['backend']} at {where['host']}:{where['port']} ({where['source']})")
+    data = shared_data or _find_shared_data()
+    real = data / "ca1_miniscope_v3" / "ca1_500x240x376_uint8.tif" if data else None
+    if real is not None and real.exists():
+        ingest(real, subject="ca1", session="minian_demo", pattern=None, fps=15.0)
+    else:
+        console.print("real recording not found (../shared/data/ca1_miniscope_v3): skipped")
+    sim_dir = settings.home() / "demo" / f"sim_v4_{frames}"
+    if not (sim_dir / sim.GROUND_TRUTH).exists():
+        import shutil
+
+        shutil.rmtree(sim_dir, ignore_errors=True)
+        sim.simulate(sim_dir, sim.SimulationParams(height=256, width=256, n_frames=frames, n_cells=60,
+                                                   seed=0), progress=True)
+    ingest(sim_dir, subject="sim01", session="2026_01_05", pattern=None, fps=None)
+    ls()
+    console.print(f"demo done in {time.monotonic() - t0:.1f} s")
+
+
+def _find_shared_data() -> Path | None:
+    for base in (Path.cwd(), Path(__file__).resolve().parents[2]):
+        for candidate in (base / ".." / "shared" / "data", base / "shared" / "data"):
+            if candidate.is_dir():
+                return candidate.resolve()
+    return None
+
+
+def main() -> None:  # pragma: no cover - entry point
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(app())
