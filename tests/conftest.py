@@ -24,6 +24,9 @@ import servers  # noqa: E402
 from scopeline._dj import dj  # noqa: E402
 from scopeline.core import simulate as sim  # noqa: E402
 
+# tests never touch the user's own scopeline home (private server, object store)
+os.environ["SCOPELINE_HOME"] = tempfile.mkdtemp(prefix="scopeline-test-home-")
+
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = (ROOT / ".." / "shared" / "data").resolve()
 BACKENDS = ["mysql", "postgresql"]

@@ -160,6 +160,17 @@ class SimulationParams:
         """Build parameters from :meth:`to_json` output (unknown keys raise ``TypeError``)."""
         return cls(**json.loads(text))
 
+    @classmethod
+    def json_schema(cls) -> dict:
+        """JSON Schema of the parameters (the file ``schemas/simulation.schema.json``)."""
+        from pydantic import TypeAdapter
+
+        schema = TypeAdapter(cls).json_schema()
+        schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+        schema["additionalProperties"] = False
+        schema["description"] = "Parameters of scopeline.core.simulate (units in the class docstring)."
+        return schema
+
 
 @dataclass
 class Cells:
