@@ -187,3 +187,19 @@ def test_populate_recording_info_from_manual_rows(db, sim_v4):
     assert out["success_count"] == 1
     assert (acquisition.RecordingInfo & key).fetch1("n_frames") == 200
     assert len(acquisition.RecordingInfo.File & key) == 5
+
+
+def test_paths_relative_to_data_root(db, tmp_path, monkeypatch):
+    """Paths are stored under the data root, so the database survives the data moving elsewhere."""
+    root_a = tmp_path / "mount_a"
+    sim.simulate(root_a / "m1" / "d1", sim.SimulationParams(height=32, width=32, n_frames=30, n_cells=2))
+    monkeypatch.setenv("SCOPELINE_DATA_ROOT", str(root_a))
+    (res,) = ingest(root_a / "m1" / "d1", pattern="{subject}/{session}/*/*")
+    assert res.path == "m1/d1/10_00_00/My_V4_Miniscope"
+    first = (acquisition.RecordingInfo & res.key).movie()[5].compute()
+    shutil.move(str(root_a), tmp_path / "mount_b")
+    monkeypatch.setenv("SCOPELINE_DATA_ROOT", str(tmp_path / "mount_b"))
+    np.testing.assert_array_equal((acquisition.RecordingInfo & res.key).movie()[5].compute(), first)
+    sim.simulate(tmp_path / "elsewhere", sim.SimulationParams(height=32, width=32, n_frames=30, n_cells=2))
+    with pytest.raises(IngestError, match="outside the data root"):
+        ingest(tmp_path / "elsewhere", "m1", "d2")

@@ -20,8 +20,9 @@ app = typer.Typer(help="scopeline: a DataJoint pipeline for 1-photon miniscope c
 db_app = typer.Typer(help="The private database server (used when no server is configured).",
                      no_args_is_help=True)
 app.add_typer(db_app, name="db")
-console = Console()
-err_console = Console(stderr=True)
+_WIDTH = None if sys.stdout.isatty() else 160  # logs and pipes get whole tables, not 80 columns
+console = Console(width=_WIDTH)
+err_console = Console(stderr=True, width=_WIDTH)
 
 
 def _fail(message: str, code: int = 1):
