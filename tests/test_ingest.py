@@ -67,7 +67,7 @@ def test_ingest_v3_and_tiff(db, tmp_path):
     p = sim.SimulationParams(height=32, width=40, n_frames=70, n_cells=3, frames_per_file=30, seed=2)
     sim.simulate(tmp_path / "v3", p, layout="v3")
     sim.simulate(tmp_path / "tif", p, layout="tiff")
-    (v3,) = ingest(tmp_path / "v3", "ANM-042", "s1")
+    (v3,) = ingest(tmp_path / "v3", "ANM-042", "s1", fps=99)  # ignored: V3 has a clock
     (tif,) = ingest(tmp_path / "tif" / "movie.tif", "ANM-042", "s1", fps=20)
     assert v3.key["recording_id"] == 0 and tif.key["recording_id"] == 1
     assert (acquisition.Recording & v3.key).fetch1("acquisition_system") == "miniscope_v3"
@@ -76,6 +76,7 @@ def test_ingest_v3_and_tiff(db, tmp_path):
     assert [r["timing_source"] for r in rows] == ["acquisition_clock", "nominal"]
     assert rows[1]["fps"] == pytest.approx(20) and rows[1]["nominal_fps"] == 20
     assert (acquisition.Recording & tif.key).fetch1("fps_given") == 20
+    assert (acquisition.Recording & v3.key).fetch1("fps_given") is None  # a clock: nothing given
 
 
 def test_pattern_identity(db, tmp_path):
@@ -95,6 +96,8 @@ def test_match_pattern_double_star():
     assert match_pattern("lab/{subject}/{session}/**", "lab/m1/s2/10_00_00/Miniscope") == {"subject": "m1", "session": "s2"}
     with pytest.raises(IngestError, match="does not match"):
         match_pattern("lab/{subject}/{session}", "other/m1/s2")
+    with pytest.raises(IngestError, match="appears more than once"):
+        match_pattern("{subject}/{subject}", "a/b")
 
 
 def test_several_recordings_in_one_session_folder(db, tmp_path):

@@ -97,13 +97,57 @@ def test_v3_timestamps_pick_miniscope_camera(tmp_path):
 
 
 def test_tiff_needs_fps(tmp_path):
-    sim.simulate(tmp_path, sim.SimulationParams(height=32, width=32, n_frames=20, n_cells=2), layout="tiff")
+    import tifffile
+
+    tifffile.imwrite(tmp_path / "movie.tif", np.zeros((20, 32, 32), np.uint16))
     (source,) = io.discover(tmp_path / "movie.tif")
     with pytest.raises(io.RecordingError, match=r"movie\.tif: no frame rate"):
         io.read_metadata(source)
     meta = io.read_metadata(source, fps=12.5)
-    assert meta.timing_source == "nominal" and meta.fps == pytest.approx(12.5)
+    assert meta.timing_source == "nominal" and meta.fps == pytest.approx(12.5) and meta.dtype == "uint16"
     assert meta.timestamps[-1] == pytest.approx(19 / 12.5)
+
+
+def test_tiff_frame_rate_from_file(tmp_path):
+    sim.simulate(tmp_path, sim.SimulationParams(height=32, width=32, n_frames=20, n_cells=2, fps=12.5), layout="tiff")
+    meta = io.read_metadata(io.discover(tmp_path / "movie.tif")[0])
+    assert meta.fps == pytest.approx(12.5) and meta.nominal_fps == 12.5
+
+
+def test_rgb_tiff_refused(tmp_path):
+    import tifffile
+
+    tifffile.imwrite(tmp_path / "rgb.tif", np.zeros((40, 50, 3), np.uint8))
+    with pytest.raises(io.RecordingError, match=r"rgb\.tif: expected a grayscale stack"):
+        io.read_metadata(io.discover(tmp_path / "rgb.tif")[0], fps=10)
+
+
+def test_daq_device_names_and_behaviour_camera(tmp_path):
+    """The V4 DAQ lists "My V4 Miniscope" but names its folder My_V4_Miniscope; BehavCam_0 is skipped."""
+    time_folder = tmp_path / "m1" / "2026_11_21" / "15_03_28"
+    for name in ("My_V4_Miniscope", "BehavCam_0"):
+        dev = time_folder / name
+        dev.mkdir(parents=True)
+        _write_avi(dev / "0.avi", np.zeros((4, 16, 16), np.uint8))
+        (dev / "metaData.json").write_text(json.dumps({"deviceName": name.replace("_", " ")}))
+        (dev / "timeStamps.csv").write_text("Frame Number,Time Stamp (ms),Buffer Index\n0,0,0\n1,33,0\n2,67,0\n3,100,0\n")
+    (time_folder / "metaData.json").write_text(json.dumps({
+        "miniscopes": ["My V4 Miniscope"], "cameras": ["BehavCam 0"],
+        "year": 2026, "month": 11, "day": 21, "hour": 15, "minute": 3, "second": 28, "msec": 5}))
+    (source,) = io.discover(tmp_path / "m1")
+    assert source.system == "miniscope_v4" and source.folder.name == "My_V4_Miniscope"
+    meta = io.read_metadata(source)
+    assert meta.start_time.isoformat() == "2026-11-21T15:03:28.005000"  # top-level start time keys
+
+
+def test_fps_from_whole_millisecond_clock():
+    """30 Hz on a 1 ms clock gives intervals of 33 and 34 ms: the measured rate must still be 30 Hz."""
+    ts = np.round(np.arange(3000) * 1000 / 30) / 1000
+    fps, gaps, n = io.frame_timing(ts, "x")
+    assert fps == pytest.approx(30.0, rel=1e-3) and n == 0 and gaps.size == 0
+    ts_gap = np.delete(ts, [100, 200, 201])
+    fps, gaps, n = io.frame_timing(ts_gap, "x")
+    assert fps == pytest.approx(30.0, rel=1e-3) and n == 3 and gaps.tolist() == [99, 198]
 
 
 def test_real_ca1_tiff():

@@ -73,3 +73,13 @@ def test_missing_binaries_error(home, monkeypatch):
     monkeypatch.setattr(server, "_find", lambda *names: None)
     with pytest.raises(server.ServerError, match="no MySQL-family server found"):
         server.up()
+
+
+def test_stale_pid_file_never_signals_another_process(home):
+    """After a crash the pid file may name an unrelated process (here: the test itself)."""
+    folder = home / "mysql"
+    folder.mkdir(parents=True)
+    (folder / "mysqld.pid").write_text(str(os.getpid()))
+    (folder / "credentials.json").write_text('{"host": "127.0.0.1", "port": 1, "user": "u", "password": "p"}')
+    assert server.status().pid is None and not server.status().running
+    assert server.down() is False  # and we are still alive

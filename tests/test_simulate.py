@@ -102,3 +102,9 @@ def test_output_folder_must_be_empty(tmp_path):
     with pytest.raises(ValueError, match="not empty"):
         sim.simulate(tmp_path, sim.SimulationParams(n_frames=10))
     assert (tmp_path / "x").read_text() == "keep me"
+
+
+def test_shift_bound_holds_for_long_steps(tmp_path):
+    p = sim.SimulationParams(height=32, width=32, n_frames=200, n_cells=2, motion_sd=3.0, max_shift=1.0)
+    sim.simulate(tmp_path, p)
+    assert np.abs(sim.load_ground_truth(tmp_path)["shifts"]).max() <= 1.0

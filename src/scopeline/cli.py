@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
@@ -28,6 +29,20 @@ err_console = Console(stderr=True, width=_WIDTH)
 def _fail(message: str, code: int = 1):
     err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
     raise typer.Exit(code)
+
+
+@contextlib.contextmanager
+def _clear_errors():
+    """Turn the errors a user can cause (bad recordings, identity, database access) into one line."""
+    from scopeline._dj import dj
+    from scopeline.core.io import RecordingError
+    from scopeline.pipeline.ingest import IngestError
+    from scopeline.server import ServerError
+
+    try:
+        yield
+    except (RecordingError, IngestError, ServerError, dj.DataJointError) as err:
+        _fail(f"{type(err).__name__}: {err}" if isinstance(err, dj.DataJointError) else str(err))
 
 
 # --------------------------------------------------------------------------------------- db
@@ -101,14 +116,10 @@ def ingest(
     fps: Optional[float] = typer.Option(None, "--fps", help="Frame rate (Hz) for TIFF/AVI without a clock."),
 ):
     """Ingest recordings (Miniscope V4/V3 folders, TIFF stacks, AVI folders) into the database."""
-    from scopeline.core.io import RecordingError
-    from scopeline.pipeline.ingest import IngestError
     from scopeline.pipeline.ingest import ingest as run_ingest
 
-    try:
+    with _clear_errors():
         results = run_ingest(path, subject, session, pattern=pattern, fps=fps)
-    except (RecordingError, IngestError) as err:
-        _fail(str(err))
     table = Table("subject", "session", "recording", "frames", "fps", "path", "status")
     for r in results:
         table.add_row(r.key["subject"], r.key["session"], str(r.key["recording_id"]), str(r.n_frames),
@@ -144,6 +155,8 @@ def simulate(
     """Write a simulated recording with ground truth (Minian paper's generator)."""
     from scopeline.core import simulate as sim
 
+    if sessions > 1 and layout != "v4":
+        _fail("--sessions > 1 writes Miniscope V4 folders; drop --layout")
     try:
         params = sim.SimulationParams(height=height, width=width, n_frames=frames, n_cells=cells,
                                       signal_level=signal_level, motion_sd=motion, max_shift=max_shift,
@@ -155,7 +168,7 @@ def simulate(
                                             progress=True)
         else:
             folders = [sim.simulate(out, params, layout=layout, progress=True)]
-    except ValueError as err:
+    except (ValueError, RuntimeError) as err:
         _fail(str(err))
     for f in folders:
         console.print(f"recording: {f}")
@@ -170,7 +183,8 @@ def ls():
     """List subjects, sessions and recordings in the database."""
     from scopeline.pipeline import acquisition, activate
 
-    activate()
+    with _clear_errors():
+        activate()
     rows = (acquisition.Recording * acquisition.RecordingInfo).to_dicts(
         order_by=["subject", "session", "recording_id"])
     table = Table("subject", "session", "recording", "system", "frames", "size", "fps", "duration (s)", "path")
@@ -195,8 +209,9 @@ def demo(
     from scopeline.pipeline import activate
 
     t0 = time.monotonic()
-    where = database.configure()
-    activate()
+    with _clear_errors():
+        where = database.configure()
+        activate()
     console.print(f"database: {where['backend']} at {where['host']}:{where['port']} ({where['source']})")
     data = shared_data or _find_shared_data()
     real = data / "ca1_miniscope_v3" / "ca1_500x240x376_uint8.tif" if data else None

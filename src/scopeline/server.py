@@ -147,16 +147,25 @@ def _free_port() -> int:
 
 
 def _pid(paths: dict) -> int | None:
+    """Pid of our server, or None. A stale pid file (after a crash or reboot) whose pid now belongs to
+    another process is ignored, so that process is never signalled."""
     try:
         pid = int(paths["pidfile"].read_text().strip())
     except (OSError, ValueError):
         return None
-    try:
+    cmdline = Path(f"/proc/{pid}/cmdline")
+    if cmdline.parent.parent.is_dir() and Path("/proc/self").exists():
+        try:
+            args = cmdline.read_bytes().decode(errors="replace")
+        except OSError:
+            return None
+        return pid if str(paths["datadir"]) in args else None
+    try:  # no /proc (macOS): fall back to "a process with that pid exists"
         os.kill(pid, 0)
     except ProcessLookupError:
         return None
     except PermissionError:
-        pass
+        return None
     return pid
 
 
@@ -334,7 +343,10 @@ def down(timeout: float = 60.0) -> bool:
     pid = _pid(paths)
     if pid is None:
         return False
-    os.kill(pid, signal.SIGTERM)
+    try:
+        os.kill(pid, signal.SIGTERM)
+    except OSError as err:
+        raise ServerError(f"cannot stop the server (pid {pid}): {err}") from err
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:

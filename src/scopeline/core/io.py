@@ -27,9 +27,9 @@ the file's own metadata (ImageJ ``finterval``; AVI header), in that order.
 
 Timing
 ------
-Timestamps are seconds on the acquisition's own clock. The frame rate is measured as the inverse of
-the median frame interval; intervals longer than 1.5 median intervals are dropped-frame gaps, and
-``round(gap / median) - 1`` frames are counted as dropped for each.
+Timestamps are seconds on the acquisition's own clock. Intervals longer than 1.5 median intervals
+are dropped-frame gaps, and ``round(gap / median) - 1`` frames are counted as dropped for each; the
+frame rate is the inverse of the mean of the other (regular) intervals.
 
 Every function that reads the disk raises :class:`RecordingError` naming the file and the problem.
 No function here loads a whole movie: :func:`load_movie` returns a lazy dask array chunked by frames.
@@ -142,7 +142,7 @@ class RecordingMetadata:
     timestamps : numpy.ndarray
         float64 (n_frames,), seconds on the acquisition clock.
     fps : float
-        Frame rate in Hz, measured from ``timestamps`` (median interval).
+        Frame rate in Hz, measured from ``timestamps`` (mean regular interval, see frame_timing).
     nominal_fps : float or None
         Frame rate set on the device (or in the file header), Hz.
     timing_source : {"acquisition_clock", "nominal"}
@@ -213,27 +213,44 @@ def _v4_device_avis(folder: Path) -> list[Path]:
     return [p for p in _listing(folder, AVI_SUFFIXES) if p.stem.isdigit()]
 
 
+def _folder_names(names) -> set[str]:
+    """Device names as the V4 DAQ writes them in metaData.json, and as folder names (spaces -> '_')."""
+    if not isinstance(names, list):
+        return set()
+    return {str(n) for n in names} | {str(n).replace(" ", "_") for n in names}
+
+
+def _json_or_empty(path: Path) -> dict:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _is_v4_device(folder: Path) -> bool:
+    """A V4 DAQ device folder (miniscope or behaviour camera): numbered AVIs plus its metadata."""
+    has_meta = (folder / METADATA).is_file() or (folder / V4_TIMESTAMPS).is_file()
+    return has_meta and bool(_v4_device_avis(folder))
+
+
 def _is_v4_miniscope(folder: Path) -> bool:
-    """A V4 device folder holding a miniscope (not a behaviour camera)."""
-    if not (folder / METADATA).is_file() and not (folder / V4_TIMESTAMPS).is_file():
+    """A V4 device folder holding a miniscope (not a behaviour camera).
+
+    Decided by the session-level ``metaData.json`` (``miniscopes`` / ``cameras`` lists, whose device
+    names the DAQ turns into folder names by replacing spaces with underscores), else by the device's
+    ``deviceType``, else by the folder name (no ``cam`` in it).
+    """
+    if not _is_v4_device(folder):
         return False
-    if not _v4_device_avis(folder):
+    session = _json_or_empty(folder.parent / METADATA)
+    if folder.name in _folder_names(session.get("miniscopes")):
+        return True
+    if folder.name in _folder_names(session.get("cameras")):
         return False
-    session_meta = folder.parent / METADATA
-    if session_meta.is_file():
-        try:
-            miniscopes = json.loads(session_meta.read_text()).get("miniscopes")
-        except (OSError, ValueError, AttributeError):
-            miniscopes = None
-        if isinstance(miniscopes, list) and miniscopes:
-            return folder.name in miniscopes
-    if (folder / METADATA).is_file():
-        try:
-            device_type = str(json.loads((folder / METADATA).read_text()).get("deviceType", ""))
-        except (OSError, ValueError, AttributeError):
-            device_type = ""
-        if device_type:
-            return "miniscope" in device_type.lower()
+    device_type = str(_json_or_empty(folder / METADATA).get("deviceType", ""))
+    if device_type:
+        return "miniscope" in device_type.lower()
     return "cam" not in folder.name.lower()
 
 
@@ -249,10 +266,12 @@ def _source_in(folder: Path) -> RecordingSource | None:
     if tiffs:
         return RecordingSource("tiff", folder, tiffs)
     avis = _listing(folder, AVI_SUFFIXES)
-    is_v4_time_folder = (folder / METADATA).is_file() and any(_is_v4_miniscope(d) for d in folder.iterdir() if d.is_dir())
-    if avis and not is_v4_time_folder and not any(p.name.lower().startswith("behavcam") for p in avis):
-        return RecordingSource("avi", folder, avis)
-    return None
+    if not avis or _is_v4_device(folder):  # a V4 behaviour camera is no recording of ours
+        return None
+    is_v4_time_folder = (folder / METADATA).is_file() and any(_is_v4_device(d) for d in folder.iterdir() if d.is_dir())
+    if is_v4_time_folder or any(p.name.lower().startswith("behavcam") for p in avis):
+        return None
+    return RecordingSource("avi", folder, avis)
 
 
 def discover(path: str | Path) -> list[RecordingSource]:
@@ -342,6 +361,9 @@ def probe_avi(path: Path) -> tuple[int, int, int, float]:
 def probe_tiff(path: Path) -> tuple[int, int, int, str, float | None]:
     """Return ``(n_frames, height, width, dtype, fps_or_None)`` of a TIFF stack.
 
+    The frame rate comes from ImageJ's ``finterval`` or an ``fps`` entry of the description, if any.
+    RGB images (a samples axis) and stacks of more than 3 dimensions are refused.
+
     Raises
     ------
     RecordingError
@@ -350,14 +372,18 @@ def probe_tiff(path: Path) -> tuple[int, int, int, str, float | None]:
     try:
         with tifffile.TiffFile(path) as tif:
             series = tif.series[0]
-            shape, dtype = tuple(series.shape), str(series.dtype)
-            meta = tif.imagej_metadata or {}
+            shape, dtype, axes = tuple(series.shape), str(series.dtype), series.axes
+            meta = dict(tif.imagej_metadata or {})
+            if tif.shaped_metadata:  # tifffile's own JSON description (scopeline's simulator writes fps)
+                meta.update(tif.shaped_metadata[0])
     except Exception as err:  # tifffile raises many types for broken files
         raise RecordingError(f"{path}: unreadable TIFF ({err})") from err
+    if not axes.endswith("YX") or "S" in axes or len(shape) not in (2, 3):
+        raise RecordingError(
+            f"{path}: expected a grayscale stack (frames, height, width), got shape {shape} with axes {axes!r}"
+        )
     if len(shape) == 2:
         shape = (1, *shape)
-    if len(shape) != 3:
-        raise RecordingError(f"{path}: expected a grayscale stack (frames, height, width), got shape {shape}")
     fps = None
     finterval = meta.get("finterval")
     if finterval:
@@ -371,6 +397,8 @@ def _read_avi(path: str, start: int, stop: int, height: int, width: int, dtype: 
     out = np.empty((stop - start, height, width), dtype=dtype)
     cap = cv2.VideoCapture(path)
     try:
+        if not cap.isOpened():
+            raise RecordingError(f"{path}: cannot be opened (missing, moved, or not mounted?)")
         cap.set(cv2.CAP_PROP_CONVERT_RGB, 0)
         if start:
             cap.set(cv2.CAP_PROP_POS_FRAMES, start)
@@ -387,16 +415,21 @@ def _read_avi(path: str, start: int, stop: int, height: int, width: int, dtype: 
 
 
 def _read_tiff(path: str, start: int, stop: int, height: int, width: int, dtype: str) -> np.ndarray:
-    with tifffile.TiffFile(path) as tif:
-        if len(tif.pages) >= stop:  # one page per frame: read just these pages
-            arr = tif.asarray(key=range(start, stop))
-        else:  # frames stored contiguously in few pages (ImageJ hyperstack): memory-map them
-            try:
-                arr = tifffile.memmap(path, mode="r")
-            except ValueError:  # compressed: no way around decoding the series
-                arr = tif.series[0].asarray()
-            arr = arr.reshape(-1, height, width)[start:stop]
-    return np.ascontiguousarray(arr.reshape(stop - start, height, width), dtype=dtype)
+    try:
+        with tifffile.TiffFile(path) as tif:
+            if len(tif.pages) >= stop:  # one page per frame: read just these pages
+                arr = tif.asarray(key=range(start, stop))
+            else:  # frames stored contiguously in few pages (ImageJ hyperstack): memory-map them
+                try:
+                    arr = tifffile.memmap(path, mode="r")
+                except ValueError:  # compressed: no way around decoding the series
+                    arr = tif.series[0].asarray()
+                arr = arr.reshape(-1, height, width)[start:stop]
+            return np.ascontiguousarray(arr.reshape(stop - start, height, width), dtype=dtype)
+    except RecordingError:
+        raise
+    except Exception as err:  # missing file, broken pages: name the file
+        raise RecordingError(f"{path}: frames {start}-{stop - 1} cannot be read ({err})") from err
 
 
 _READERS = {"avi": _read_avi, "tiff": _read_tiff}
@@ -502,6 +535,11 @@ def read_v3_timestamps(path: Path, n_frames: int) -> tuple[np.ndarray, int]:
         raise RecordingError(
             f"{path}: no camera has {n_frames} timestamps to match the msCam files ({listing})"
         )
+    if matches.size > 1:
+        raise RecordingError(
+            f"{path}: cameras {[int(c) for c in matches]} all have {n_frames} timestamps; "
+            "cannot tell which one is the miniscope"
+        )
     cam = int(matches[0])
     ts = table["sysClock"][table["camNum"] == cam] / 1000.0
     if ts.size > 2 and (ts[0] < 0 or ts[0] > ts[1]):
@@ -522,7 +560,9 @@ def frame_timing(timestamps: np.ndarray, where: str) -> tuple[float, np.ndarray,
     Returns
     -------
     fps : float
-        1 / median frame interval, Hz.
+        1 / mean of the regular frame intervals (those not longer than 1.5 median intervals), Hz.
+        The mean, not the median, because acquisition clocks often tick in whole milliseconds
+        (a 30 Hz V4 recording has intervals of 33 and 34 ms).
     dropped_after : numpy.ndarray
         int64 indices of frames followed by a gap longer than 1.5 median intervals.
     n_dropped : int
@@ -542,9 +582,10 @@ def frame_timing(timestamps: np.ndarray, where: str) -> tuple[float, np.ndarray,
         bad = np.flatnonzero(dt <= 0)[:10].tolist()
         raise RecordingError(f"{where}: timestamps do not increase after frames {bad}")
     median = float(np.median(dt))
-    gaps = np.flatnonzero(dt > DROP_FACTOR * median)
+    regular = dt <= DROP_FACTOR * median
+    gaps = np.flatnonzero(~regular)
     n_dropped = int(np.sum(np.maximum(np.round(dt[gaps] / median) - 1, 1))) if gaps.size else 0
-    return 1.0 / median, gaps.astype(np.int64), n_dropped
+    return 1.0 / float(np.mean(dt[regular])), gaps.astype(np.int64), n_dropped
 
 
 # -------------------------------------------------------------------------------- whole recordings
@@ -582,7 +623,7 @@ def _nominal_fps(value) -> float | None:
 def _v4_start_time(session_meta: dict) -> _dt.datetime | None:
     rst = session_meta.get("recordingStartTime")
     if not isinstance(rst, dict):
-        return None
+        rst = session_meta  # older DAQ builds write year, month, ... at the top level
     try:
         return _dt.datetime(int(rst["year"]), int(rst["month"]), int(rst["day"]), int(rst["hour"]),
                             int(rst["minute"]), int(rst["second"]), int(rst.get("msec", 0)) * 1000)

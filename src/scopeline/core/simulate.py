@@ -144,7 +144,7 @@ class SimulationParams:
             "tau_rise": 0 < self.tau_rise < self.tau_decay, "fps": self.fps > 0,
             "frames_per_file": self.frames_per_file >= 1, "noise_sd": self.noise_sd >= 0,
             "motion_sd": self.motion_sd >= 0, "max_shift": self.max_shift >= 0,
-            "n_dropped": 0 <= self.n_dropped < self.n_frames, "chunk_frames": self.chunk_frames >= 1,
+            "n_dropped": 0 <= self.n_dropped <= self.n_frames - 2, "chunk_frames": self.chunk_frames >= 1,
             "n_background": self.n_background >= 0,
         }
         bad = [name for name, ok in checks.items() if not ok]
@@ -284,7 +284,7 @@ class _Writer:
             if self.layout == "tiff":
                 if self._tiff is None:
                     self._open()
-                self._tiff.write(frame, contiguous=True)
+                self._tiff.write(frame, contiguous=True, metadata={"fps": self.params.fps})
             else:
                 if self._video is None or self.frame % self.params.frames_per_file == 0:
                     self.close()
@@ -437,14 +437,14 @@ def simulate(out: str | Path, params: SimulationParams | None = None, *, layout:
 
     gt = zarr.open_group(str(out / GROUND_TRUTH), mode="w")
     tchunk = max(params.chunk_frames, 1000)
-    z_A = gt.create_array("A", shape=(n_units, h, w), chunks=(1, h, w), dtype="float32")
-    z_C = gt.create_array("C", shape=(n_units, n), chunks=(max(n_units, 1), tchunk), dtype="float32")
-    z_S = gt.create_array("S", shape=(n_units, n), chunks=(max(n_units, 1), tchunk), dtype="float32")
-    z_sh = gt.create_array("shifts", shape=(n, 2), chunks=(tchunk, 2), dtype="float32")
-    gt.create_array("timestamps", data=ts_ms / 1000.0)
-    gt.create_array("cell_ids", data=here.ids.astype(np.int64))
-    gt.create_array("centers", data=here.centers.astype(np.float64).reshape(-1, 2))
-    gt.create_array("baseline", data=baseline[pad:pad + h, pad:pad + w].astype(np.float32))
+    z_A = _zarr_array(gt, "A", shape=(n_units, h, w), chunks=(1, h, w), dtype="float32")
+    z_C = _zarr_array(gt, "C", shape=(n_units, n), chunks=(max(n_units, 1), tchunk), dtype="float32")
+    z_S = _zarr_array(gt, "S", shape=(n_units, n), chunks=(max(n_units, 1), tchunk), dtype="float32")
+    z_sh = _zarr_array(gt, "shifts", shape=(n, 2), chunks=(tchunk, 2), dtype="float32")
+    _zarr_array(gt, "timestamps", data=ts_ms / 1000.0)
+    _zarr_array(gt, "cell_ids", data=here.ids.astype(np.int64))
+    _zarr_array(gt, "centers", data=here.centers.astype(np.float64).reshape(-1, 2))
+    _zarr_array(gt, "baseline", data=baseline[pad:pad + h, pad:pad + w].astype(np.float32))
     gt.attrs["params"] = json.loads(params.to_json())
     gt.attrs["dropped_after"] = dropped_after.tolist()
     gt.attrs["layout"] = layout
@@ -480,6 +480,7 @@ def simulate(out: str | Path, params: SimulationParams | None = None, *, layout:
         for i in range(T):
             shift = shift + rng.normal(0, params.motion_sd, 2)
             shift = np.where(np.abs(shift) > params.max_shift, np.sign(shift) * (2 * params.max_shift - np.abs(shift)), shift)
+            shift = np.clip(shift, -params.max_shift, params.max_shift)  # a step longer than the bound
             shifts[i] = shift
         z_sh[t0:t1] = shifts
         cells_px = (A_canvas @ C).T.reshape(T, *canvas) if n_units else np.zeros((T, *canvas), np.float32)
@@ -507,6 +508,13 @@ def simulate(out: str | Path, params: SimulationParams | None = None, *, layout:
         _write_v3_metadata(folder, params, ts_ms)
         return folder
     return writer.files[0]
+
+
+def _zarr_array(group, name: str, **kwargs):
+    """Create an array in a zarr group (zarr 3 ``create_array``; zarr 2, Python 3.10, ``create_dataset``)."""
+    if hasattr(group, "create_array"):
+        return group.create_array(name, **kwargs)
+    return group.create_dataset(name, **kwargs)
 
 
 def _progress(total: int, enabled: bool):

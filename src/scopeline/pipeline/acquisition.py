@@ -150,7 +150,7 @@ class RecordingInfo(dj.Imported):
         key = self.fetch1("KEY")
         rec_path, h, w, dtype = (Recording * self & key).fetch1("recording_path", "height", "width", "pixel_dtype")
         folder = settings.data_root() / rec_path
-        base = folder.parent if folder.is_file() else folder
+        base = folder.parent if folder.suffix.lower() in io.TIFF_SUFFIXES + io.AVI_SUFFIXES else folder
         names, counts = (self.File & key).to_arrays("file_name", "file_frames", order_by="file_index")
         files = [io.MovieFile(base / n, int(c), "tiff" if n.lower().endswith(io.TIFF_SUFFIXES) else "avi")
                  for n, c in zip(names, counts)]

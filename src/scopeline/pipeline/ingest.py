@@ -57,6 +57,9 @@ def match_pattern(pattern: str, relpath: str) -> dict:
     IngestError
         If the pattern does not match the path.
     """
+    for name in ("{subject}", "{session}"):
+        if pattern.count(name) > 1:
+            raise IngestError(f"pattern {pattern!r}: {name} appears more than once")
     parts = []
     for token in re.split(r"(\{subject\}|\{session\}|\*\*/|/\*\*|\*\*|\*)", pattern.strip("/")):
         if token in ("{subject}", "{session}"):
@@ -148,15 +151,15 @@ def ingest(path: str | Path, subject: str | None = None, session: str | None = N
         else:
             plan.append((source, ident, rel, io.read_metadata(source, fps=fps), None))
 
-    results = []
-    for source, ident, rel, meta, row in plan:  # already ingested: make sure its info is there
+    results: list[Ingested | None] = [None] * len(plan)
+    for i, (source, ident, rel, meta, row) in enumerate(plan):  # already ingested: make sure of its info
         if row is not None:
             key = {k: row[k] for k in ("subject", "session", "recording_id")}
             acquisition.RecordingInfo.populate(key, suppress_errors=False)
             n_frames, rate = (acquisition.RecordingInfo & key).fetch1("n_frames", "fps")
-            results.append(Ingested(key, rel, False, int(n_frames), float(rate)))
+            results[i] = Ingested(key, rel, False, int(n_frames), float(rate))
     with conn.transaction:
-        for source, ident, rel, meta, row in plan:
+        for i, (source, ident, rel, meta, row) in enumerate(plan):
             if row is not None:
                 continue
             Subject.insert1({"subject": ident["subject"], **(subject_info or {})}, skip_duplicates=True)
@@ -164,10 +167,11 @@ def ingest(path: str | Path, subject: str | None = None, session: str | None = N
                              "session_description": session_description}, skip_duplicates=True)
             taken = (acquisition.Recording & ident).to_arrays("recording_id")
             key = {**ident, "recording_id": int(max(taken) + 1) if len(taken) else 0}
+            clockless = meta.timing_source == "nominal"
             acquisition.Recording.insert1({**key, "acquisition_system": source.system,
-                                           "recording_path": rel, "fps_given": fps})
+                                           "recording_path": rel, "fps_given": fps if clockless else None})
             master, files = acquisition.info_rows(key, meta)
             acquisition.RecordingInfo.insert1(master, allow_direct_insert=True)
             acquisition.RecordingInfo.File.insert(files, allow_direct_insert=True)
-            results.append(Ingested(key, rel, True, meta.n_frames, meta.fps))
+            results[i] = Ingested(key, rel, True, meta.n_frames, meta.fps)
     return results
