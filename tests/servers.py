@@ -22,7 +22,6 @@ import shutil
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 PG_USER = "scopeline"
@@ -104,17 +103,6 @@ def stop_mariadb(folder: Path) -> None:
     from scopeline import server
 
     server.down()
-
-
-def wait_port(host: str, port: int, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            socket.create_connection((host, port), timeout=1).close()
-            return
-        except OSError:
-            time.sleep(0.2)
-    raise RuntimeError(f"{host}:{port} not answering")
 
 
 def main(argv: list[str]) -> int:
