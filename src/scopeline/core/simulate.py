@@ -6,17 +6,23 @@ of simulated datasets"):
 - cells: 2-D Gaussian footprints ``A`` (peak 1) at uniformly random positions, with a per-cell width;
 - activity: Bernoulli spikes ``S`` convolved with a double-exponential kernel
   ``h(t) = exp(-t/tau_decay) - exp(-t/tau_rise)`` (normalized to peak 1) gives calcium ``C``;
-- background: a static vignetted baseline plus many large Gaussian sources whose intensities
-  fluctuate slowly (a doubly smoothed AR(1) process);
+- background: a static vignetted baseline of the optics ("glow", fixed to the microscope), and in the
+  tissue a neuropil fluorescence shadowed by winding blood vessels plus many large Gaussian sources
+  whose intensities fluctuate slowly (a doubly smoothed AR(1) process);
 - motion: a random-walk translation of the whole field of view, bounded by ``max_shift``;
 - noise: additive Gaussian; ``signal_level`` scales the cells' contribution.
 
 The movie, in 8-bit units, is::
 
-    Y(t) = shift_t[ baseline + background(t) + signal_level * cell_amplitude * A @ C(t) ] + noise
+    Y(t) = baseline + vignette
+           + shift_t[ tissue * (1 - vessel_contrast * vessels) + background(t) + A @ (C(t) + b0) ]
+           + noise,    with C and b0 scaled by signal_level * cell_amplitude
 
-rounded and clipped to uint8. The ground truth stores ``C`` already multiplied by
-``signal_level * cell_amplitude``, so ``A @ C`` is the cells' contribution in movie units.
+Only the tissue moves: the vignette belongs to the optics. Vessels matter for registration as in real
+data, where they are the stable texture that every frame shows.
+
+rounded and clipped to uint8. The ground truth stores ``C`` and ``b0`` already multiplied by
+``signal_level * cell_amplitude``, so ``A @ (C + b0)`` is the cells' contribution in movie units.
 ``shifts[t] = (dy, dx)`` is the translation applied to frame ``t`` in pixels: content at ``(y, x)`` of
 the reference frame appears at ``(y + dy, x + dx)``; correcting motion means shifting by ``-shifts``.
 
@@ -47,7 +53,8 @@ import tifffile  # noqa: E402
 import zarr  # noqa: E402
 from scipy.signal import lfilter  # noqa: E402
 
-__all__ = ["SimulationParams", "Cells", "make_cells", "simulate", "simulate_sessions", "load_ground_truth"]
+__all__ = ["SimulationParams", "Cells", "make_cells", "simulate", "simulate_sessions", "load_ground_truth",
+           "true_displacement"]
 
 LAYOUTS = ("v4", "v3", "tiff")
 DEVICE_FOLDER = "My_V4_Miniscope"
@@ -71,6 +78,9 @@ class SimulationParams:
         Scalar on the cells' contribution (Minian paper: 0.2 to 1.8).
     cell_amplitude : float
         Peak of a cell's footprint for calcium 1.0 at ``signal_level`` 1, in 8-bit intensity units.
+    cell_baseline : float
+        Resting fluorescence of each cell (CNMF's b0) as a fraction of ``cell_amplitude``: cells are
+        faintly visible when silent, as GCaMP-expressing neurons are.
     cell_sigma, cell_sigma_sd : float
         Mean and standard deviation of the footprints' Gaussian width (sigma), pixels.
     spike_prob : float
@@ -86,15 +96,30 @@ class SimulationParams:
     background_timescale : float
         Time constant of the background fluctuations, seconds.
     baseline : float
-        Offset of the static baseline (8-bit units); a vignetting bump of ``vignette`` is added.
+        Static offset of the optics/sensor, 8-bit units.
     vignette : float
-        Peak of the static, centred vignetting component, 8-bit units.
+        Peak of the static, centred vignetting ("glow") of the optics, 8-bit units; it does not move
+        with the tissue.
+    tissue_level : float
+        Neuropil fluorescence of the tissue, 8-bit units; moves with the tissue.
+    n_vessels : int
+        Blood vessels: dark, winding lines in the tissue (shadows on the neuropil) that move with it.
+    vessel_contrast : float
+        Fraction of the tissue fluorescence a vessel's centre removes.
+    vessel_width : float
+        Vessel width, pixels.
     noise_sd : float
-        Standard deviation of the additive Gaussian noise, 8-bit units.
+        Standard deviation of the additive Gaussian noise, 8-bit units. The default is the temporal
+        noise measured on the real wireless Miniscope recording in ``shared/data`` (5.3 at a
+        brightness of 93).
     motion_sd : float
         Standard deviation of the random-walk step of the translation, pixels per frame.
     max_shift : float
         Bound on the translation in each axis, pixels.
+    deform : float
+        Non-rigid motion: amplitude of a smooth displacement field added to the translation, pixels;
+        ``dy = deform * u_t * sin(2 pi x / W)``, ``dx = deform * v_t * sin(2 pi y / H)`` with
+        ``u_t, v_t`` bounded random walks in [-1, 1] (0: rigid motion only).
     fps : float
         Frame rate, Hz.
     frames_per_file : int
@@ -115,6 +140,7 @@ class SimulationParams:
     n_cells: int = 50
     signal_level: float = 1.0
     cell_amplitude: float = 40.0
+    cell_baseline: float = 0.2
     cell_sigma: float = 3.0
     cell_sigma_sd: float = 0.4
     spike_prob: float = 0.01
@@ -126,9 +152,14 @@ class SimulationParams:
     background_timescale: float = 10.0
     baseline: float = 20.0
     vignette: float = 40.0
-    noise_sd: float = 6.0
+    tissue_level: float = 30.0
+    n_vessels: int = 8
+    vessel_contrast: float = 0.3
+    vessel_width: float = 4.0
+    noise_sd: float = 5.3
     motion_sd: float = 0.3
     max_shift: float = 8.0
+    deform: float = 0.0
     fps: float = 20.0
     frames_per_file: int = 1000
     n_dropped: int = 0
@@ -139,13 +170,14 @@ class SimulationParams:
     def __post_init__(self) -> None:
         checks = {
             "height": self.height >= 16, "width": self.width >= 16, "n_frames": self.n_frames >= 2,
-            "n_cells": self.n_cells >= 0, "signal_level": self.signal_level >= 0,
+            "n_cells": self.n_cells >= 0, "signal_level": self.signal_level >= 0, "cell_baseline": self.cell_baseline >= 0,
             "cell_sigma": self.cell_sigma > 0, "spike_prob": 0 <= self.spike_prob <= 1,
             "tau_rise": 0 < self.tau_rise < self.tau_decay, "fps": self.fps > 0,
             "frames_per_file": self.frames_per_file >= 1, "noise_sd": self.noise_sd >= 0,
-            "motion_sd": self.motion_sd >= 0, "max_shift": self.max_shift >= 0,
+            "motion_sd": self.motion_sd >= 0, "max_shift": self.max_shift >= 0, "deform": self.deform >= 0,
             "n_dropped": 0 <= self.n_dropped <= self.n_frames - 2, "chunk_frames": self.chunk_frames >= 1,
-            "n_background": self.n_background >= 0,
+            "n_background": self.n_background >= 0, "n_vessels": self.n_vessels >= 0,
+            "vessel_contrast": 0 <= self.vessel_contrast <= 1, "vessel_width": self.vessel_width > 0,
         }
         bad = [name for name, ok in checks.items() if not ok]
         if bad:
@@ -243,6 +275,36 @@ def _footprint_matrix(cells: Cells, shape: tuple[int, int], offset: tuple[float,
         return sp.csr_matrix((n_px, 0), dtype=np.float32)
     return sp.csr_matrix((np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))),
                          shape=(n_px, len(cells.sigmas)), dtype=np.float32)
+
+
+def _vessel_paths(rng: np.random.Generator, extent: tuple[int, int], n: int) -> list[np.ndarray]:
+    """Winding vessel centre lines in tissue (world) coordinates, (k, 2) arrays of (y, x) pixels."""
+    h, w = extent
+    margin = 0.25 * max(h, w)
+    paths = []
+    for _ in range(n):
+        pos = rng.uniform((-margin, -margin), (h + margin, w + margin))
+        heading = rng.uniform(0, 2 * np.pi)
+        pts = [pos.copy()]
+        for _ in range(int(4 * (h + w) / 4)):
+            heading += rng.normal(0, 0.12)
+            pos = pos + 4.0 * np.array([np.sin(heading), np.cos(heading)])
+            pts.append(pos.copy())
+        paths.append(np.array(pts))
+    return paths
+
+
+def _render_vessels(paths: list[np.ndarray], origin: tuple[float, float], shape: tuple[int, int],
+                    width: float) -> np.ndarray:
+    """Vessel mask in [0, 1] on a window of ``shape`` whose top-left corner is at ``origin`` (world)."""
+    mask = np.zeros(shape, np.float32)
+    scale = 16  # sub-pixel vertex precision for cv2.polylines
+    for path in paths:
+        local = (path - np.asarray(origin)[None, :])[:, ::-1] * scale  # (x, y)
+        cv2.polylines(mask, [np.round(local).astype(np.int32)], False, 1.0,
+                      thickness=max(1, int(round(width))), lineType=cv2.LINE_AA, shift=4)
+    mask = cv2.GaussianBlur(mask, (0, 0), max(width / 3.0, 0.5))
+    return np.clip(mask / max(float(mask.max()), 1e-6), 0, 1) if mask.any() else mask
 
 
 def _kernel_filters(params: SimulationParams) -> tuple[float, float, float]:
@@ -354,7 +416,8 @@ def _write_v3_metadata(folder: Path, params: SimulationParams, ts_ms: np.ndarray
 
 def simulate(out: str | Path, params: SimulationParams | None = None, *, layout: str = "v4",
              cells: Cells | None = None, fov_offset: tuple[float, float] = (0.0, 0.0),
-             start_time: _dt.datetime | None = None, progress: bool = False) -> Path:
+             start_time: _dt.datetime | None = None, progress: bool = False,
+             world: tuple[int, int] | None = None, tissue_seed: int | None = None) -> Path:
     """Write a simulated recording and its ground truth under ``out``.
 
     Parameters
@@ -373,6 +436,10 @@ def simulate(out: str | Path, params: SimulationParams | None = None, *, layout:
         Recording start written to the V4 metadata; default 2026-01-05 10:00:00.
     progress : bool
         Show a progress bar.
+    world : (int, int), optional
+        Extent of the tissue (multi-session data): vessels are drawn over it. Default: the frame.
+    tissue_seed : int, optional
+        Seed of the vessels (the same in every session of an animal); default ``params.seed``.
 
     Returns
     -------
@@ -388,9 +455,12 @@ def simulate(out: str | Path, params: SimulationParams | None = None, *, layout:
     -----
     Ground truth goes to ``out/ground_truth.zarr`` (see :func:`load_ground_truth`): ``A`` (units,
     height, width) float32 peak 1; ``C`` and ``S`` (units, frames) float32 (``C`` in movie units,
-    ``S`` in spikes); ``shifts`` (frames, 2) float32 (dy, dx) pixels; ``timestamps`` (frames,) float64
+    ``S`` in spikes); ``b0`` (units,) float32 resting fluorescence in movie units; ``shifts``
+    (frames, 2) float32 (dy, dx) pixels; ``deform`` (frames, 2) float32 amplitudes of the non-rigid
+    field (see ``SimulationParams.deform``); ``timestamps`` (frames,) float64
     seconds; ``cell_ids`` (units,) int64; ``centers`` (units, 2) (y, x) pixels; ``baseline`` (height,
-    width) float32 static background; attributes ``params`` and ``dropped_after``.
+    width) float32 static background of the optics; ``tissue`` (height, width) float32 tissue
+    fluorescence with vessels at zero shift; attributes ``params`` and ``dropped_after``.
     """
     params = params or SimulationParams()
     if layout not in LAYOUTS:
@@ -411,12 +481,17 @@ def simulate(out: str | Path, params: SimulationParams | None = None, *, layout:
     here = Cells(local[visible], cells.sigmas[visible], cells.ids[visible])
     n_units = len(here.sigmas)
 
-    pad = int(math.ceil(params.max_shift)) + 2
+    pad = int(math.ceil(params.max_shift + params.deform)) + 2
     canvas = (h + 2 * pad, w + 2 * pad)
     A_canvas = _footprint_matrix(here, canvas, offset=(pad, pad))
-    yy, xx = np.mgrid[0:canvas[0], 0:canvas[1]].astype(np.float32)
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
     baseline = params.baseline + params.vignette * np.exp(
-        -((yy - canvas[0] / 2) ** 2 + (xx - canvas[1] / 2) ** 2) / (2 * (0.4 * max(h, w)) ** 2))
+        -((yy - h / 2) ** 2 + (xx - w / 2) ** 2) / (2 * (0.4 * max(h, w)) ** 2))
+    tissue_rng = np.random.default_rng(params.seed if tissue_seed is None else tissue_seed)
+    paths = _vessel_paths(tissue_rng, world or (h, w), params.n_vessels)
+    origin = (fov_offset[0] - pad, fov_offset[1] - pad)
+    vessels = _render_vessels(paths, origin, canvas, params.vessel_width)
+    tissue = (params.tissue_level * (1 - params.vessel_contrast * vessels)).astype(np.float32)
     low = (max(2, canvas[0] // _BG_DOWNSAMPLE), max(2, canvas[1] // _BG_DOWNSAMPLE))
     bg_centers = rng.uniform(0, 1, (params.n_background, 2)) * np.asarray(low)
     bg_sigmas = rng.uniform(0.1, 0.25, params.n_background) * max(low)
@@ -441,10 +516,14 @@ def simulate(out: str | Path, params: SimulationParams | None = None, *, layout:
     z_C = _zarr_array(gt, "C", shape=(n_units, n), chunks=(max(n_units, 1), tchunk), dtype="float32")
     z_S = _zarr_array(gt, "S", shape=(n_units, n), chunks=(max(n_units, 1), tchunk), dtype="float32")
     z_sh = _zarr_array(gt, "shifts", shape=(n, 2), chunks=(tchunk, 2), dtype="float32")
+    z_df = _zarr_array(gt, "deform", shape=(n, 2), chunks=(tchunk, 2), dtype="float32")
+    b0 = np.full(n_units, params.signal_level * params.cell_amplitude * params.cell_baseline, np.float32)
+    _zarr_array(gt, "b0", data=b0)
     _zarr_array(gt, "timestamps", data=ts_ms / 1000.0)
     _zarr_array(gt, "cell_ids", data=here.ids.astype(np.int64))
     _zarr_array(gt, "centers", data=here.centers.astype(np.float64).reshape(-1, 2))
-    _zarr_array(gt, "baseline", data=baseline[pad:pad + h, pad:pad + w].astype(np.float32))
+    _zarr_array(gt, "baseline", data=baseline.astype(np.float32))
+    _zarr_array(gt, "tissue", data=tissue[pad:pad + h, pad:pad + w])
     gt.attrs["params"] = json.loads(params.to_json())
     gt.attrs["dropped_after"] = dropped_after.tolist()
     gt.attrs["layout"] = layout
@@ -460,6 +539,10 @@ def simulate(out: str | Path, params: SimulationParams | None = None, *, layout:
     a_bg = math.exp(-1.0 / (params.background_timescale * params.fps))
     bg_state = rng.standard_normal((2, params.n_background))
     shift = np.zeros(2)
+    uv = np.zeros(2)
+    cy_, cx_ = np.mgrid[0:canvas[0], 0:canvas[1]].astype(np.float32)
+    wave_y = np.sin(2 * np.pi * (cx_ - pad) / w).astype(np.float32)  # dy varies along x
+    wave_x = np.sin(2 * np.pi * (cy_ - pad) / h).astype(np.float32)  # dx varies along y
     writer = _Writer(layout, folder, params)
     bar = _progress(n, progress)
     for t0 in range(0, n, params.chunk_frames):
@@ -483,18 +566,32 @@ def simulate(out: str | Path, params: SimulationParams | None = None, *, layout:
             shift = np.clip(shift, -params.max_shift, params.max_shift)  # a step longer than the bound
             shifts[i] = shift
         z_sh[t0:t1] = shifts
-        cells_px = (A_canvas @ C).T.reshape(T, *canvas) if n_units else np.zeros((T, *canvas), np.float32)
+        deform = np.zeros((T, 2), np.float32)
+        if params.deform > 0:
+            for i in range(T):
+                uv = uv + rng.normal(0, 0.1, 2)
+                uv = np.clip(np.where(np.abs(uv) > 1, np.sign(uv) * (2 - np.abs(uv)), uv), -1, 1)
+                deform[i] = params.deform * uv
+        z_df[t0:t1] = deform
+        cells_px = (A_canvas @ (C + b0[:, None])).T.reshape(T, *canvas) if n_units \
+            else np.zeros((T, *canvas), np.float32)
         bg_low = (B_low @ G).T.reshape(T, *low)
         frames = np.empty((T, h, w), np.uint8)
         noise = rng.standard_normal((T, h, w), dtype=np.float32) * params.noise_sd
         for i in range(T):
             bg = cv2.resize(bg_low[i], (canvas[1], canvas[0]), interpolation=cv2.INTER_CUBIC)
-            img = baseline + bg + cells_px[i]
+            img = tissue + bg + cells_px[i]
             dy, dx = shifts[i]
-            M = np.float32([[1, 0, dx], [0, 1, dy]])
-            moved = cv2.warpAffine(img.astype(np.float32), M, (canvas[1], canvas[0]), flags=cv2.INTER_LINEAR,
-                                   borderMode=cv2.BORDER_REFLECT)
-            frame = moved[pad:pad + h, pad:pad + w] + noise[i]
+            if params.deform > 0:  # content at p moves to p + shift + field(p): sample p - ...
+                map_y = cy_ - dy - deform[i, 0] * wave_y
+                map_x = cx_ - dx - deform[i, 1] * wave_x
+                moved = cv2.remap(img.astype(np.float32), map_x, map_y, cv2.INTER_LINEAR,
+                                  borderMode=cv2.BORDER_REFLECT)
+            else:
+                M = np.float32([[1, 0, dx], [0, 1, dy]])
+                moved = cv2.warpAffine(img.astype(np.float32), M, (canvas[1], canvas[0]), flags=cv2.INTER_LINEAR,
+                                       borderMode=cv2.BORDER_REFLECT)
+            frame = baseline + moved[pad:pad + h, pad:pad + w] + noise[i]
             frames[i] = np.clip(np.rint(frame), 0, 255).astype(np.uint8)
         writer.write(frames)
         bar.update(T)
@@ -567,8 +664,33 @@ def simulate_sessions(out: str | Path, params: SimulationParams | None = None, n
         p = SimulationParams(**{**asdict(params), "seed": params.seed + k})
         start = _dt.datetime(2026, 1, 5, 10, 0, 0) + _dt.timedelta(days=k)
         folders.append(simulate(out / f"session_{k + 1}", p, cells=subset, fov_offset=offset,
-                                start_time=start, progress=progress))
+                                start_time=start, progress=progress, world=world, tissue_seed=params.seed))
     return folders
+
+
+def true_displacement(gt: dict, points: np.ndarray) -> np.ndarray:
+    """True displacement (dy, dx) of every frame at given points, rigid plus non-rigid part.
+
+    Parameters
+    ----------
+    gt : dict
+        From :func:`load_ground_truth`.
+    points : numpy.ndarray
+        float (n_points, 2), (y, x) pixels in the frame.
+
+    Returns
+    -------
+    numpy.ndarray
+        float64 (frames, n_points, 2), pixels.
+    """
+    p = gt["params"]
+    pts = np.asarray(points, np.float64)
+    wave_y = np.sin(2 * np.pi * pts[:, 1] / p.width)
+    wave_x = np.sin(2 * np.pi * pts[:, 0] / p.height)
+    out = np.repeat(gt["shifts"][:, None, :].astype(np.float64), len(pts), axis=1)
+    out[..., 0] += gt["deform"][:, 0:1] * wave_y[None]
+    out[..., 1] += gt["deform"][:, 1:2] * wave_x[None]
+    return out
 
 
 def load_ground_truth(path: str | Path) -> dict:
@@ -582,7 +704,7 @@ def load_ground_truth(path: str | Path) -> dict:
     Returns
     -------
     dict
-        numpy arrays ``A, C, S, shifts, timestamps, cell_ids, centers, baseline`` (see
+        numpy arrays ``A, C, S, b0, shifts, deform, timestamps, cell_ids, centers, baseline, tissue`` (see
         :func:`simulate`) and ``params`` (SimulationParams), ``dropped_after`` (list of int),
         ``fov_offset``.
     """
@@ -593,7 +715,7 @@ def load_ground_truth(path: str | Path) -> dict:
         raise FileNotFoundError(f"{path}: no ground truth here")
     g = zarr.open_group(str(path), mode="r")
     out = {name: np.asarray(g[name][...]) for name in
-           ("A", "C", "S", "shifts", "timestamps", "cell_ids", "centers", "baseline")}
+           ("A", "C", "S", "b0", "shifts", "deform", "timestamps", "cell_ids", "centers", "baseline", "tissue")}
     out["params"] = SimulationParams(**g.attrs["params"])
     out["dropped_after"] = list(g.attrs["dropped_after"])
     out["fov_offset"] = tuple(g.attrs["fov_offset"])
