@@ -42,6 +42,7 @@ def test_motion_is_in_the_pixels(tmp_path):
     """One bright cell, no noise: its centroid in each frame follows its centre plus the shift."""
     p = sim.SimulationParams(height=64, width=64, n_frames=80, n_cells=1, spike_prob=0.3, cell_amplitude=150,
                              cell_sigma=3.0, cell_sigma_sd=0.0, n_background=0, vignette=0, noise_sd=0,
+                             tissue_level=0, n_vessels=0, cell_baseline=0,
                              motion_sd=0.6, max_shift=6, timestamp_jitter=0, seed=5)
     sim.simulate(tmp_path, p, layout="tiff")
     gt = sim.load_ground_truth(tmp_path)

@@ -175,6 +175,110 @@ def simulate(
     console.print(f"ground truth: {out}/**/{sim.GROUND_TRUTH}  [{time.monotonic() - t0:.1f} s]")
 
 
+# ---------------------------------------------------------------------------- processing
+
+paramset_app = typer.Typer(help="Parameter sets of the processing stages.", no_args_is_help=True)
+task_app = typer.Typer(help="Say which parameter set to run on which recordings.", no_args_is_help=True)
+app.add_typer(paramset_app, name="paramset")
+app.add_typer(task_app, name="task")
+
+
+@paramset_app.command("ls")
+def paramset_ls():
+    """List motion parameter sets in the database, and the shipped presets."""
+    from scopeline.core.motion import PRESETS
+    from scopeline.pipeline import activate, motion
+
+    with _clear_errors():
+        activate()
+    table = Table("stage", "paramset", "description", "hash")
+    for r in motion.MotionParamSet.to_dicts(order_by="motion_paramset"):
+        table.add_row("motion", r["motion_paramset"], r["description"], r["params_hash"][:10])
+    console.print(table)
+    console.print(f"shipped motion presets: {', '.join(sorted(PRESETS))}")
+
+
+@paramset_app.command("add")
+def paramset_add(
+    name: str = typer.Argument(..., help="Name of the new parameter set."),
+    params_file: Path = typer.Argument(..., help="JSON file of parameters (missing fields take defaults)."),
+    description: str = typer.Option("", help="What it is for."),
+):
+    """Add a motion parameter set from a JSON file (validated against schemas/motion.schema.json)."""
+    from scopeline.pipeline import activate, motion
+
+    try:
+        params = json.loads(params_file.read_text())
+    except (OSError, json.JSONDecodeError) as err:
+        _fail(f"{params_file}: {err}")
+    with _clear_errors():
+        activate()
+        motion.MotionParamSet.insert1({"motion_paramset": name, "description": description, "params": params})
+    console.print(f"added motion paramset {name!r}")
+
+
+@task_app.command("motion")
+def task_motion(
+    paramset: str = typer.Option("minian", "--paramset", "-p", help="Parameter set name, or a shipped preset."),
+    subject: Optional[str] = typer.Option(None, "--subject", "-s"),
+    session: Optional[str] = typer.Option(None, "--session", "-d"),
+    recording: Optional[int] = typer.Option(None, "--recording", "-r"),
+):
+    """Add motion-correction tasks for the matching recordings (all when no filter is given)."""
+    from scopeline.core.motion import PRESETS
+    from scopeline.pipeline import acquisition, activate, motion
+
+    with _clear_errors():
+        activate()
+        if not (motion.MotionParamSet & {"motion_paramset": paramset}):
+            if paramset not in PRESETS:
+                _fail(f"no motion paramset {paramset!r} (in the database: "
+                      f"{sorted(motion.MotionParamSet.to_arrays('motion_paramset'))}; presets: {sorted(PRESETS)})")
+            motion.MotionParamSet.add_preset(paramset)
+        restriction = {k: v for k, v in (("subject", subject), ("session", session), ("recording_id", recording))
+                       if v is not None}
+        keys = (acquisition.RecordingInfo & restriction).keys()
+        if not keys:
+            _fail(f"no ingested recording matches {restriction or 'anything'}")
+        rows = [{**k, "motion_paramset": paramset} for k in keys]
+        before = len(motion.MotionTask())
+        motion.MotionTask.insert(rows, skip_duplicates=True)
+    console.print(f"{len(motion.MotionTask()) - before} motion task(s) added ({len(rows)} matching recording(s))")
+
+
+@app.command()
+def populate(
+    retry_errors: bool = typer.Option(False, "--retry-errors", help="Clear failed jobs first and run them again."),
+    workers: int = typer.Option(2, help="Threads per job."),
+):
+    """Run all pending work (RecordingInfo, MotionCorrection), with progress bars; reports failures.
+
+    Safe on many machines at once: jobs are reserved in the database, so each runs once.
+    """
+    from scopeline.pipeline import acquisition, activate, motion
+
+    with _clear_errors():
+        activate()
+    motion.MotionCorrection.workers = workers
+    failed = 0
+    for table in (acquisition.RecordingInfo, motion.MotionCorrection):
+        name = table.__name__
+        if retry_errors:
+            table.jobs.errors.delete_quick()
+        t0 = time.monotonic()
+        out = table.populate(reserve_jobs=True, suppress_errors=True, display_progress=True)
+        errors = table.jobs.errors.to_dicts()
+        console.print(f"{name}: {out['success_count']} done in {time.monotonic() - t0:.1f} s, "
+                      f"{len(table())} in total, {len(errors)} failed")
+        for job in errors:
+            key = "/".join(str(job[k]) for k in table.primary_key)
+            console.print(f"  [red]failed[/] {key}: {job['error_message']}", highlight=False)
+        failed += len(errors)
+    if failed:
+        console.print("fix the cause, then: scopeline populate --retry-errors")
+        raise typer.Exit(1)
+
+
 # -------------------------------------------------------------------------------------- ls
 
 

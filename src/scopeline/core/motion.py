@@ -446,7 +446,8 @@ class MotionResult:
 
 
 def _read(movie, a: int, b: int) -> np.ndarray:
-    return np.asarray(movie[a:b].compute(scheduler="synchronous"))
+    block = movie[a:b]
+    return np.asarray(block.compute(scheduler="synchronous") if hasattr(block, "compute") else block)
 
 
 def _run(tasks: list, workers: int) -> list:

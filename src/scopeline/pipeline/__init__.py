@@ -10,12 +10,13 @@ from __future__ import annotations
 import os
 
 from scopeline._dj import dj
-from scopeline.pipeline import acquisition, session, subject
+from scopeline.pipeline import acquisition, motion, session, subject
 
-__all__ = ["activate", "deactivate", "drop", "schema_prefix", "SCHEMAS", "subject", "session", "acquisition"]
+__all__ = ["activate", "deactivate", "drop", "schema_prefix", "SCHEMAS", "subject", "session", "acquisition",
+           "motion"]
 
 #: (module, schema suffix) in dependency order
-SCHEMAS = [(subject, "subject"), (session, "session"), (acquisition, "acquisition")]
+SCHEMAS = [(subject, "subject"), (session, "session"), (acquisition, "acquisition"), (motion, "motion")]
 
 _active: dict = {}
 

@@ -145,16 +145,26 @@ class RecordingInfo(dj.Imported):
         self.insert1(master)
         self.File.insert(files)
 
-    def movie(self, chunk_frames: int | None = None):
-        """The recording's movie as a lazy dask array (frames, height, width); see core.io.load_movie."""
+    def movie_spec(self) -> dict:
+        """Everything needed to read this recording's movie, as plain data (see :func:`open_movie`)."""
         key = self.fetch1("KEY")
         rec_path, h, w, dtype = (Recording * self & key).fetch1("recording_path", "height", "width", "pixel_dtype")
-        folder = settings.data_root() / rec_path
-        base = folder.parent if folder.suffix.lower() in io.TIFF_SUFFIXES + io.AVI_SUFFIXES else folder
         names, counts = (self.File & key).to_arrays("file_name", "file_frames", order_by="file_index")
-        files = [io.MovieFile(base / n, int(c), "tiff" if n.lower().endswith(io.TIFF_SUFFIXES) else "avi")
-                 for n, c in zip(names, counts)]
-        return io.load_movie(files, (int(h), int(w)), dtype, chunk_frames)
+        return {"recording_path": rec_path, "files": [[str(n), int(c)] for n, c in zip(names, counts)],
+                "frame_shape": [int(h), int(w)], "dtype": dtype}
+
+    def movie(self, chunk_frames: int | None = None):
+        """The recording's movie as a lazy dask array (frames, height, width); see core.io.load_movie."""
+        return open_movie(self.movie_spec(), chunk_frames)
+
+
+def open_movie(spec: dict, chunk_frames: int | None = None):
+    """Lazy dask movie (frames, height, width) from :meth:`RecordingInfo.movie_spec`, under the data root."""
+    folder = settings.data_root() / spec["recording_path"]
+    base = folder.parent if folder.suffix.lower() in io.TIFF_SUFFIXES + io.AVI_SUFFIXES else folder
+    files = [io.MovieFile(base / n, c, "tiff" if n.lower().endswith(io.TIFF_SUFFIXES) else "avi")
+             for n, c in spec["files"]]
+    return io.load_movie(files, tuple(spec["frame_shape"]), spec["dtype"], chunk_frames)
 
 
 def read_recording(recording_path: str, system: str, fps_given: float | None) -> io.RecordingMetadata:

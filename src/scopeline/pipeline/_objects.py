@@ -1,0 +1,73 @@
+"""Writing large arrays straight into DataJoint's object store from a three-part make.
+
+A table's ``make_compute`` runs with no open transaction; this helper reserves the ``<object@>`` path
+of a row (DataJoint 2.3's staged-insert machinery), lets the computation write a Zarr array there,
+and returns the metadata that ``make_insert`` stores. If the computation fails, what was written is
+removed, so a failed make leaves neither a row nor data behind.
+"""
+
+from __future__ import annotations
+
+import os
+from contextlib import contextmanager
+
+import zarr
+from datajoint.staged_insert import StagedInsert
+from datajoint.storage import build_object_path
+
+__all__ = ["staged_zarr", "zarr_store", "open_zarr"]
+
+
+def zarr_store(fsmap):
+    """A Zarr store for an fsspec mapper: a LocalStore for local folders, else an FsspecStore."""
+    protocol = fsmap.fs.protocol
+    protocols = protocol if isinstance(protocol, (tuple, list)) else (protocol,)
+    if "file" in protocols or "local" in protocols:
+        os.makedirs(fsmap.root, exist_ok=True)
+        return zarr.storage.LocalStore(fsmap.root)
+    return zarr.storage.FsspecStore.from_mapper(fsmap)
+
+
+def open_zarr(ref) -> zarr.Array:
+    """Open (read-only) the Zarr array held by an ``<object@>`` attribute's ObjectRef."""
+    return zarr.open_array(store=zarr_store(ref.fsmap), mode="r")
+
+
+def _reserve(staged: StagedInsert, table, key: dict, field: str, ext: str) -> None:
+    """Resolve the object path ourselves: DataJoint 2.3.5's StagedInsert looks up the store named ''
+    for ``<object@>`` (the default store) instead of the default, and fails."""
+    store_name = table.heading[field].store or None
+    spec = table.connection._config.get_store_spec(store_name)
+    primary_key = {k: key[k] for k in table.primary_key}
+    path, token = build_object_path(
+        schema=table.database, table=table.class_name, field=field, primary_key=primary_key, ext=ext,
+        partition_pattern=spec.get("partition_pattern"), token_length=spec.get("token_length", 8),
+        schema_prefix=spec["schema_prefix"],
+    )
+    staged._staged_objects[field] = {"relative_path": path, "ext": ext, "token": token, "store_name": store_name}
+
+
+@contextmanager
+def staged_zarr(table, key: dict, field: str):
+    """Reserve ``field`` (an ``<object@>`` attribute) of the row ``key`` for a Zarr array.
+
+    Yields
+    ------
+    (create, finish)
+        ``create(shape, chunks, dtype)`` returns the writable Zarr array; ``finish()`` returns the
+        metadata dict to insert as the attribute's value.
+    """
+    staged = StagedInsert(table)
+    staged.rec.update(key)
+    _reserve(staged, table, key, field, ".zarr")
+    fsmap = staged.store(field, ".zarr")
+
+    def create(shape, chunks, dtype):
+        return zarr.open_array(store=zarr_store(fsmap), mode="w", shape=shape, chunks=chunks, dtype=dtype,
+                               fill_value=0)
+
+    try:
+        yield create, (lambda: staged._compute_metadata(field))
+    except BaseException:
+        staged._cleanup()
+        raise

@@ -1,0 +1,248 @@
+"""Preprocessing and motion correction: parameter sets, tasks, and the MotionCorrection table.
+
+All computation is :func:`scopeline.core.motion.correct_motion`; this module fetches, calls it, and
+inserts. The corrected movie is written as a Zarr array straight into the object store during the
+computation (no transaction open), and removed again if the computation fails.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+
+import numpy as np
+from pydantic import ValidationError
+
+import scopeline
+from scopeline._dj import dj
+from scopeline.core import motion as core_motion
+from scopeline.pipeline import acquisition
+from scopeline.pipeline._objects import open_zarr, staged_zarr
+
+schema = dj.Schema()
+
+__all__ = ["ParamSetError", "MotionParamSet", "MotionTask", "MotionCorrection", "validate_params"]
+
+
+class ParamSetError(ValueError):
+    """A parameter set was refused: the message names the field and the reason."""
+
+
+def validate_params(params) -> tuple[dict, str]:
+    """Validate motion parameters; return (every default filled, canonical hash).
+
+    Parameters
+    ----------
+    params : dict or str
+        Parameters (a JSON string or dict); missing fields take their defaults.
+
+    Returns
+    -------
+    (dict, str)
+        The full parameter set and the md5 hex digest of its canonical JSON.
+
+    Raises
+    ------
+    ParamSetError
+        Naming each invalid field and why.
+    """
+    if isinstance(params, str):
+        try:
+            params = json.loads(params)
+        except json.JSONDecodeError as err:
+            raise ParamSetError(f"params: not valid JSON ({err})") from err
+    try:
+        model = core_motion.MotionParams.model_validate(params or {})
+    except ValidationError as err:
+        reasons = "; ".join(f"{'.'.join(str(x) for x in e['loc']) or 'params'}: {e['msg']}" for e in err.errors())
+        raise ParamSetError(f"invalid motion parameters: {reasons}") from None
+    canonical = model.canonical_json()
+    return json.loads(canonical), hashlib.md5(canonical.encode()).hexdigest()
+
+
+@schema
+class MotionParamSet(dj.Lookup):
+    """Named motion-correction parameter sets (preprocessing + registration + output).
+
+    Attributes
+    ----------
+    motion_paramset : str
+        Name.
+    description : str
+    params : dict
+        Every parameter of :class:`scopeline.core.motion.MotionParams`, defaults filled.
+    params_hash : str
+        md5 of the canonical JSON; unique, so the same parameters cannot be stored under two names.
+
+    Rows are validated on insert (:func:`validate_params`); invalid ones are refused with the field and
+    the reason. :meth:`add_preset` inserts a shipped preset (``minian``, ``fast``).
+    """
+
+    definition = """
+    # Named motion-correction parameter sets
+    motion_paramset            : varchar(64)
+    ---
+    description = ''           : varchar(1024)
+    params                     : json           # every field of MotionParams, defaults filled
+    params_hash                : char(32)       # md5 of the canonical JSON
+    unique index (params_hash)
+    """
+
+    def insert(self, rows, **kwargs):
+        """Validate each row's params (filling defaults and the hash) before inserting."""
+        checked = []
+        for row in rows:
+            row = dict(row)
+            params, digest = validate_params(row.get("params"))
+            row["params"], row["params_hash"] = params, digest
+            same = (MotionParamSet & {"params_hash": digest}).to_dicts()
+            if same and same[0]["motion_paramset"] != row.get("motion_paramset"):
+                raise ParamSetError(
+                    f"paramset {row.get('motion_paramset')!r}: the same parameters are stored as "
+                    f"{same[0]['motion_paramset']!r}")
+            checked.append(row)
+        super().insert(checked, **kwargs)
+
+    @classmethod
+    def add_preset(cls, name: str) -> dict:
+        """Insert a shipped preset (no-op if present); return its key."""
+        if name not in core_motion.PRESETS:
+            raise ParamSetError(f"unknown motion preset {name!r}; shipped: {sorted(core_motion.PRESETS)}")
+        key = {"motion_paramset": name}
+        if not (cls & key):
+            cls.insert1({**key, "description": f"scopeline preset {name!r}",
+                         "params": json.loads(core_motion.PRESETS[name].canonical_json())})
+        return key
+
+
+@schema
+class MotionTask(dj.Manual):
+    """Which motion parameter set to run on which recording (populate runs exactly these)."""
+
+    definition = """
+    # A motion-correction job: this parameter set on this recording
+    -> acquisition.RecordingInfo
+    -> MotionParamSet
+    """
+
+
+@schema
+class MotionCorrection(dj.Computed):
+    """Preprocessed, motion-corrected movie with shifts, corrupted frames and summary images.
+
+    Attributes
+    ----------
+    n_frames, height, width : int
+        Shape of the corrected movie (after cropping, downsampling, dropping).
+    shifts : numpy.ndarray
+        float32 (n_frames, 2), rigid (dy, dx) of each frame relative to the template, pixels; the
+        correction moved each frame by ``-shifts``.
+    frame_index : numpy.ndarray
+        int64 (n_frames,), raw frame of each corrected frame (timestamps: RecordingInfo.timestamps[frame_index]).
+    corrupted_frames : numpy.ndarray
+        int64, raw indices of frames flagged as corrupted (then interpolated or dropped).
+    corrupted_reasons : dict
+        raw index (str) -> ``"rows/blocks"`` | ``"black"``.
+    template, mean_image, max_image, std_image, correlation_image, pnr_image : numpy.ndarray
+        float32 (height, width) summary images of the corrected movie.
+    movie : ObjectRef
+        Zarr array (n_frames, height, width) of ``movie_dtype`` in the object store; see :meth:`open_movie`.
+    seconds : dict
+        Wall time of each pass, s; ``compute_time`` the total.
+    """
+
+    definition = """
+    # Preprocessed, motion-corrected movie and its summaries
+    -> MotionTask
+    ---
+    n_frames                   : int32
+    height                     : int16          # pixels
+    width                      : int16          # pixels
+    shifts                     : <blob>         # float32 (n_frames, 2) rigid (dy, dx), pixels
+    frame_index                : <blob>         # int64 (n_frames,) raw frame of each frame
+    corrupted_frames           : <blob>         # int64 raw frames flagged as corrupted
+    corrupted_reasons          : json           # raw frame -> reason
+    template                   : <blob>         # float32 (height, width), band-passed
+    mean_image                 : <blob>         # float32 (height, width)
+    max_image                  : <blob>
+    std_image                  : <blob>
+    correlation_image          : <blob>         # mean correlation with the 8 neighbours
+    pnr_image                  : <blob>         # (max - mean) / noise
+    movie                      : <object@>      # Zarr (n_frames, height, width)
+    movie_dtype                : varchar(8)
+    seconds                    : json           # wall time per pass, s
+    compute_time               : float64        # s
+    scopeline_version          : varchar(16)
+    """
+
+    class Block(dj.Part):
+        """Piecewise-rigid mode: one patch of the grid and its shifts."""
+
+        definition = """
+        -> master
+        block_id                   : int16
+        ---
+        y0                         : int16          # pixels, end exclusive
+        y1                         : int16
+        x0                         : int16
+        x1                         : int16
+        block_shifts               : <blob>         # float32 (n_frames, 2) total (dy, dx), pixels
+        """
+
+    workers = 2
+    show_progress = True
+
+    @property
+    def key_source(self):
+        return MotionTask()
+
+    def make_fetch(self, key):
+        """The movie's files and the parameter set."""
+        spec = (acquisition.RecordingInfo & key).movie_spec()
+        params = (MotionParamSet & key).fetch1("params")
+        return spec, params
+
+    def make_compute(self, key, spec, params):
+        """Run core.motion.correct_motion, writing the corrected movie into the object store."""
+        t0 = time.perf_counter()
+        try:
+            p = core_motion.MotionParams.model_validate(params)
+        except ValidationError as err:
+            raise ParamSetError(f"motion paramset {key['motion_paramset']!r} is invalid: {err}") from None
+        movie = acquisition.open_movie(spec, chunk_frames=p.block_frames * p.preprocess.temporal_downsample)
+        bar = _bar(2 * movie.shape[0], f"motion {key['subject']}/{key['session']}/{key['recording_id']}",
+                   self.show_progress)
+        with staged_zarr(self, key, "movie") as (create, finish):
+            res = core_motion.correct_motion(movie, p, create, workers=self.workers, progress=bar.update)
+            meta = finish()
+        bar.close()
+        img = res.summary
+        row = dict(
+            key, n_frames=res.shape[0], height=res.shape[1], width=res.shape[2], shifts=res.shifts,
+            frame_index=res.frame_index, corrupted_frames=np.array(sorted(res.corrupted), np.int64),
+            corrupted_reasons={str(k): v for k, v in res.corrupted.items()}, template=res.template,
+            mean_image=img["mean"], max_image=img["max"], std_image=img["std"],
+            correlation_image=img["correlation"], pnr_image=img["pnr"], movie=meta, movie_dtype=p.store_dtype,
+            seconds={k: round(v, 3) for k, v in res.seconds.items()}, compute_time=time.perf_counter() - t0,
+            scopeline_version=scopeline.__version__,
+        )
+        blocks = [dict(key, block_id=i, y0=b[0], y1=b[1], x0=b[2], x1=b[3], block_shifts=res.patch_shifts[:, i])
+                  for i, b in enumerate(res.patch_boxes)]
+        return row, blocks
+
+    def make_insert(self, key, row, blocks):
+        """Insert the row and its patches."""
+        self.insert1(row)
+        if blocks:
+            self.Block.insert(blocks)
+
+    def open_movie(self):
+        """The corrected movie of one row as a (read-only) Zarr array (n_frames, height, width)."""
+        return open_zarr(self.fetch1("movie"))
+
+
+def _bar(total: int, desc: str, enabled: bool):
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=desc, unit="frame", disable=not enabled, leave=False)

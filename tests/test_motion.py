@@ -1,0 +1,210 @@
+"""core.motion: shift accuracy on simulated and real data, piecewise vs rigid, summaries, bad input, memory."""
+
+from __future__ import annotations
+
+import tracemalloc
+
+import cv2
+import numpy as np
+import pytest
+import zarr
+from conftest import shared_data
+
+from scopeline.core import io, motion
+from scopeline.core import simulate as sim
+
+
+def _rmse(est: np.ndarray, true: np.ndarray) -> float:
+    """RMSE after removing the constant offset between the template and the simulator's reference."""
+    d = est - true
+    d = d - np.median(d, axis=0)
+    return float(np.sqrt((d**2).sum(axis=-1).mean()))
+
+
+@pytest.fixture(scope="module")
+def sims(tmp_path_factory):
+    made = {}
+
+    def get(level: float, **kw):
+        key = (level, tuple(sorted(kw.items())))
+        if key not in made:
+            out = tmp_path_factory.mktemp(f"sim_{level}")
+            p = sim.SimulationParams(height=256, width=256, n_frames=500, n_cells=60, signal_level=level, seed=7, **kw)
+            sim.simulate(out, p)
+            made[key] = out
+        return made[key]
+
+    return get
+
+
+@pytest.mark.parametrize("level", [0.6, 1.4])
+def test_rigid_shift_rmse_below_0_1_px(sims, level):
+    """Simulator at the measured real sensor noise: RMSE < 0.1 px (Minian's own test accepts 0.25)."""
+    out = sims(level)
+    gt = sim.load_ground_truth(out)
+    meta = io.read_metadata(io.discover(out)[0])
+    res = motion.correct_motion(meta.movie(chunk_frames=100), motion.MotionParams())
+    assert res.shape == (500, 256, 256) and res.corrupted == {}
+    assert _rmse(res.shifts, gt["shifts"]) < 0.1
+
+
+def test_piecewise_corrects_nonrigid_better_than_rigid(tmp_path):
+    p = sim.SimulationParams(height=256, width=256, n_frames=240, n_cells=60, signal_level=1.0, seed=3, deform=3.0)
+    sim.simulate(tmp_path, p)
+    gt = sim.load_ground_truth(tmp_path)
+    movie = io.read_metadata(io.discover(tmp_path)[0]).movie(chunk_frames=120)
+    errors = {}
+    for mode in ("rigid", "piecewise"):
+        params = motion.MotionParams(registration=motion.RegistrationParams(mode=mode), block_frames=120,
+                                     chunk_frames=120)
+        res = motion.correct_motion(movie, params)
+        boxes = motion.patch_boxes(256, 256, params.registration.patch_grid)
+        centers = np.array([((y0 + y1) / 2, (x0 + x1) / 2) for y0, y1, x0, x1 in boxes])
+        true = sim.true_displacement(gt, centers)
+        est = res.patch_shifts if mode == "piecewise" else np.repeat(res.shifts[:, None], len(centers), 1)
+        d = est - true
+        d = d - np.median(d, axis=0, keepdims=True)
+        errors[mode] = float(np.sqrt((d**2).sum(-1).mean()))
+    assert errors["piecewise"] < 0.5 * errors["rigid"], errors
+
+
+def test_real_ca1_near_zero_and_known_shift_recovered(tmp_path):
+    """The CA1 movie is already registered: shifts stay within 1 px; a known shift is recovered."""
+    path = shared_data("ca1_miniscope_v3", "ca1_500x240x376_uint8.tif")
+    raw = io.read_metadata(io.discover(path)[0], fps=15).movie().compute()
+    params = motion.MotionParams(registration=motion.RegistrationParams(template_frames=100))
+    base = motion.correct_motion(raw, params)
+    centred = base.shifts - np.median(base.shifts, axis=0)
+    assert np.abs(centred).max() < 1.0 and np.median(np.abs(centred)) < 0.3
+    moved = raw.copy()
+    for i in range(250, 500):
+        moved[i] = cv2.warpAffine(raw[i], np.float32([[1, 0, -2.6], [0, 1, 3.3]]), (376, 240),
+                                  flags=cv2.INTER_LANCZOS4, borderMode=cv2.BORDER_REFLECT)
+    res = motion.correct_motion(moved, params)
+    diff = res.shifts - base.shifts
+    np.testing.assert_allclose(np.median(diff[250:], axis=0), [3.3, -2.6], atol=0.05)
+    np.testing.assert_allclose(np.median(diff[:250], axis=0), [0, 0], atol=0.05)
+
+
+def test_summary_images_show_cells(sims, tmp_path):
+    out = sims(1.0)
+    gt = sim.load_ground_truth(out)
+    meta = io.read_metadata(io.discover(out)[0])
+    stored = {}
+
+    def create(shape, chunks, dtype):
+        stored["z"] = zarr.open_array(str(tmp_path / "m.zarr"), mode="w", shape=shape, chunks=chunks, dtype=dtype)
+        return stored["z"]
+
+    res = motion.correct_motion(meta.movie(chunk_frames=100), motion.MotionParams(), create)
+    assert stored["z"].shape == res.shape and stored["z"].dtype == np.float16
+    offset = np.round(np.median(res.shifts - gt["shifts"], axis=0)).astype(int)
+    centers = np.round(gt["centers"] - offset).astype(int)
+    inside = (centers[:, 0] > 10) & (centers[:, 0] < 246) & (centers[:, 1] > 10) & (centers[:, 1] < 246)
+    cy, cx = centers[inside].T
+    rng = np.random.default_rng(0)
+    far = gt["A"].sum(0) < 1e-3
+    by, bx = np.nonzero(far)
+    pick = rng.choice(len(by), 500, replace=False)
+    for name in ("pnr", "max", "std"):
+        img = res.summary[name]
+        assert img.shape == (256, 256)
+        assert np.median(img[cy, cx]) > 2 * np.median(img[by[pick], bx[pick]]), name
+    corr = res.summary["correlation"]  # denoising correlates neighbouring noise: compare with its spread
+    background = corr[by[pick], bx[pick]]
+    assert np.median(corr[cy, cx]) > np.median(background) + 3 * background.std()
+    # the stored movie is the corrected one: its mean image equals the summary mean
+    np.testing.assert_allclose(np.asarray(stored["z"][:]).astype(np.float32).mean(0), res.summary["mean"], atol=0.05)
+
+
+def test_drop_and_interpolate_corrupted(tmp_path):
+    p = sim.SimulationParams(height=64, width=64, n_frames=150, n_cells=8, seed=4)
+    sim.simulate(tmp_path, p, layout="tiff")
+    movie = io.read_metadata(io.discover(tmp_path / "movie.tif")[0]).movie().compute()
+    movie[[20, 99]] = 0  # dropped to black
+    movie[60, 30:34] = 255  # broken rows
+    params = motion.MotionParams(registration=motion.RegistrationParams(template_frames=50), block_frames=50,
+                                 chunk_frames=25)
+    interp = motion.correct_motion(movie, params)
+    assert interp.corrupted == {20: "black", 60: "rows/blocks", 99: "black"}
+    assert interp.shape[0] == 150 and interp.frame_index.tolist() == list(range(150))
+    dropping = params.model_copy(deep=True)
+    dropping.preprocess.corruption.action = "drop"
+    dropped = motion.correct_motion(movie, dropping)
+    assert dropped.shape[0] == 147 and 20 not in dropped.frame_index and 60 not in dropped.frame_index
+    assert len(dropped.shifts) == 147
+
+
+def test_temporal_and_spatial_downsampling(tmp_path):
+    p = sim.SimulationParams(height=128, width=128, n_frames=240, n_cells=20, seed=5)
+    sim.simulate(tmp_path, p, layout="tiff")
+    movie = io.read_metadata(io.discover(tmp_path / "movie.tif")[0]).movie()
+    params = motion.MotionParams(block_frames=60, chunk_frames=30)
+    params.preprocess.temporal_downsample = 2
+    params.preprocess.spatial_downsample = 2
+    params.registration.template_frames = 50
+    res = motion.correct_motion(movie, params)
+    assert res.shape == (120, 64, 64) and res.frame_index[:3].tolist() == [0, 2, 4]
+    gt = sim.load_ground_truth(tmp_path)
+    pair_mean = (gt["shifts"][0::2] + gt["shifts"][1::2]) / 2  # each output frame averages two
+    # shifts are in downsampled pixels: forgetting the factor 2 would leave errors of several pixels
+    assert _rmse(res.shifts * 2, pair_mean) < 1.0
+
+
+def test_constant_movie_refused():
+    with pytest.raises(motion.MotionError, match="constant movie"):
+        motion.correct_motion(np.full((300, 32, 32), 7, np.uint8), motion.MotionParams())
+
+
+def test_recording_shorter_than_template_refused():
+    with pytest.raises(motion.MotionError, match="fewer than the template window of 200 frames"):
+        motion.correct_motion(np.zeros((150, 32, 32), np.uint8), motion.MotionParams())
+
+
+def test_nan_refused():
+    movie = np.random.default_rng(0).random((250, 32, 32)).astype(np.float32)
+    movie[3, 4, 5] = np.nan
+    with pytest.raises(motion.MotionError, match="NaN"):
+        motion.correct_motion(movie, motion.MotionParams())
+
+
+def test_memory_flat_in_frames(tmp_path):
+    peaks = {}
+    for n in (400, 1600):
+        p = sim.SimulationParams(height=96, width=96, n_frames=n, n_cells=10, seed=6, frames_per_file=400)
+        sim.simulate(tmp_path / str(n), p)
+        movie = io.read_metadata(io.discover(tmp_path / str(n))[0]).movie(chunk_frames=100)
+        params = motion.MotionParams(registration=motion.RegistrationParams(template_frames=100))
+
+        def create(shape, chunks, dtype, n=n):
+            return zarr.open_array(str(tmp_path / f"out{n}.zarr"), mode="w", shape=shape, chunks=chunks, dtype=dtype)
+
+        tracemalloc.start()
+        motion.correct_motion(movie, params, create)
+        peaks[n] = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+    assert peaks[1600] < 1.3 * peaks[400], peaks
+
+
+def test_params_round_trip_and_validation():
+    p = motion.PRESETS["minian"]
+    assert motion.MotionParams.model_validate_json(p.canonical_json()) == p
+    with pytest.raises(ValueError, match="filter_low"):
+        motion.RegistrationParams(filter_low=5, filter_high=3)
+    with pytest.raises(ValueError, match="block_frames"):
+        motion.MotionParams(block_frames=150, chunk_frames=100)
+
+
+def test_register_subpixel_exact():
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[0:128, 0:128]
+    img = np.zeros((128, 128), np.float32)
+    for y, x in rng.uniform(10, 118, (30, 2)):
+        img += np.exp(-((yy - y) ** 2 + (xx - x) ** 2) / 8).astype(np.float32)
+    moved = cv2.warpAffine(img, np.float32([[1, 0, 3.3], [0, 1, -2.6]]), (128, 128), flags=cv2.INTER_LANCZOS4)
+    import scipy.fft as sfft
+
+    win = motion.taper((128, 128), 8)
+    dy, dx = motion.register(sfft.fft2(motion.bandpass(moved, 1, 6) * win),
+                             np.conj(sfft.fft2(motion.bandpass(img, 1, 6) * win)), 20, 20)
+    assert (dy, dx) == pytest.approx((-2.6, 3.3), abs=0.06)
