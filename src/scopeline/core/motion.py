@@ -559,8 +559,8 @@ def correct_motion(movie, params: MotionParams, out_array=None, *, workers: int 
     seconds["template"] = time.perf_counter() - t0
 
     n_keep = int(keep.sum())
-    z = out_array((n_keep, h, w), (params.chunk_frames, params.chunk_tile, params.chunk_tile),
-                  params.store_dtype) if out_array is not None else None
+    chunks = (min(params.chunk_frames, n_keep), min(params.chunk_tile, h), min(params.chunk_tile, w))
+    z = out_array((n_keep, h, w), chunks, params.store_dtype) if out_array is not None else None
     write_lock = threading.Lock()
     stats = SummaryStats(h, w)
 
