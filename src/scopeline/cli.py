@@ -279,6 +279,33 @@ def populate(
         raise typer.Exit(1)
 
 
+figure_app = typer.Typer(help="Diagnostic figures of stored results (PNG).", no_args_is_help=True)
+app.add_typer(figure_app, name="figure")
+
+
+@figure_app.command("motion")
+def figure_motion(
+    out: Path = typer.Argument(..., help="PNG file to write."),
+    subject: str = typer.Option(..., "--subject", "-s"),
+    session: str = typer.Option(..., "--session", "-d"),
+    recording: int = typer.Option(0, "--recording", "-r"),
+    paramset: str = typer.Option("minian", "--paramset", "-p"),
+):
+    """Motion shifts over time and summary images (mean, max, std, correlation, PNR)."""
+    from scopeline.figures import motion_figure
+    from scopeline.pipeline import acquisition, activate, motion
+
+    key = {"subject": subject, "session": session, "recording_id": recording, "motion_paramset": paramset}
+    with _clear_errors():
+        activate()
+        rows = (motion.MotionCorrection & key).to_dicts()
+        if not rows:
+            _fail(f"no motion correction for {key}: add a task and run `scopeline populate`")
+        ts = (acquisition.RecordingInfo & key).fetch1("timestamps")
+    path = motion_figure(rows[0], ts, out, title=f"{subject} / {session} / recording {recording} / {paramset}")
+    console.print(f"wrote {path}")
+
+
 # -------------------------------------------------------------------------------------- ls
 
 
@@ -307,10 +334,11 @@ def demo(
     frames: int = typer.Option(2000, help="Frames of the simulated session."),
     shared_data: Optional[Path] = typer.Option(None, help="Folder of the real data (default ../shared/data)."),
 ):
-    """Set up the local database and ingest the real CA1 recording and a simulated V4 session."""
+    """Local database, the real CA1 recording and a simulated V4 session: ingest, motion-correct, figures."""
     from scopeline import database, settings
     from scopeline.core import simulate as sim
-    from scopeline.pipeline import activate
+    from scopeline.figures import motion_figure
+    from scopeline.pipeline import acquisition, activate, motion
 
     t0 = time.monotonic()
     with _clear_errors():
@@ -319,8 +347,10 @@ def demo(
     console.print(f"database: {where['backend']} at {where['host']}:{where['port']} ({where['source']})")
     data = shared_data or _find_shared_data()
     real = data / "ca1_miniscope_v3" / "ca1_500x240x376_uint8.tif" if data else None
+    subjects = []
     if real is not None and real.exists():
         ingest(real, subject="ca1", session="minian_demo", pattern=None, fps=15.0)
+        subjects.append(("ca1", "minian_demo"))
     else:
         console.print("real recording not found (../shared/data/ca1_miniscope_v3): skipped")
     sim_dir = settings.home() / "demo" / f"sim_v4_{frames}"
@@ -331,6 +361,21 @@ def demo(
         sim.simulate(sim_dir, sim.SimulationParams(height=256, width=256, n_frames=frames, n_cells=60,
                                                    seed=0), progress=True)
     ingest(sim_dir, subject="sim01", session="2026_01_05", pattern=None, fps=None)
+    subjects.append(("sim01", "2026_01_05"))
+    motion.MotionParamSet.add_preset("minian")
+    for subject, session in subjects:
+        keys = (acquisition.RecordingInfo & {"subject": subject, "session": session}).keys()
+        motion.MotionTask.insert([{**k, "motion_paramset": "minian"} for k in keys], skip_duplicates=True)
+    populate(retry_errors=False, workers=2)
+    figures = settings.home() / "demo" / "figures"
+    figures.mkdir(parents=True, exist_ok=True)
+    for subject, session in subjects:
+        key = {"subject": subject, "session": session, "recording_id": 0, "motion_paramset": "minian"}
+        row = (motion.MotionCorrection & key).to_dicts()[0]
+        ts = (acquisition.RecordingInfo & key).fetch1("timestamps")
+        path = motion_figure(row, ts, figures / f"{subject}_motion.png", title=f"{subject} / {session} / minian")
+        console.print(f"{subject}: {row['n_frames']} frames motion-corrected in {row['compute_time']:.1f} s, "
+                      f"{len(row['corrupted_frames'])} corrupted frames; figure {path}")
     ls()
     console.print(f"demo done in {time.monotonic() - t0:.1f} s")
 
