@@ -28,11 +28,12 @@ import json, resource, sys, time
 import numpy as np, zarr
 from scopeline.core import io, motion
 from scopeline.core import simulate as sim
+from scopeline.pipeline._objects import create_zarr
 rec, out = sys.argv[1], sys.argv[2]
 meta = io.read_metadata(io.discover(rec)[0])
 params = motion.MotionParams()
 movie = meta.movie(chunk_frames=params.block_frames)
-create = lambda shape, chunks, dtype: zarr.open_array(out, mode="w", shape=shape, chunks=chunks, dtype=dtype)
+create = lambda shape, chunks, dtype: create_zarr(out, shape, chunks, dtype)
 t = time.perf_counter()
 res = motion.correct_motion(movie, params, create, workers=2)
 wall = time.perf_counter() - t

@@ -15,7 +15,7 @@ import zarr
 from datajoint.staged_insert import StagedInsert
 from datajoint.storage import build_object_path
 
-__all__ = ["staged_zarr", "zarr_store", "open_zarr"]
+__all__ = ["staged_zarr", "zarr_store", "open_zarr", "create_zarr"]
 
 
 def zarr_store(fsmap):
@@ -26,6 +26,20 @@ def zarr_store(fsmap):
         os.makedirs(fsmap.root, exist_ok=True)
         return zarr.storage.LocalStore(fsmap.root)
     return zarr.storage.FsspecStore.from_mapper(fsmap)
+
+
+def create_zarr(store, shape, chunks, dtype) -> zarr.Array:
+    """A new Zarr array compressed with zstd level 1 (noisy float16 movies compress ~1.2x with any
+    codec; level 1 takes 40% of the default's time), for zarr 3 and zarr 2 (Python 3.10)."""
+    if hasattr(zarr, "create_array"):
+        from zarr.codecs import ZstdCodec
+
+        return zarr.create_array(store, shape=shape, chunks=chunks, dtype=dtype, fill_value=0,
+                                 compressors=ZstdCodec(level=1), overwrite=True)
+    from numcodecs import Zstd
+
+    return zarr.open_array(store, mode="w", shape=shape, chunks=chunks, dtype=dtype, fill_value=0,
+                           compressor=Zstd(level=1))
 
 
 def open_zarr(ref) -> zarr.Array:
@@ -63,8 +77,7 @@ def staged_zarr(table, key: dict, field: str):
     fsmap = staged.store(field, ".zarr")
 
     def create(shape, chunks, dtype):
-        return zarr.open_array(store=zarr_store(fsmap), mode="w", shape=shape, chunks=chunks, dtype=dtype,
-                               fill_value=0)
+        return create_zarr(zarr_store(fsmap), shape, chunks, dtype)
 
     try:
         yield create, (lambda: staged._compute_metadata(field))
