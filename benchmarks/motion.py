@@ -59,7 +59,7 @@ def main() -> None:
     results_file.parent.mkdir(exist_ok=True)
     for n in args.frames:
         rec_root = args.work / f"sim_{args.size}_{n}"
-        if not (rec_root / "ground_truth.zarr").exists():
+        if not list(rec_root.glob("*/My_V4_Miniscope/timeStamps.csv")):  # written last: the recording is complete
             shutil.rmtree(rec_root, ignore_errors=True)
             from scopeline.core import simulate as sim
 

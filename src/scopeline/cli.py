@@ -249,7 +249,8 @@ def task_motion(
 @app.command()
 def populate(
     retry_errors: bool = typer.Option(False, "--retry-errors", help="Clear failed jobs first and run them again."),
-    workers: int = typer.Option(2, help="Threads per job."),
+    workers: int = typer.Option(2, help="Blocks processed in parallel per job."),
+    scheduler: str = typer.Option("threads", help="threads | processes | address of a dask.distributed scheduler."),
 ):
     """Run all pending work (RecordingInfo, MotionCorrection), with progress bars; reports failures.
 
@@ -260,6 +261,7 @@ def populate(
     with _clear_errors():
         activate()
     motion.MotionCorrection.workers = workers
+    motion.MotionCorrection.scheduler = scheduler
     failed = 0
     for table in (acquisition.RecordingInfo, motion.MotionCorrection):
         name = table.__name__
@@ -366,7 +368,7 @@ def demo(
     for subject, session in subjects:
         keys = (acquisition.RecordingInfo & {"subject": subject, "session": session}).keys()
         motion.MotionTask.insert([{**k, "motion_paramset": "minian"} for k in keys], skip_duplicates=True)
-    populate(retry_errors=False, workers=2)
+    populate(retry_errors=False, workers=2, scheduler="threads")
     figures = settings.home() / "demo" / "figures"
     figures.mkdir(parents=True, exist_ok=True)
     for subject, session in subjects:

@@ -190,7 +190,8 @@ class MotionCorrection(dj.Computed):
         block_shifts               : <blob>         # float32 (n_frames, 2) total (dy, dx), pixels
         """
 
-    workers = 2
+    workers = 2  # blocks processed in parallel
+    scheduler = "threads"  # or "processes", or a dask.distributed scheduler address
     show_progress = True
 
     @property
@@ -214,7 +215,8 @@ class MotionCorrection(dj.Computed):
         bar = _bar(2 * movie.shape[0], f"motion {key['subject']}/{key['session']}/{key['recording_id']}",
                    self.show_progress)
         with staged_zarr(self, key, "movie") as (create, finish):
-            res = core_motion.correct_motion(movie, p, create, workers=self.workers, progress=bar.update)
+            res = core_motion.correct_motion(movie, p, create, workers=self.workers, scheduler=self.scheduler,
+                                             progress=bar.update)
             meta = finish()
         bar.close()
         img = res.summary
