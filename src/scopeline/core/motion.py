@@ -38,13 +38,11 @@ from __future__ import annotations
 
 import contextlib
 import math
-import threading
 import time
 from dataclasses import dataclass, field
 from typing import Callable, Literal, Optional
 
 import cv2
-import dask
 import numpy as np
 import scipy.fft as sfft
 from pydantic import BaseModel, ConfigDict, Field, model_validator
