@@ -250,7 +250,9 @@ def task_motion(
 def populate(
     retry_errors: bool = typer.Option(False, "--retry-errors", help="Clear failed jobs first and run them again."),
     workers: int = typer.Option(2, help="Blocks processed in parallel per job."),
-    scheduler: str = typer.Option("threads", help="threads | processes | address of a dask.distributed scheduler."),
+    scheduler: str = typer.Option(os.environ.get("SCOPELINE_DASK_SCHEDULER", "threads"),
+                                  help="threads | processes | address of a dask.distributed scheduler "
+                                       "(default: SCOPELINE_DASK_SCHEDULER or threads)."),
 ):
     """Run all pending work (RecordingInfo, MotionCorrection), with progress bars; reports failures.
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import time
 
 import numpy as np
@@ -191,7 +192,7 @@ class MotionCorrection(dj.Computed):
         """
 
     workers = 2  # blocks processed in parallel
-    scheduler = "threads"  # or "processes", or a dask.distributed scheduler address
+    scheduler = os.environ.get("SCOPELINE_DASK_SCHEDULER", "threads")  # or "processes", or a scheduler address
     show_progress = True
 
     @property
