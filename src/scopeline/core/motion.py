@@ -703,8 +703,8 @@ def correct_motion(movie, params: MotionParams, out_array=None, *, workers: int 
         Blocks processed in parallel.
     scheduler : str
         ``"threads"`` (one process), ``"processes"`` (a local dask.distributed cluster of worker
-        processes: no GIL contention, about 1.4x faster on 2 cores), or the address of a running
-        dask.distributed scheduler. Dropping corrupted frames always runs on threads.
+        processes), or the address of a running dask.distributed scheduler. Dropping corrupted frames
+        runs on one thread (blocks then share Zarr chunks).
     progress : callable, optional
         Called with the number of raw frames finished, as blocks finish (for progress bars).
 
@@ -739,7 +739,9 @@ def correct_motion(movie, params: MotionParams, out_array=None, *, workers: int 
             f"the recording has {n_out} frames (after downsampling), fewer than the template window of "
             f"{reg.template_frames} frames: lower registration.template_frames")
     if pre.corruption.action == "drop":
-        scheduler = "threads"  # output positions shift with every dropped frame: writes must not race
+        # output positions shift with every dropped frame, so two blocks may share a Zarr chunk:
+        # one worker writes them in turn
+        scheduler, workers = "threads", 1
     job = _Job(movie=movie, params=params, n_used=n_out * t)
     starts = list(range(0, job.n_used, job.block_raw))
     report = progress or (lambda n: None)
