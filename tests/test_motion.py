@@ -130,9 +130,19 @@ def test_drop_and_interpolate_corrupted(tmp_path):
     assert interp.shape[0] == 150 and interp.frame_index.tolist() == list(range(150))
     dropping = params.model_copy(deep=True)
     dropping.preprocess.corruption.action = "drop"
-    dropped = motion.correct_motion(movie, dropping)
-    assert dropped.shape[0] == 147 and 20 not in dropped.frame_index and 60 not in dropped.frame_index
-    assert len(dropped.shifts) == 147
+    stored = {}
+
+    def create(shape, chunks, dtype, key):
+        stored[key] = zarr.open_array(str(tmp_path / f"{key}.zarr"), mode="w", shape=shape, chunks=chunks, dtype=dtype)
+        return stored[key]
+
+    interp = motion.correct_motion(movie, params, lambda *a: create(*a, "interp"))
+    dropped = motion.correct_motion(movie, dropping, lambda *a: create(*a, "drop"))
+    assert dropped.shape[0] == 147 and len(dropped.shifts) == 147
+    assert not {20, 60, 99} & set(dropped.frame_index.tolist())
+    # the kept frames land at their compacted positions, equal to the interpolating run's
+    keep = np.setdiff1d(np.arange(150), [20, 60, 99])
+    np.testing.assert_array_equal(np.asarray(stored["drop"][:]), np.asarray(stored["interp"][:])[keep])
 
 
 def test_temporal_and_spatial_downsampling(tmp_path):
@@ -149,6 +159,30 @@ def test_temporal_and_spatial_downsampling(tmp_path):
     pair_mean = (gt["shifts"][0::2] + gt["shifts"][1::2]) / 2  # each output frame averages two
     # shifts are in downsampled pixels: forgetting the factor 2 would leave errors of several pixels
     assert _rmse(res.shifts * 2, pair_mean) < 1.0
+
+
+def test_black_block_does_not_erase_glow(tmp_path):
+    """A sampled block made only of dropped-to-black frames must not pull the glow minimum to 0."""
+    p = sim.SimulationParams(height=64, width=64, n_frames=250, n_cells=8, seed=4)
+    sim.simulate(tmp_path, p, layout="tiff")
+    movie = io.read_metadata(io.discover(tmp_path / "movie.tif")[0]).movie().compute()
+    movie[240:] = 0  # the last block (10 frames) is black
+    params = motion.MotionParams(registration=motion.RegistrationParams(template_frames=50), block_frames=60,
+                                 chunk_frames=30, glow_samples=0)
+    res = motion.correct_motion(movie, params)
+    assert sorted(res.corrupted) == list(range(240, 250))
+    np.testing.assert_array_equal(res.glow, movie[:240].min(axis=0))
+
+
+def test_search_window_never_wraps():
+    """A shift of +12 px on a 32-px frame with max_shift 20 must not come back as -20."""
+    rng = np.random.default_rng(1)
+    img = cv2.GaussianBlur(rng.random((32, 32)).astype(np.float32), (0, 0), 1.5)
+    moved = np.roll(img, 12, axis=1)
+    filt = motion.Filter((32, 32), 0.5, 3.0)
+    dy, dx = motion.register(filt.spectrum(filt.highpass(moved)), np.conj(filt.spectrum(filt.highpass(img))),
+                             32, 20, 1)
+    assert abs(dx) <= 15 and dy == 0
 
 
 def test_constant_movie_refused():

@@ -93,22 +93,30 @@ def test_bad_inputs_recorded_in_job_table(db, small_v4, tmp_path):
     """Short recording, constant movie, a paramset gone invalid: errors in the job table, no rows, no files."""
     sim.simulate(tmp_path / "short", sim.SimulationParams(height=32, width=32, n_frames=40, n_cells=2))
     tifffile.imwrite(tmp_path / "constant.tif", np.full((120, 32, 32), 9, np.uint8))
+    late_nan = np.random.default_rng(0).random((240, 32, 32)).astype(np.float32)
+    late_nan[200, 5, 5] = np.nan  # in a block the glow sample skips: fails after the movie was created
+    tifffile.imwrite(tmp_path / "late_nan.tif", late_nan)
     (short,) = ingest(tmp_path / "short", "short", "d1")
     (const,) = ingest(tmp_path / "constant.tif", "constant", "d1", fps=20)
     (good,) = ingest(small_v4, "mm3", "d1")
+    (nan,) = ingest(tmp_path / "late_nan.tif", "latenan", "d1", fps=20)
     motion.MotionParamSet.insert1({"motion_paramset": "small", "params": SMALL})
+    motion.MotionParamSet.insert1({"motion_paramset": "one_glow_block", "params": {**SMALL, "glow_samples": 60}})
     # a row made invalid behind the validation's back (e.g. an old version's parameters)
     unchecked = super(motion.MotionParamSet, motion.MotionParamSet())
     unchecked.insert([{"motion_paramset": "broken", "params": {"registration": {"upsample": 0}}, "params_hash": "0" * 32}])
     motion.MotionTask.insert([{**short.key, "motion_paramset": "small"}, {**const.key, "motion_paramset": "small"},
-                              {**good.key, "motion_paramset": "broken"}])
+                              {**good.key, "motion_paramset": "broken"},
+                              {**nan.key, "motion_paramset": "one_glow_block"}])
     out = motion.MotionCorrection.populate(reserve_jobs=True, suppress_errors=True)
-    assert out["success_count"] == 0 and len(out["error_list"]) == 3
+    assert out["success_count"] == 0 and len(out["error_list"]) == 4
     errors = _error_jobs()
     assert "40 frames (after downsampling), fewer than the template window of 50" in errors["short"]
     assert "constant movie" in errors["constant"]
     assert "broken" in errors["mm3"] and "upsample" in errors["mm3"]
+    assert "frames 180-239 hold NaN values" in errors["latenan"]
     assert not motion.MotionCorrection()
+    assert _store_files("subject=latenan") == []  # the Zarr movie was created, then removed
     assert _store_files("motion_paramset=broken") == [] and _store_files("subject=constant") == []
     motion.MotionCorrection.jobs.errors.delete_quick()
 

@@ -16,11 +16,20 @@ WIRELESS_CORRUPTED = [7, 21, 23, 24, 32, 33, 34, 35]  # labels.yaml: rows 7,21,2
 def test_real_wireless_corrupted_frames_exactly(block):
     """Exactly the labelled frames are flagged, however the movie is cut into blocks."""
     path = shared_data("wireless_corrupted_frames", "wireless_corrupted.avi")
-    movie = io.read_metadata(io.discover(path)[0]).movie().compute().astype(np.float32)
+    movie = io.read_metadata(io.discover(path)[0]).movie().compute()  # uint8: the 8-bit scoring path
     parts = [pp.frame_scores(movie[a:a + block]) for a in range(0, len(movie), block)]
     scores = np.concatenate([p[0] for p in parts])
     means = np.concatenate([p[1] for p in parts])
     assert sorted(pp.flag_corrupted(scores, means, pp.CorruptionParams())) == WIRELESS_CORRUPTED
+
+
+def test_scores_same_on_8bit_and_float_paths():
+    path = shared_data("wireless_corrupted_frames", "wireless_corrupted.avi")
+    movie = io.read_metadata(io.discover(path)[0]).movie().compute()
+    s8, m8 = pp.frame_scores(movie)
+    sf, mf = pp.frame_scores(movie.astype(np.float32))
+    np.testing.assert_allclose(s8, sf, rtol=1e-5)
+    np.testing.assert_allclose(m8, mf, rtol=1e-6)
 
 
 def test_real_ca1_has_no_corrupted_frames():
@@ -100,6 +109,19 @@ def test_glow_removal_subtracts_minimum():
     block = np.stack([np.full((16, 16), v, np.float32) for v in (10, 12, 15)])
     block[:, 0, 0] += 40
     p = pp.PreprocessParams(denoise="none", background="none")
-    out = pp.preprocess_block(block, p, block.min(axis=0))
+    out = np.stack([pp.preprocess_frame(f, p, block.min(axis=0)) for f in block])
     np.testing.assert_allclose(out[:, 3, 3], [0, 2, 5])
     np.testing.assert_allclose(out[:, 0, 0], [0, 2, 5])
+
+
+@pytest.mark.parametrize("window,radius", [(3, 5), (7, 15)])
+def test_8bit_path_equals_float_path(window, radius):
+    """The fast uint8 path (glow, median, top-hat) gives exactly what the float path gives."""
+    rng = np.random.default_rng(3)
+    frame = rng.integers(20, 220, (64, 80)).astype(np.uint8)
+    minimum = rng.integers(0, 40, (64, 80)).astype(np.uint8)
+    minimum[0, 0] = 250  # above the frame: both paths clip at 0
+    p = pp.PreprocessParams(denoise_window=window, background_radius=radius)
+    fast = pp.preprocess_frame(frame, p, minimum)
+    slow = pp.preprocess_frame(frame.astype(np.float32), p, minimum.astype(np.float32))
+    np.testing.assert_array_equal(fast, slow)

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import platformdirs
 
-__all__ = ["home", "data_root", "store_location", "read_home_config", "write_home_config"]
+__all__ = ["home", "data_root", "store_location", "read_home_config"]
 
 
 def home() -> Path:
@@ -57,15 +57,6 @@ def read_home_config() -> dict:
     if not isinstance(cfg, dict):
         raise ValueError(f"{path}: expected a JSON object")
     return cfg
-
-
-def write_home_config(**values) -> Path:
-    """Update ``<home>/config.json`` with ``values`` and return its path."""
-    cfg = read_home_config()
-    cfg.update(values)
-    path = home() / "config.json"
-    path.write_text(json.dumps(cfg, indent=2, sort_keys=True) + "\n")
-    return path
 
 
 def data_root() -> Path:

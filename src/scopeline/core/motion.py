@@ -3,9 +3,9 @@
 Method
 ------
 Shifts are estimated on a *filtered copy*: the cropped, downsampled, repaired raw movie through a
-difference-of-Gaussians band pass (its small Gaussian denoises, its large one removes glow and
-background), which keeps the tissue's stable texture (vessel shadows) as well as cells; they are
-applied to the preprocessed (glow- and background-removed, denoised) movie. Texture seen in every
+band pass (a box high pass that removes glow and background, then a Gaussian low pass in the Fourier
+domain that denoises; :class:`Filter`), which keeps the tissue's stable texture (vessel shadows) as
+well as cells; they are applied to the preprocessed (glow- and background-removed, denoised) movie. Texture seen in every
 frame is what makes single-frame registration reliable when few cells are active. The filtered copy
 is not glow-removed: the per-pixel minimum over a moving movie holds a static imprint of its texture,
 which would pull every estimate towards zero; for the same reason the band-passed images are tapered
@@ -28,10 +28,12 @@ Shift convention: ``shifts[t] = (dy, dx)`` pixels is where frame ``t``'s content
 template (content at ``p`` in the template is at ``p + shift`` in the frame); correction moves the
 frame by ``-shift``.
 
-Streaming: the movie is processed in blocks of frames, in parallel threads (dask), each block read,
-preprocessed, registered, written to the output Zarr array and added to the summary statistics, so
-memory is bounded by ``block_frames`` x workers and does not grow with the recording. Two passes read
-the raw movie: one for corrupted frames and the per-pixel minimum (glow), one for everything else.
+Streaming: the movie is processed in blocks of frames, in parallel on a dask.distributed cluster
+(threads, local worker processes, or a remote scheduler); each block is read, preprocessed,
+registered, written to the output Zarr array and summarized frame by frame, so memory is bounded by
+``block_frames`` x workers and does not grow with the recording. The raw movie is decoded once in
+full, plus a sample of evenly spaced blocks (the glow minimum and brightness) and the template's
+first frames; dropping corrupted frames adds a first full pass that finds them.
 """
 
 from __future__ import annotations
@@ -39,7 +41,7 @@ from __future__ import annotations
 import contextlib
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable, Literal, Optional
 
 import cv2
@@ -56,7 +58,6 @@ __all__ = [
     "MotionParams",
     "MotionResult",
     "PRESETS",
-    "bandpass",
     "Filter",
     "taper",
     "register",
@@ -109,7 +110,8 @@ class MotionParams(BaseModel):
     preprocess: pp.PreprocessParams = Field(default_factory=pp.PreprocessParams)
     registration: RegistrationParams = Field(default_factory=RegistrationParams)
     block_frames: int = Field(100, ge=10, le=2000, description="Output frames processed at once by a worker "
-                              "(memory ~ 16 x block_frames x height x width bytes per worker).")
+                              "(memory ~ (temporal_downsample + 3) x block_frames x height x width bytes per worker "
+                              "for 8-bit movies).")
     chunk_frames: int = Field(100, ge=1, le=2000, description="Frames per chunk of the output Zarr array.")
     chunk_tile: int = Field(128, ge=16, le=4096, description="Pixels per side of a chunk of the output Zarr array.")
     glow_samples: int = Field(500, ge=0, le=100000, description="Frames, in evenly spaced blocks, whose per-pixel "
@@ -176,15 +178,6 @@ def taper(shape: tuple[int, int], width: int) -> np.ndarray:
     return _TAPERS[key]
 
 
-def bandpass(frame: np.ndarray, low: float, high: float) -> np.ndarray:
-    """Difference-of-Gaussians band pass of a float32 frame (sigmas in pixels), for display and tests.
-
-    Registration uses the equivalent :class:`Filter` (box high pass, spectral Gaussian low pass).
-    """
-    small = cv2.GaussianBlur(frame, (0, 0), low) if low > 0 else frame
-    return small - cv2.GaussianBlur(frame, (0, 0), high)
-
-
 class Filter:
     """The filtered copy's spectrum: high pass, border taper, real FFT, Gaussian low pass.
 
@@ -201,7 +194,6 @@ class Filter:
     """
 
     def __init__(self, shape: tuple[int, int], low: float, high: float) -> None:
-        self.shape = shape
         self.box = 2 * int(round(1.22 * high)) + 1
         self.win = taper(shape, int(math.ceil(2 * high)))
         fy = sfft.fftfreq(shape[0])[:, None]
@@ -234,7 +226,7 @@ def _upsampled_dft(half_spectrum: np.ndarray, width: int, ys: np.ndarray, xs: np
 
 
 def register(frame_spec: np.ndarray, template_spec_conj: np.ndarray, width: int, max_shift: float,
-             upsample: int, center: tuple[float, float] = (0.0, 0.0)) -> tuple[float, float]:
+             upsample: int) -> tuple[float, float]:
     """Sub-pixel shift of a frame relative to a template, from their real-FFT spectra.
 
     Parameters
@@ -246,11 +238,9 @@ def register(frame_spec: np.ndarray, template_spec_conj: np.ndarray, width: int,
     width : int
         Image width, pixels (the real FFT does not keep it).
     max_shift : float
-        Search radius around ``center``, pixels.
+        Search radius, pixels; clamped to under half the image so the search window cannot wrap.
     upsample : int
         Sub-pixel refinement factor (precision 1 / upsample pixel); 1 for integer shifts.
-    center : (float, float)
-        Where to search, pixels (dy, dx).
 
     Returns
     -------
@@ -260,10 +250,9 @@ def register(frame_spec: np.ndarray, template_spec_conj: np.ndarray, width: int,
     spectrum = frame_spec * template_spec_conj
     corr = sfft.irfft2(spectrum, s=(spectrum.shape[0], width))
     h, w = corr.shape
-    cy, cx = int(round(center[0])), int(round(center[1]))
-    r = int(math.floor(max_shift))
-    dys = np.arange(cy - r, cy + r + 1)
-    dxs = np.arange(cx - r, cx + r + 1)
+    r = min(int(math.floor(max_shift)), (h - 1) // 2, (w - 1) // 2)
+    dys = np.arange(-r, r + 1)
+    dxs = np.arange(-r, r + 1)
     window = corr[np.ix_(dys % h, dxs % w)]
     iy, ix = np.unravel_index(int(np.argmax(window)), window.shape)
     dy, dx = float(dys[iy]), float(dxs[ix])
@@ -281,14 +270,29 @@ _BORDERS = {"zero": (cv2.BORDER_CONSTANT, 0.0), "nan": (cv2.BORDER_CONSTANT, flo
 
 
 def shift_frame(frame: np.ndarray, dy: float, dx: float, border: str = "zero") -> np.ndarray:
-    """Move a float32 frame by (-dy, -dx) pixels (bilinear), undoing a shift of (dy, dx)."""
+    """Move a frame by (-dy, -dx) pixels with bilinear interpolation, undoing a shift of (dy, dx).
+
+    Parameters
+    ----------
+    frame : numpy.ndarray
+        float32 (height, width).
+    dy, dx : float
+        The frame's shift, pixels (see the module's shift convention).
+    border : {"zero", "nan", "reflect"}
+        Values moved in at the borders.
+
+    Returns
+    -------
+    numpy.ndarray
+        float32 (height, width).
+    """
     mode, value = _BORDERS[border]
     m = np.float32([[1, 0, -dx], [0, 1, -dy]])
     return cv2.warpAffine(frame, m, (frame.shape[1], frame.shape[0]), flags=cv2.INTER_LINEAR,
                           borderMode=mode, borderValue=value)
 
 
-def build_template(highpassed: np.ndarray, p: RegistrationParams) -> tuple[np.ndarray, np.ndarray]:
+def build_template(highpassed: np.ndarray, p: RegistrationParams) -> np.ndarray:
     """Template from the first frames of a movie.
 
     The frames are registered to their mean, then to the projection (``p.template_stat``) of the
@@ -302,27 +306,38 @@ def build_template(highpassed: np.ndarray, p: RegistrationParams) -> tuple[np.nd
 
     Returns
     -------
-    template : numpy.ndarray
-        float32 (height, width), high-passed.
-    shifts : numpy.ndarray
-        float32 (frames, 2), the frames' shifts to the last template but one.
+    numpy.ndarray
+        float32 (height, width), the high-passed template.
     """
     filt = Filter(highpassed.shape[1:], p.filter_low, p.filter_high)
     width = highpassed.shape[2]
     specs = [filt.spectrum(f) for f in highpassed]
     template = highpassed.mean(axis=0)
-    shifts = np.zeros((len(highpassed), 2), np.float32)
     for it in range(p.template_iterations):
         upsample = p.upsample if it == p.template_iterations - 1 else 1
         tconj = np.conj(filt.spectrum(template))
         shifts = np.array([register(s_, tconj, width, p.max_shift, upsample) for s_ in specs], np.float32)
         moved = np.stack([shift_frame(f, dy, dx, "reflect") for f, (dy, dx) in zip(highpassed, shifts)])
         template = moved.max(axis=0) if p.template_stat == "max" else moved.mean(axis=0)
-    return template.astype(np.float32), shifts
+    return template.astype(np.float32)
 
 
 def patch_boxes(height: int, width: int, grid: tuple[int, int]) -> list[tuple[int, int, int, int]]:
-    """Overlapping patches (y0, y1, x0, x1): a ``grid`` of centres, each patch twice the grid spacing."""
+    """Patches of the piecewise-rigid mode.
+
+    Parameters
+    ----------
+    height, width : int
+        Frame size, pixels.
+    grid : (int, int)
+        Patches per (rows, columns); patch centres are evenly spaced, each patch spans twice the
+        spacing (half-overlapping neighbours), clipped to the frame.
+
+    Returns
+    -------
+    list of (int, int, int, int)
+        (y0, y1, x0, x1) per patch, row-major, pixels, end exclusive.
+    """
     gy, gx = grid
     boxes = []
     for i in range(gy):
@@ -344,6 +359,7 @@ class _Registrar:
         self.filter = Filter(template.shape, p.filter_low, p.filter_high)
         self.tconj = np.conj(self.filter.spectrum(template))
         self.boxes = patch_boxes(*template.shape, p.patch_grid) if p.mode == "piecewise" else []
+        self.grid = np.mgrid[0:template.shape[0], 0:template.shape[1]].astype(np.float32) if self.boxes else None
         self.patch_filters = [Filter((y1 - y0, x1 - x0), p.filter_low, p.filter_high) for y0, y1, x0, x1 in self.boxes]
         self.patch_tconj = [np.conj(f.spectrum(template[y0:y1, x0:x1]))
                             for f, (y0, y1, x0, x1) in zip(self.patch_filters, self.boxes)]
@@ -368,7 +384,7 @@ class _Registrar:
         field = patch_shifts.reshape(gy, gx, 2)
         dy = cv2.resize(np.ascontiguousarray(field[..., 0]), (w, h), interpolation=cv2.INTER_LINEAR)
         dx = cv2.resize(np.ascontiguousarray(field[..., 1]), (w, h), interpolation=cv2.INTER_LINEAR)
-        yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+        yy, xx = self.grid
         mode, value = _BORDERS[self.p.border]
         return cv2.remap(frame, xx + dx, yy + dy, cv2.INTER_LINEAR, borderMode=mode, borderValue=value)
 
@@ -381,10 +397,11 @@ class SummaryStats:
 
     Gives the mean, max and standard-deviation images; the local correlation image (each pixel's mean
     Pearson correlation over time with its 8 neighbours; Smith & Hausser 2010, as used by CNMF-E); and
-    the peak-to-noise image ``(max - mean) / noise`` with noise = std of frame-to-frame differences
-    / sqrt(2). Accumulation uses OpenCV's in-place SIMD accumulators; a worker accumulates its block
-    in float32 (a few hundred frames keep 6-7 significant digits) and :meth:`merge` adds blocks in
-    float64.
+    the peak-to-noise image ``(max - mean) / noise`` with noise = RMS of frame-to-frame differences
+    / sqrt(2), over consecutive pairs within blocks (pairs across block edges, or across dropped
+    frames, are not counted). NaN pixels (border mode ``"nan"``) count as 0. Accumulation uses
+    OpenCV's in-place SIMD accumulators; a worker accumulates its block (up to 2,000 frames) in float32,
+    about 6 significant digits, and :meth:`merge` adds blocks in float64.
 
     Parameters
     ----------
@@ -428,11 +445,6 @@ class SummaryStats:
             cv2.accumulateProduct(a, b, acc)
         self.n += 1
         self._prev = x
-
-    def add(self, block: np.ndarray) -> None:
-        """Add a block (frames, height, width) of consecutive frames."""
-        for frame in np.asarray(block, np.float32):
-            self.add_frame(np.ascontiguousarray(frame))
 
     def merge(self, other: "SummaryStats") -> None:
         """Add another block's statistics (computed elsewhere, e.g. on a worker process)."""
@@ -493,7 +505,10 @@ class MotionResult:
     corrupted : dict
         raw frame index -> reason, for frames flagged as corrupted.
     template : numpy.ndarray
-        float32 (height, width), band-passed template.
+        float32 (height, width), high-passed template.
+    glow : numpy.ndarray
+        (height, width), the per-pixel minimum subtracted as glow (sampled blocks, corrupted and
+        dropped-to-black frames left out).
     summary : dict
         float32 (height, width) images of the corrected movie: mean, max, std, correlation, pnr.
     patch_boxes : list
@@ -510,11 +525,12 @@ class MotionResult:
     frame_index: np.ndarray
     corrupted: dict
     template: np.ndarray
+    glow: np.ndarray
     summary: dict
     patch_boxes: list
     patch_shifts: Optional[np.ndarray]
     shape: tuple
-    seconds: dict = field(default_factory=dict)
+    seconds: dict
 
 
 def _read(movie, a: int, b: int) -> np.ndarray:
@@ -539,7 +555,7 @@ def _single_threaded(fn):
 
 @dataclass
 class _Job:
-    """Everything a worker needs for its blocks (shipped once to each worker)."""
+    """Everything a worker needs for its blocks (sent to every worker before each pass)."""
 
     movie: object
     params: MotionParams
@@ -604,14 +620,20 @@ class _Job:
 
 @_single_threaded
 def _glow_block(job: _Job, a: int) -> tuple:
-    """Minimum over the good frames of a block, frame means, value range, NaN."""
+    """Minimum over the good frames of a block (None if none), frame means, value range, NaN, frames read.
+
+    Corrupted frames are left out of the minimum; dropped-to-black ones only once ``job.brightness``
+    (the movie's) is known: :func:`correct_motion` re-runs the blocks with dark frames then.
+    """
     b = min(a + job.block_raw, job.n_used)
     raw = job.raw(a, b)
-    scores, means = pp.frame_scores(raw)
-    good = np.ones(len(raw), bool)
-    good[list(pp.flag_corrupted(scores, means, job.params.preprocess.corruption))] = False
-    small = job.downsample(raw[good] if good.any() else raw)
-    return small.min(axis=0), means, float(raw.min()), float(raw.max()), bool(np.isnan(raw).any()), b - a
+    bad = np.zeros(len(raw), bool)
+    bad[[i - a for i in job.flags(raw, a)]] = True
+    small = job.downsample(raw)
+    good = ~bad.reshape(len(small), job.t).any(axis=1)
+    _, means = pp.frame_scores(raw)
+    minimum = small[good].min(axis=0) if good.any() else None  # an all-bad block says nothing
+    return minimum, means, float(raw.min()), float(raw.max()), bool(np.isnan(raw).any()), b - a
 
 
 @_single_threaded
@@ -652,7 +674,7 @@ def _correct_block(job: _Job, a: int) -> tuple:
     if len(kept) and job.out is not None:
         p0 = int(job.out_pos[j0 + kept[0]])
         job.out[p0: p0 + len(out)] = out
-    return a, shifts, patch, found, stats, b - a
+    return shifts, patch, found, stats, b - a
 
 
 @contextlib.contextmanager
@@ -674,16 +696,22 @@ def _client(workers: int, scheduler: str):
         yield client
 
 
+def _ship(client, job: _Job):
+    """Send the job to every worker once (no content hashing: the movie may be a large array)."""
+    return client.scatter(job, broadcast=True, hash=False)
+
+
 def _stream(client, fn, job_future, starts: list[int], report: Callable[[int], None]):
-    """Submit one task per block start; yield results as they finish (memory bounded by what runs)."""
+    """Submit one task per block start; yield ``(start, result)`` as each finishes (memory bounded by
+    what runs); ``report`` gets the result's last item, the raw frames done."""
     from distributed import as_completed
 
-    futures = [client.submit(fn, job_future, a, pure=False) for a in starts]
+    futures = {client.submit(fn, job_future, a, pure=False): a for a in starts}
     for future in as_completed(futures):
         result = future.result()
         future.release()
         report(result[-1])
-        yield result
+        yield futures[future], result
 
 
 def correct_motion(movie, params: MotionParams, out_array=None, *, workers: int = 2, scheduler: str = "threads",
@@ -693,20 +721,23 @@ def correct_motion(movie, params: MotionParams, out_array=None, *, workers: int 
     Parameters
     ----------
     movie : dask.array.Array or numpy.ndarray
-        Raw movie (frames, height, width). Best chunked by ``block_frames x temporal_downsample``
-        frames so each block decodes its own frames only.
+        Raw movie (frames, height, width), uint8 (8-bit Miniscope data: fast exact path) or any
+        integer/float type. Best chunked by ``block_frames x temporal_downsample`` frames so each
+        block decodes its own frames only.
     params : MotionParams
     out_array : callable, optional
         ``out_array(shape, chunks, dtype)`` returning a writable array (a Zarr array) for the
         corrected movie; None to skip writing (shifts and summaries only).
     workers : int
-        Blocks processed in parallel.
+        Blocks processed in parallel (ignored with a scheduler address: its cluster decides; 1 when
+        corrupted frames are dropped).
     scheduler : str
         ``"threads"`` (one process), ``"processes"`` (a local dask.distributed cluster of worker
         processes), or the address of a running dask.distributed scheduler. Dropping corrupted frames
         runs on one thread (blocks then share Zarr chunks).
     progress : callable, optional
-        Called with the number of raw frames finished, as blocks finish (for progress bars).
+        Called with the number of raw frames finished, as blocks finish (for progress bars); the
+        total is the number of raw frames used, twice that when corrupted frames are dropped.
 
     Returns
     -------
@@ -716,7 +747,8 @@ def correct_motion(movie, params: MotionParams, out_array=None, *, workers: int 
     ------
     MotionError
         If the movie is shorter than the template window, constant, holds NaN, the crop does not
-        fit, or too few frames are left after dropping corrupted ones.
+        fit, every sampled frame is corrupted, the first frames hold no structure (empty template),
+        or too few frames are left after dropping corrupted ones.
 
     Notes
     -----
@@ -754,24 +786,29 @@ def correct_motion(movie, params: MotionParams, out_array=None, *, workers: int 
             n_blocks = len(starts) if params.glow_samples == 0 else \
                 min(len(starts), max(1, math.ceil(params.glow_samples / job.block_raw)))
             chosen = [starts[i] for i in np.unique(np.linspace(0, len(starts) - 1, n_blocks).round().astype(int))]
-            job_f = client.scatter(job, broadcast=True)
-            parts = list(_stream(client, _glow_block, job_f, chosen, lambda n: None))
-            if any(p_[4] for p_ in parts):
+            parts = dict(_stream(client, _glow_block, _ship(client, job), chosen, lambda n: None))
+            if any(p_[4] for p_ in parts.values()):
                 raise MotionError("the movie holds NaN values")
-            lo, hi = min(p_[2] for p_ in parts), max(p_[3] for p_ in parts)
+            lo, hi = min(p_[2] for p_ in parts.values()), max(p_[3] for p_ in parts.values())
             if hi <= lo:
                 raise MotionError(f"constant movie: every pixel of every frame equals {lo:g}")
-            minimum = np.min(np.stack([p_[0] for p_ in parts]), axis=0)
+            job.brightness = float(np.median(np.concatenate([p_[1] for p_ in parts.values()])))
+            dark = [a for a, p_ in parts.items() if pre.corruption.enabled
+                    and (p_[1] < pre.corruption.black_fraction * job.brightness).any()]
+            if dark:  # dropped-to-black frames must not pull the minimum down: redo those blocks
+                parts.update(_stream(client, _glow_block, _ship(client, job), dark, lambda n: None))
+            mins = [p_[0] for p_ in parts.values() if p_[0] is not None]
+            if not mins:
+                raise MotionError("every sampled frame is corrupted: raise glow_samples or check the recording")
+            minimum = np.min(np.stack(mins), axis=0)
             job.min_image = minimum if minimum.dtype == np.uint8 else minimum.astype(np.float32)
-            job.brightness = float(np.median(np.concatenate([p_[1] for p_ in parts])))
             seconds["glow"] = time.perf_counter() - t0
 
             corrupted: dict[int, str] = {}
             keep = np.ones(n_out, bool)
             if pre.corruption.action == "drop":
                 t0 = time.perf_counter()
-                job_f = client.scatter(job, broadcast=True)
-                for found, _ in _stream(client, _scan_block, job_f, starts, report):
+                for _, (found, _) in _stream(client, _scan_block, _ship(client, job), starts, report):
                     corrupted.update(found)
                 bad = np.zeros(job.n_used, bool)
                 bad[list(corrupted)] = True
@@ -785,7 +822,7 @@ def correct_motion(movie, params: MotionParams, out_array=None, *, workers: int 
             first, _ = job.load_raw(0, reg.template_frames * t)
             filt = Filter((h, w), reg.filter_low, reg.filter_high)
             with threadpool_limits(1):
-                job.template, _ = build_template(np.stack([filt.highpass(f) for f in first]), reg)
+                job.template = build_template(np.stack([filt.highpass(f) for f in first]), reg)
             if not np.any(job.template):
                 raise MotionError("the template is empty: the first frames hold no structure to register")
             del first
@@ -795,10 +832,10 @@ def correct_motion(movie, params: MotionParams, out_array=None, *, workers: int 
             chunks = (min(params.chunk_frames, n_keep), min(params.chunk_tile, h), min(params.chunk_tile, w))
             job.out = out_array((n_keep, h, w), chunks, params.store_dtype) if out_array is not None else None
             t0 = time.perf_counter()
-            job_f = client.scatter(job, broadcast=True)
+            job_f = _ship(client, job)
             stats = SummaryStats(h, w)
             by_start = {}
-            for a, shifts, patch, found, partial, _ in _stream(client, _correct_block, job_f, starts, report):
+            for a, (shifts, patch, found, partial, _) in _stream(client, _correct_block, job_f, starts, report):
                 stats.merge(partial)
                 corrupted.update(found)
                 by_start[a] = (shifts, patch)
@@ -810,7 +847,8 @@ def correct_motion(movie, params: MotionParams, out_array=None, *, workers: int 
     seconds["total"] = time.perf_counter() - t_start
     return MotionResult(
         shifts=np.concatenate([o[0] for o in ordered]), frame_index=(np.flatnonzero(keep) * t).astype(np.int64),
-        corrupted=dict(sorted(corrupted.items())), template=job.template, summary=stats.images(),
+        corrupted=dict(sorted(corrupted.items())), template=job.template, glow=job.min_image,
+        summary=stats.images(),
         patch_boxes=registrar_boxes,
         patch_shifts=np.concatenate([o[1] for o in ordered]) if registrar_boxes else None,
         shape=(n_keep, h, w), seconds=seconds,

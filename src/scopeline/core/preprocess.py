@@ -10,8 +10,8 @@ The steps, in the order :mod:`scopeline.core.motion` applies them to each block 
 5. background removal of each frame: morphological top-hat with a disk (Minian; MIN1PIPE, Lu et al.
    2018), or subtraction of a uniform (box) filter.
 
-All functions work on numpy blocks of frames (frames, height, width); the motion stage streams blocks
-through them so memory is bounded by the block size. Parameters are a pydantic model
+Frame-wise steps work on one frame (height, width), the others on blocks of frames (frames, height,
+width); the motion stage streams blocks through them so memory is bounded by the block size. Parameters are a pydantic model
 (:class:`PreprocessParams`) with units in the field descriptions.
 """
 
@@ -36,7 +36,7 @@ __all__ = [
     "repair",
     "denoise",
     "remove_background",
-    "preprocess_block",
+    "preprocess_frame",
 ]
 
 
@@ -118,7 +118,7 @@ def crop_downsample(block: np.ndarray, p: PreprocessParams) -> np.ndarray:
     -------
     numpy.ndarray
         (frames // t, height // s, width // s): uint8 when the input is uint8 and nothing is averaged
-        (keeping the fast 8-bit path of :func:`preprocess_block`), else float32.
+        (keeping the fast 8-bit path of :func:`preprocess_frame`), else float32.
     """
     if p.crop is not None:
         y0, y1, x0, x1 = p.crop
@@ -339,15 +339,7 @@ def preprocess_frame(frame: np.ndarray, p: PreprocessParams, min_image: np.ndarr
             f = cv2.morphologyEx(f, cv2.MORPH_TOPHAT, _disk(p.background_radius))
         return f.astype(np.float32)
     f = frame.astype(np.float32)
-    if glow:
-        f = f - min_image
+    if glow:  # clipped at 0 as on the 8-bit path: the minimum comes from sampled frames
+        f = np.maximum(f - min_image, 0)
     f = denoise(np.ascontiguousarray(f, dtype=np.float32), p.denoise, p.denoise_window)
     return remove_background(f, p.background, p.background_radius)
-
-
-def preprocess_block(block: np.ndarray, p: PreprocessParams, min_image: np.ndarray | None) -> np.ndarray:
-    """:func:`preprocess_frame` of every frame of a block (frames, height, width); float32 out."""
-    out = np.empty(block.shape, dtype=np.float32)
-    for i, frame in enumerate(block):
-        out[i] = preprocess_frame(frame, p, min_image)
-    return out

@@ -19,13 +19,16 @@ __all__ = ["staged_zarr", "zarr_store", "open_zarr", "create_zarr"]
 
 
 def zarr_store(fsmap):
-    """A Zarr store for an fsspec mapper: a LocalStore for local folders, else an FsspecStore."""
+    """A Zarr store for an fsspec mapper: a local folder store for local folders, else an fsspec store
+    (zarr 3: LocalStore / FsspecStore; zarr 2 on Python 3.10: DirectoryStore / FSStore)."""
     protocol = fsmap.fs.protocol
     protocols = protocol if isinstance(protocol, (tuple, list)) else (protocol,)
-    if "file" in protocols or "local" in protocols:
+    local = "file" in protocols or "local" in protocols
+    if local:
         os.makedirs(fsmap.root, exist_ok=True)
-        return zarr.storage.LocalStore(fsmap.root)
-    return zarr.storage.FsspecStore.from_mapper(fsmap)
+    if hasattr(zarr.storage, "LocalStore"):
+        return zarr.storage.LocalStore(fsmap.root) if local else zarr.storage.FsspecStore.from_mapper(fsmap)
+    return zarr.storage.DirectoryStore(fsmap.root) if local else zarr.storage.FSStore(fsmap.root, fs=fsmap.fs)
 
 
 def create_zarr(store, shape, chunks, dtype) -> zarr.Array:

@@ -145,7 +145,9 @@ class MotionCorrection(dj.Computed):
         int64, raw indices of frames flagged as corrupted (then interpolated or dropped).
     corrupted_reasons : dict
         raw index (str) -> ``"rows/blocks"`` | ``"black"``.
-    template, mean_image, max_image, std_image, correlation_image, pnr_image : numpy.ndarray
+    template : numpy.ndarray
+        float32 (height, width), the high-passed registration template.
+    mean_image, max_image, std_image, correlation_image, pnr_image : numpy.ndarray
         float32 (height, width) summary images of the corrected movie.
     movie : ObjectRef
         Zarr array (n_frames, height, width) of ``movie_dtype`` in the object store; see :meth:`open_movie`.
@@ -164,7 +166,7 @@ class MotionCorrection(dj.Computed):
     frame_index                : <blob>         # int64 (n_frames,) raw frame of each frame
     corrupted_frames           : <blob>         # int64 raw frames flagged as corrupted
     corrupted_reasons          : json           # raw frame -> reason
-    template                   : <blob>         # float32 (height, width), band-passed
+    template                   : <blob>         # float32 (height, width), high-passed
     mean_image                 : <blob>         # float32 (height, width)
     max_image                  : <blob>
     std_image                  : <blob>
@@ -213,7 +215,8 @@ class MotionCorrection(dj.Computed):
         except ValidationError as err:
             raise ParamSetError(f"motion paramset {key['motion_paramset']!r} is invalid: {err}") from None
         movie = acquisition.open_movie(spec, chunk_frames=p.block_frames * p.preprocess.temporal_downsample)
-        bar = _bar(2 * movie.shape[0], f"motion {key['subject']}/{key['session']}/{key['recording_id']}",
+        passes = 2 if p.preprocess.corruption.action == "drop" else 1
+        bar = _bar(passes * movie.shape[0], f"motion {key['subject']}/{key['session']}/{key['recording_id']}",
                    self.show_progress)
         with staged_zarr(self, key, "movie") as (create, finish):
             res = core_motion.correct_motion(movie, p, create, workers=self.workers, scheduler=self.scheduler,
