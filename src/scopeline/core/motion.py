@@ -40,7 +40,9 @@ from __future__ import annotations
 
 import contextlib
 import math
+import os
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Callable, Literal, Optional
 
@@ -114,8 +116,9 @@ class MotionParams(BaseModel):
                               "for 8-bit movies).")
     chunk_frames: int = Field(100, ge=1, le=2000, description="Frames per chunk of the output Zarr array.")
     chunk_tile: int = Field(128, ge=16, le=4096, description="Pixels per side of a chunk of the output Zarr array.")
-    glow_samples: int = Field(500, ge=0, le=100000, description="Frames, in evenly spaced blocks, whose per-pixel "
-                              "minimum is the glow removed (0: every frame, one more pass over the movie).")
+    glow_samples: int = Field(500, ge=0, le=100000, description="Frames, in evenly spaced blocks (plus the "
+                              "template's), whose per-pixel minimum is the glow removed (0: every frame, one more "
+                              "pass over the movie).")
     store_dtype: Literal["float16", "float32"] = Field(
         "float16", description="Output pixel type. float16 keeps 11 significant bits: an error below 0.05 "
         "intensity units for values under 100, an order of magnitude under 8-bit quantization, at half the size.")
@@ -292,7 +295,7 @@ def shift_frame(frame: np.ndarray, dy: float, dx: float, border: str = "zero") -
                           borderMode=mode, borderValue=value)
 
 
-def build_template(highpassed: np.ndarray, p: RegistrationParams) -> np.ndarray:
+def build_template(highpassed: np.ndarray, p: RegistrationParams, map_=map) -> np.ndarray:
     """Template from the first frames of a movie.
 
     The frames are registered to their mean, then to the projection (``p.template_stat``) of the
@@ -303,6 +306,8 @@ def build_template(highpassed: np.ndarray, p: RegistrationParams) -> np.ndarray:
     highpassed : numpy.ndarray
         float32 (frames, height, width), frames through :meth:`Filter.highpass`.
     p : RegistrationParams
+    map_ : callable
+        ``map``-like function applying the per-frame steps (e.g. a thread pool's ``map``).
 
     Returns
     -------
@@ -311,14 +316,18 @@ def build_template(highpassed: np.ndarray, p: RegistrationParams) -> np.ndarray:
     """
     filt = Filter(highpassed.shape[1:], p.filter_low, p.filter_high)
     width = highpassed.shape[2]
-    specs = [filt.spectrum(f) for f in highpassed]
+    specs = list(map_(filt.spectrum, highpassed))
     template = highpassed.mean(axis=0)
     for it in range(p.template_iterations):
         upsample = p.upsample if it == p.template_iterations - 1 else 1
         tconj = np.conj(filt.spectrum(template))
-        shifts = np.array([register(s_, tconj, width, p.max_shift, upsample) for s_ in specs], np.float32)
-        moved = np.stack([shift_frame(f, dy, dx, "reflect") for f, (dy, dx) in zip(highpassed, shifts)])
-        template = moved.max(axis=0) if p.template_stat == "max" else moved.mean(axis=0)
+
+        def moved(i: int, tconj=tconj, upsample=upsample) -> np.ndarray:
+            dy, dx = register(specs[i], tconj, width, p.max_shift, upsample)
+            return shift_frame(highpassed[i], dy, dx, "reflect")
+
+        frames = np.stack(list(map_(moved, range(len(highpassed)))))
+        template = frames.max(axis=0) if p.template_stat == "max" else frames.mean(axis=0)
     return template.astype(np.float32)
 
 
@@ -596,10 +605,10 @@ class _Job:
         scores, means = pp.frame_scores(raw)
         return pp.flag_corrupted(scores, means, self.params.preprocess.corruption, self.brightness, offset)
 
-    def load_raw(self, a: int, b: int) -> tuple[np.ndarray, dict]:
-        """Raw frames [a, b) cropped, corrupted ones found and repaired (from up to 3 neighbours outside
-        the block), downsampled; and the corrupted frames."""
-        raw = self.raw(a, b)
+    def load_raw(self, a: int, b: int, raw: Optional[np.ndarray] = None) -> tuple[np.ndarray, dict]:
+        """Raw frames [a, b) cropped (``raw`` if already read), corrupted ones found and repaired (from up
+        to 3 neighbours outside the block), downsampled; and the corrupted frames."""
+        raw = self.raw(a, b) if raw is None else raw
         if np.isnan(raw).any():
             raise MotionError(f"frames {a}-{b - 1} hold NaN values")
         found = self.flags(raw, a)
@@ -618,9 +627,23 @@ class _Job:
         return self.downsample(raw), found
 
 
+def _store(frame: np.ndarray, row: np.ndarray) -> None:
+    """Write a float32 frame into a row of the output block (float16 through OpenCV's SIMD conversion,
+    about 7x faster than numpy's and identical; numpy's where OpenCV lacks it)."""
+    if row.dtype == np.float16:
+        try:
+            cv2.multiply(frame, 1.0, dst=row, dtype=cv2.CV_16F)
+            return
+        except cv2.error:
+            pass
+    row[...] = frame
+
+
 @_single_threaded
 def _glow_block(job: _Job, a: int) -> tuple:
-    """Minimum over the good frames of a block (None if none), frame means, value range, NaN, frames read.
+    """Minimum over the good frames of a block (None if none), frame means, value range, NaN, the raw
+    block (cropped; kept for the template and the correction, which then do not decode it again),
+    frames read.
 
     Corrupted frames are left out of the minimum; dropped-to-black ones only once ``job.brightness``
     (the movie's) is known: :func:`correct_motion` re-runs the blocks with dark frames then.
@@ -633,7 +656,7 @@ def _glow_block(job: _Job, a: int) -> tuple:
     good = ~bad.reshape(len(small), job.t).any(axis=1)
     _, means = pp.frame_scores(raw)
     minimum = small[good].min(axis=0) if good.any() else None  # an all-bad block says nothing
-    return minimum, means, float(raw.min()), float(raw.max()), bool(np.isnan(raw).any()), b - a
+    return minimum, means, float(raw.min()), float(raw.max()), bool(np.isnan(raw).any()), raw, b - a
 
 
 @_single_threaded
@@ -643,8 +666,9 @@ def _scan_block(job: _Job, a: int) -> tuple:
 
 
 @_single_threaded
-def _correct_block(job: _Job, a: int) -> tuple:
-    """Preprocess, register, correct, summarize and write raw frames [a, a + block).
+def _correct_block(job: _Job, a: int, raw: Optional[np.ndarray] = None) -> tuple:
+    """Preprocess, register, correct, summarize and write raw frames [a, a + block) (``raw``: the
+    block if already read).
 
     Each frame goes through every step while it is in the cache; only the raw block and the output
     block (in the stored dtype) are held.
@@ -652,7 +676,7 @@ def _correct_block(job: _Job, a: int) -> tuple:
     reg, pre = job.params.registration, job.params.preprocess
     registrar = job.registrar
     b = min(a + job.block_raw, job.n_used)
-    small, found = job.load_raw(a, b)
+    small, found = job.load_raw(a, b, raw)
     j0 = a // job.t
     kept = np.flatnonzero(job.keep[j0: j0 + len(small)])
     h, w = small.shape[1:]
@@ -670,11 +694,54 @@ def _correct_block(job: _Job, a: int) -> tuple:
         else:
             corrected = shift_frame(frame, *shifts[i], border=reg.border)
         stats.add_frame(np.nan_to_num(corrected) if reg.border == "nan" else corrected)
-        out[i] = corrected
+        _store(corrected, out[i])
     if len(kept) and job.out is not None:
         p0 = int(job.out_pos[j0 + kept[0]])
         job.out[p0: p0 + len(out)] = out
     return shifts, patch, found, stats, b - a
+
+
+_READ_BUDGET = 256 * 2**20  # bytes of raw blocks kept from the glow pass
+
+
+def _kept(results) -> dict:
+    """Glow-pass results by block start, the raw block kept for the first blocks that fit in
+    ``_READ_BUDGET`` (so memory does not grow with the movie when every block is sampled)."""
+    out, used = {}, 0
+    for a, r in results:
+        raw = r[5]
+        if raw is not None and used + raw.nbytes > _READ_BUDGET:
+            r = (*r[:5], None, r[6])
+        elif raw is not None:
+            used += raw.nbytes
+        out[a] = r
+    return out
+
+
+def _template(job: _Job, shape: tuple[int, int], threads: int, read: dict) -> np.ndarray:
+    """The registration template of the first ``template_frames`` frames, read by block (``read``: raw
+    blocks already read, by start) and registered on ``threads`` threads of this process (each on one
+    OpenCV/BLAS thread)."""
+    reg = job.params.registration
+    filt = Filter(shape, reg.filter_low, reg.filter_high)
+    n_raw = reg.template_frames * job.t
+
+    def load(a: int) -> np.ndarray:
+        b = min(a + job.block_raw, n_raw)
+        return job.load_raw(a, b, read[a][: b - a] if a in read else None)[0]
+
+    previous = cv2.getNumThreads()
+    cv2.setNumThreads(1)
+    try:
+        with ThreadPoolExecutor(threads) as pool, threadpool_limits(1):
+            parts = pool.map(load, range(0, n_raw, job.block_raw))
+            first = np.concatenate(list(parts))
+            template = build_template(np.stack(list(pool.map(filt.highpass, first))), reg, pool.map)
+    finally:
+        cv2.setNumThreads(previous)
+    if not np.any(template):
+        raise MotionError("the template is empty: the first frames hold no structure to register")
+    return template
 
 
 @contextlib.contextmanager
@@ -701,12 +768,15 @@ def _ship(client, job: _Job):
     return client.scatter(job, broadcast=True, hash=False)
 
 
-def _stream(client, fn, job_future, starts: list[int], report: Callable[[int], None]):
+def _stream(client, fn, job_future, starts: list[int], report: Callable[[int], None], blocks: Optional[dict] = None):
     """Submit one task per block start; yield ``(start, result)`` as each finishes (memory bounded by
-    what runs); ``report`` gets the result's last item, the raw frames done."""
+    what runs); ``report`` gets the result's last item, the raw frames done. ``blocks``: raw blocks
+    already read, by start, passed to ``fn`` as a third argument."""
     from distributed import as_completed
 
-    futures = {client.submit(fn, job_future, a, pure=False): a for a in starts}
+    blocks = blocks or {}
+    futures = {client.submit(fn, job_future, a, *([client.scatter(blocks[a], hash=False)] if a in blocks else []),
+                             pure=False): a for a in starts}
     for future in as_completed(futures):
         result = future.result()
         future.release()
@@ -752,9 +822,10 @@ def correct_motion(movie, params: MotionParams, out_array=None, *, workers: int 
 
     Notes
     -----
-    The raw movie is decoded once for the correction, plus about ``glow_samples`` frames in evenly
-    spaced blocks for the per-pixel minimum (glow) and the median brightness (dropped-to-black
-    frames); with ``corruption.action == "drop"`` a first full pass finds the corrupted frames,
+    The raw movie is decoded once: about ``glow_samples`` frames in evenly spaced blocks, and the
+    template's first blocks, are read first for the per-pixel minimum (glow) and the median
+    brightness (dropped-to-black frames), and kept (up to 256 MiB) for the template and the
+    correction; blocks beyond that budget are read twice. With ``corruption.action == "drop"`` a first full pass finds the corrupted frames,
     since the output positions depend on them. OpenCV's own thread pool is set to one thread in the
     workers: blocks already run in parallel.
     """
@@ -786,7 +857,9 @@ def correct_motion(movie, params: MotionParams, out_array=None, *, workers: int 
             n_blocks = len(starts) if params.glow_samples == 0 else \
                 min(len(starts), max(1, math.ceil(params.glow_samples / job.block_raw)))
             chosen = [starts[i] for i in np.unique(np.linspace(0, len(starts) - 1, n_blocks).round().astype(int))]
-            parts = dict(_stream(client, _glow_block, _ship(client, job), chosen, lambda n: None))
+            # the template's blocks too: the template then reads no frame again
+            chosen = sorted(set(chosen) | {a for a in starts if a < reg.template_frames * t})
+            parts = _kept(_stream(client, _glow_block, _ship(client, job), chosen, lambda n: None))
             if any(p_[4] for p_ in parts.values()):
                 raise MotionError("the movie holds NaN values")
             lo, hi = min(p_[2] for p_ in parts.values()), max(p_[3] for p_ in parts.values())
@@ -796,8 +869,10 @@ def correct_motion(movie, params: MotionParams, out_array=None, *, workers: int 
             dark = [a for a, p_ in parts.items() if pre.corruption.enabled
                     and (p_[1] < pre.corruption.black_fraction * job.brightness).any()]
             if dark:  # dropped-to-black frames must not pull the minimum down: redo those blocks
-                parts.update(_stream(client, _glow_block, _ship(client, job), dark, lambda n: None))
+                parts.update(_kept(_stream(client, _glow_block, _ship(client, job), dark, lambda n: None)))
             mins = [p_[0] for p_ in parts.values() if p_[0] is not None]
+            read = {a: p_[5] for a, p_ in parts.items() if p_[5] is not None}
+            del parts
             if not mins:
                 raise MotionError("every sampled frame is corrupted: raise glow_samples or check the recording")
             minimum = np.min(np.stack(mins), axis=0)
@@ -819,13 +894,8 @@ def correct_motion(movie, params: MotionParams, out_array=None, *, workers: int 
             job.keep, job.out_pos = keep, np.cumsum(keep) - 1
 
             t0 = time.perf_counter()
-            first, _ = job.load_raw(0, reg.template_frames * t)
-            filt = Filter((h, w), reg.filter_low, reg.filter_high)
-            with threadpool_limits(1):
-                job.template = build_template(np.stack([filt.highpass(f) for f in first]), reg)
-            if not np.any(job.template):
-                raise MotionError("the template is empty: the first frames hold no structure to register")
-            del first
+            job.template = _template(job, (h, w), workers if scheduler in ("threads", "processes")
+                                     else os.cpu_count() or 1, read)
             seconds["template"] = time.perf_counter() - t0
 
             n_keep = int(keep.sum())
@@ -835,7 +905,8 @@ def correct_motion(movie, params: MotionParams, out_array=None, *, workers: int 
             job_f = _ship(client, job)
             stats = SummaryStats(h, w)
             by_start = {}
-            for a, (shifts, patch, found, partial, _) in _stream(client, _correct_block, job_f, starts, report):
+            blocks, read = read, None
+            for a, (shifts, patch, found, partial, _) in _stream(client, _correct_block, job_f, starts, report, blocks):
                 stats.merge(partial)
                 corrupted.update(found)
                 by_start[a] = (shifts, patch)
