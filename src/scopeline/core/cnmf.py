@@ -1,0 +1,454 @@
+"""Constrained non-negative matrix factorization (CNMF) of a 1-photon movie.
+
+The movie Y (frames x pixels) is modelled as ``Y = A C + b f + noise``: footprints A (units x
+pixels, non-negative, each confined near its cell), traces C (units x frames, following an AR(p)
+model with sparse non-negative activity S), and a rank-1 background b f (the movie is already
+background-removed by the motion stage's top-hat). Following Pnevmatikakis et al. 2016 (Neuron) and
+Zhou et al. 2018 (CNMF-E, eLife), as in Minian (Dong et al. 2022):
+
+- **noise** per pixel ``sn``: square root of the power spectral density in a high-frequency band
+  (:func:`scopeline.core.deconvolve.noise_sn`), from the first ``noise_frames`` frames;
+- **spatial update**: for each pixel, a non-negative LASSO over the units whose dilated footprint
+  covers it plus the background::
+
+      minimize_a  1/2 ||y_p - a^T C - b_p f||^2 + spatial_penal * sn_p * sum_k ||C_k|| a_k,  a >= 0
+
+  The penalty is scale-free: a unit enters a pixel when its trace explains more of the pixel than
+  ``spatial_penal`` noise standard deviations. Solved exactly by coordinate descent on the sufficient
+  statistics (``C C^T`` and ``Y C^T`` restricted to each unit's box), which one pass over the movie
+  gives; footprints are then scaled to peak 1, so C is in movie units at the footprint's peak;
+- **temporal update**: ``YrA = C + (A^T Y - A^T A C - A^T b f) / diag(A^T A)`` by one pass over the
+  movie, then each unit's trace is deconvolved (:func:`scopeline.core.deconvolve.deconvolve`: AR(1)
+  or AR(2), baseline b0, initial concentration c0, sparse penalty scaled by the trace noise, post-hoc
+  rescaling). Units whose footprints overlap (Jaccard index above ``jaccard_threshold``) are solved
+  jointly, by block-coordinate descent over the group (``joint_iterations`` passes, each exact for
+  one unit given the others); the background trace f is updated last;
+- **merging**: units whose footprints touch and whose traces correlate above ``merge_corr`` become one.
+
+The steps run in the order of ``iterations`` (default: spatial, temporal, merge, spatial, temporal).
+Every pass over the movie reads it in blocks of ``block_frames`` frames: memory is the blocks, the
+footprints' boxes and the traces (units x frames), not the movie.
+"""
+
+from __future__ import annotations
+
+import time
+import warnings
+from dataclasses import dataclass, field
+from typing import Callable, Literal, Optional
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+from scipy import ndimage
+
+from . import deconvolve as dc
+from .footprints import Footprints, frame_blocks
+
+__all__ = ["CNMFParams", "CNMFResult", "cnmf", "pixel_noise", "update_spatial", "update_temporal", "merge_units"]
+
+Step = Literal["spatial", "temporal", "merge"]
+
+
+class CNMFParams(BaseModel):
+    """CNMF parameters (pixels, frames); JSON round trip via ``model_dump_json``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    noise_band: tuple[float, float] = Field((0.25, 0.5), description="Band for noise estimates, cycles per frame.")
+    noise_frames: int = Field(1000, ge=16, le=100000, description="Frames (the first) for the per-pixel noise.")
+    spatial_penal: float = Field(1.0, ge=0, description="Spatial sparsity, in noise standard deviations of a "
+                                                         "pixel (scale-free LASSO penalty).")
+    dilate: int = Field(2, ge=0, le=50, description="Pixels a footprint may grow per spatial update.")
+    min_area: int = Field(5, ge=1, description="Units with fewer footprint pixels are dropped, pixels.")
+    p: Literal[1, 2] = Field(1, description="AR order of the calcium dynamics.")
+    sparse_penal: float = Field(1.0, ge=0, description="Temporal sparsity, in noise standard deviations of the "
+                                                        "trace.")
+    add_lag: int = Field(20, ge=0, le=1000, description="Extra autocovariance lags for the AR fit, frames.")
+    backend: Literal["oasis", "cvxpy"] = Field("oasis", description="Deconvolution solver: the fast exact AR(1) "
+                                                                     "solver (AR(2) uses CVXPY) or CVXPY.")
+    jaccard_threshold: float = Field(0.1, ge=0, le=1, description="Units whose supports overlap more are "
+                                                                   "solved jointly.")
+    joint_iterations: int = Field(3, ge=1, le=50, description="Block-coordinate passes over a joint group.")
+    merge_corr: float = Field(0.8, ge=-1, le=1, description="Touching units whose traces correlate above this "
+                                                             "merge.")
+    iterations: list[Step] = Field(["spatial", "temporal", "merge", "spatial", "temporal"],
+                                   description="Update steps in order.")
+    spatial_sweeps: int = Field(30, ge=1, le=1000, description="Coordinate-descent sweeps of a spatial update.")
+    block_frames: int = Field(200, ge=10, le=5000, description="Frames read at once.")
+
+    @field_validator("iterations")
+    @classmethod
+    def _steps(cls, v: list) -> list:
+        if not v:
+            raise ValueError("at least one step is needed")
+        return v
+
+
+@dataclass
+class CNMFResult:
+    """Outcome of :func:`cnmf`.
+
+    Attributes
+    ----------
+    A : Footprints
+        Footprints, peak 1 (units).
+    C : numpy.ndarray
+        float32 (units, frames): calcium traces, movie units at each footprint's peak (not dF/F).
+    S : numpy.ndarray
+        float32 (units, frames): deconvolved activity, same units.
+    YrA : numpy.ndarray
+        float32 (units, frames): the traces before deconvolution (C plus residual).
+    b0, c0, sn, snr : numpy.ndarray
+        float32 (units,): baseline, initial concentration, trace noise standard deviation (movie
+        units) and signal-to-noise ratio (peak of C over sn).
+    g : numpy.ndarray
+        float32 (units, p): AR coefficients.
+    b : numpy.ndarray
+        float32 (height, width): background footprint.
+    f : numpy.ndarray
+        float32 (frames,): background trace.
+    pixel_sn : numpy.ndarray
+        float32 (height, width): per-pixel noise.
+    """
+
+    A: Footprints
+    C: np.ndarray
+    S: np.ndarray
+    YrA: np.ndarray
+    b0: np.ndarray
+    c0: np.ndarray
+    g: np.ndarray
+    sn: np.ndarray
+    snr: np.ndarray
+    b: np.ndarray
+    f: np.ndarray
+    pixel_sn: np.ndarray
+    seconds: dict = field(default_factory=dict)
+
+
+# ------------------------------------------------------------------------------ noise
+
+
+def pixel_noise(movie, p: CNMFParams) -> np.ndarray:
+    """float32 (height, width): each pixel's noise standard deviation from the PSD of its first
+    ``noise_frames`` frames, read in bands of rows (memory ~ noise_frames x 64 rows x width x 4 B)."""
+    n, h, w = movie.shape
+    m = min(n, p.noise_frames)
+    out = np.zeros((h, w), np.float32)
+    for y in range(0, h, 64):
+        part = movie[:m, y: y + 64]
+        part = np.asarray(part.compute() if hasattr(part, "compute") else part, np.float32)
+        part = np.nan_to_num(part)
+        out[y: y + 64] = dc.noise_sn(part, p.noise_band, nperseg=min(256, m), axis=0)
+    return out
+
+
+# ------------------------------------------------------------------------------ spatial
+
+
+def _support(A: Footprints, dilate: int) -> np.ndarray:
+    """bool (units, sy, sx): each footprint's support dilated by ``dilate`` pixels (inside its box)."""
+    sup = A.patches > 0
+    if dilate > 0:
+        disk = np.hypot(*np.mgrid[-dilate: dilate + 1, -dilate: dilate + 1]) <= dilate
+        sup = np.stack([ndimage.binary_dilation(s_, disk) for s_ in sup]) if len(sup) else sup
+    return sup
+
+
+def _relative(A: Footprints, i: int, j: int) -> Optional[tuple[tuple[slice, slice], tuple[slice, slice]]]:
+    """Slices (in box i, in box j) of the overlap of two units' boxes, or None."""
+    sy, sx = A.patches.shape[1:]
+    dy, dx = A.offsets[j] - A.offsets[i]
+    if abs(dy) >= sy or abs(dx) >= sx:
+        return None
+    si = (slice(max(0, dy), sy + min(0, dy)), slice(max(0, dx), sx + min(0, dx)))
+    sj = (slice(max(0, -dy), sy + min(0, -dy)), slice(max(0, -dx), sx + min(0, -dx)))
+    return si, sj
+
+
+def update_spatial(movie, A: Footprints, C: np.ndarray, b: np.ndarray, f: np.ndarray, sn: np.ndarray,
+                   p: CNMFParams, progress: Optional[Callable[[int], None]] = None) -> tuple[Footprints, np.ndarray, np.ndarray]:
+    """One spatial update: per-pixel non-negative LASSO for A and least squares for b.
+
+    Parameters
+    ----------
+    movie : array-like
+        (frames, height, width).
+    A : Footprints
+        Current footprints (their dilated supports bound the new ones).
+    C : numpy.ndarray
+        float32 (units, frames).
+    b, f : numpy.ndarray
+        Background image (height, width) and trace (frames,).
+    sn : numpy.ndarray
+        float32 (height, width): pixel noise.
+    p : CNMFParams
+    progress : callable, optional
+        Called with frames read (one pass).
+
+    Returns
+    -------
+    (Footprints, numpy.ndarray, numpy.ndarray)
+        New footprints (peak 1; empty ones keep their zeros: see :func:`cnmf`), C rescaled to
+        them, and the new b.
+    """
+    k = len(A)
+    sy, sx = A.patches.shape[1:]
+    R = np.zeros((k, sy, sx))
+    rf = np.zeros(A.shape)
+    C = np.asarray(C, np.float32)
+    for a, frames in frame_blocks(movie, p.block_frames, progress):
+        t = slice(a, a + len(frames))
+        A.correlate(frames, C[:, t], R)
+        rf += np.tensordot(f[t].astype(np.float64), frames, axes=(0, 0))
+    C64 = C.astype(np.float64)
+    f64 = f.astype(np.float64)
+    G = C64 @ C64.T
+    Gf = C64 @ f64
+    ff = float(f64 @ f64) or 1.0
+    support = _support(A, p.dilate)
+    lam = [p.spatial_penal * np.sqrt(G[i, i]) * sn[A._slices(i)] for i in range(k)]
+    pairs = [[(j, rel) for j in range(k) if j != i and G[i, j] != 0 and (rel := _relative(A, i, j)) is not None]
+             for i in range(k)]
+    a_ = np.where(support, A.patches, 0).astype(np.float64)
+    bb = np.asarray(b, np.float64).copy()
+    for _ in range(p.spatial_sweeps):
+        change = 0.0
+        for i in range(k):
+            if G[i, i] <= 0:
+                a_[i] = 0
+                continue
+            acc = R[i] - Gf[i] * bb[A._slices(i)]
+            for j, (si, sj) in pairs[i]:
+                acc[si] -= G[i, j] * a_[j][sj]
+            new = np.where(support[i], np.maximum((acc - lam[i]) / G[i, i], 0), 0)
+            change = max(change, float(np.abs(new - a_[i]).max()))
+            a_[i] = new
+        mix = np.zeros(A.shape)
+        for i in range(k):
+            mix[A._slices(i)] += Gf[i] * a_[i]
+        bb = (rf - mix) / ff
+        if change <= 1e-6 * max(1.0, float(np.abs(a_).max(initial=0))):
+            break
+    peak = a_.reshape(k, -1).max(axis=1) if k else np.zeros(0)
+    scale = np.where(peak > 0, peak, 1.0)
+    newA = Footprints((a_ / scale[:, None, None]).astype(np.float32), A.offsets, A.shape)
+    return newA, (C64 * scale[:, None]).astype(np.float32), bb.astype(np.float32)
+
+
+# ------------------------------------------------------------------------------ temporal
+
+
+def _groups(A: Footprints, threshold: float) -> list[list[int]]:
+    """Units connected by support overlap (Jaccard index above threshold)."""
+    k = len(A)
+    sup = A.patches > 0
+    parent = list(range(k))
+
+    def root(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    for i, others in enumerate(A.overlaps()):
+        for j in others[others > i]:
+            si, sj = _relative(A, i, j)
+            inter = np.logical_and(sup[i][si], sup[j][sj]).sum()
+            union = sup[i].sum() + sup[j].sum() - inter
+            if union and inter / union > threshold:
+                parent[root(i)] = root(j)
+    groups: dict[int, list[int]] = {}
+    for i in range(k):
+        groups.setdefault(root(i), []).append(i)
+    return list(groups.values())
+
+
+def update_temporal(movie, A: Footprints, C: np.ndarray, b: np.ndarray, f: np.ndarray, p: CNMFParams,
+                    progress: Optional[Callable[[int], None]] = None) -> dict:
+    """One temporal update: YrA by one pass over the movie, then deconvolution of each unit.
+
+    Returns
+    -------
+    dict
+        ``C, S, YrA`` float32 (units, frames); ``b0, c0, sn`` float32 (units,); ``g`` (units, p);
+        ``f`` float32 (frames,).
+    """
+    k, n = len(A), movie.shape[0]
+    AY = np.zeros((k, n), np.float32)
+    bY = np.zeros(n)
+    b64 = np.asarray(b, np.float64)
+    for a, frames in frame_blocks(movie, p.block_frames, progress):
+        AY[:, a: a + len(frames)] = A.project(frames)
+        bY[a: a + len(frames)] = np.tensordot(frames, b64, axes=([1, 2], [0, 1]))
+    AA = A.gram()
+    Ab = A.dot(b64)
+    diag = np.where(np.diag(AA) > 0, np.diag(AA), 1.0)
+    C = np.asarray(C, np.float64).copy()
+    f = np.asarray(f, np.float64)
+    out = {"S": np.zeros((k, n), np.float32), "YrA": np.zeros((k, n), np.float32), "b0": np.zeros(k, np.float32),
+           "c0": np.zeros(k, np.float32), "sn": np.zeros(k, np.float32), "g": np.zeros((k, p.p), np.float32)}
+    # residual R = A^T Y - A^T A C - A^T b f, kept up to date as units change
+    R = AY.astype(np.float64) - AA @ C - np.outer(Ab, f)
+    for group in _groups(A, p.jaccard_threshold):
+        for _ in range(p.joint_iterations if len(group) > 1 else 1):
+            for i in group:
+                yra = C[i] + R[i] / diag[i]
+                res = dc.deconvolve(yra, p=p.p, sparse_penal=p.sparse_penal, backend=p.backend, add_lag=p.add_lag,
+                                    noise_band=p.noise_band)
+                new = res.c.astype(np.float64) + res.b0  # the baseline belongs to the unit's trace fit
+                delta = new - C[i]
+                if np.any(delta):
+                    nz = np.flatnonzero(AA[:, i])  # only units whose footprints touch unit i
+                    R[nz] -= AA[nz, i, None] * delta
+                C[i] = new
+                out["YrA"][i], out["S"][i] = yra, res.s
+                out["b0"][i], out["c0"][i], out["sn"][i] = res.b0, res.c0, res.sn
+                out["g"][i] = res.g[: p.p] if len(res.g) >= p.p else np.pad(res.g, (0, p.p - len(res.g)))
+    C -= out["b0"][:, None]  # report C without baseline
+    out["C"] = np.maximum(C, 0).astype(np.float32)
+    bb = float(b64.ravel() @ b64.ravel())
+    out["f"] = ((bY - Ab @ (C + out["b0"][:, None])) / bb).astype(np.float32) if bb > 0 else f.astype(np.float32)
+    return out
+
+
+# ------------------------------------------------------------------------------ merging
+
+
+def merge_units(A: Footprints, C: np.ndarray, threshold: float) -> tuple[Footprints, np.ndarray, list[list[int]]]:
+    """Merge units whose footprints touch and whose traces correlate above ``threshold``.
+
+    The merged footprint is the members' footprints weighted by their trace peaks, in the box of
+    the strongest member (parts outside it are cut), scaled to peak 1; its trace is the weighted
+    mean of the members' traces at that scale (the next updates refine both).
+
+    Returns
+    -------
+    (Footprints, numpy.ndarray, list of list of int)
+        Footprints and traces after merging, and the groups merged (indices before merging).
+    """
+    k = len(A)
+    if k < 2:
+        return A, C, []
+    z = C - C.mean(axis=1, keepdims=True)
+    z /= np.maximum(np.linalg.norm(z, axis=1, keepdims=True), 1e-12)
+    AA = A.gram()
+    parent = list(range(k))
+
+    def root(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    for i in range(k):
+        for j in np.flatnonzero(AA[i, i + 1:] > 0) + i + 1:
+            if float(z[i] @ z[j]) > threshold:
+                parent[root(i)] = root(j)
+    groups: dict[int, list[int]] = {}
+    for i in range(k):
+        groups.setdefault(root(i), []).append(i)
+    merged = [g_ for g_ in groups.values() if len(g_) > 1]
+    if not merged:
+        return A, C, []
+    patches, offsets, traces = [], [], []
+    weight = C.max(axis=1)
+    for members in groups.values():
+        if len(members) == 1:
+            i = members[0]
+            patches.append(A.patches[i])
+            offsets.append(A.offsets[i])
+            traces.append(C[i])
+            continue
+        lead = max(members, key=lambda m: weight[m])
+        patch = np.zeros_like(A.patches[lead])
+        for m in members:
+            rel = _relative(A, lead, m)
+            if rel is not None:
+                si, sj = rel
+                patch[si] += weight[m] * A.patches[m][sj]
+        peak = patch.max() or 1.0
+        patches.append(patch / peak)
+        offsets.append(A.offsets[lead])
+        w_ = weight[members]
+        traces.append((w_[:, None] * C[members]).sum(axis=0) / max(w_.sum(), 1e-12) * (peak / max(w_.sum(), 1e-12)))
+    return Footprints(np.stack(patches), np.stack(offsets), A.shape), np.stack(traces).astype(np.float32), merged
+
+
+# ------------------------------------------------------------------------------ driver
+
+
+def cnmf(movie, A: Footprints, C: np.ndarray, b: np.ndarray, f: np.ndarray, params: Optional[CNMFParams] = None,
+         progress: Optional[Callable[[int], None]] = None) -> CNMFResult:
+    """Run the CNMF updates from an initialization.
+
+    Parameters
+    ----------
+    movie : array-like
+        (frames, height, width): the motion-corrected movie (the one initialization used).
+    A, C, b, f :
+        Initial footprints, traces (units, frames), background image and trace
+        (:class:`scopeline.core.initialize.InitResult`).
+    params : CNMFParams, optional
+    progress : callable, optional
+        Called with frames read; one pass over the movie per spatial or temporal step.
+
+    Returns
+    -------
+    CNMFResult
+        Units in a stable order (by position: row, then column of the centroid). With no unit
+        (none given, or all dropped) an empty result and a ``RuntimeWarning``.
+
+    Raises
+    ------
+    ValueError
+        If shapes disagree.
+    """
+    p = params or CNMFParams()
+    n, h, w = movie.shape
+    if A.shape != (h, w):
+        raise ValueError(f"footprints are {A.shape}, the movie's frames {(h, w)}")
+    C = np.asarray(C, np.float32)
+    if C.shape != (len(A), n):
+        raise ValueError(f"C is {C.shape}, expected {(len(A), n)} (units, frames)")
+    seconds: dict = {"noise": 0.0, "spatial": 0.0, "temporal": 0.0, "merge": 0.0}
+    t0 = time.perf_counter()
+    sn = pixel_noise(movie, p)
+    seconds["noise"] = time.perf_counter() - t0
+    b, f = np.asarray(b, np.float32), np.asarray(f, np.float32)
+    temporal = None
+    for step in p.iterations:
+        t0 = time.perf_counter()
+        if len(A) == 0:
+            break
+        if step == "spatial":
+            A, C, b = update_spatial(movie, A, C, b, f, sn, p, progress)
+            keep = A.area() >= p.min_area
+            A, C = A.subset(keep), C[keep]
+            temporal = None
+        elif step == "temporal":
+            temporal = update_temporal(movie, A, C, b, f, p, progress)
+            keep = temporal["C"].any(axis=1)
+            A, C, f = A.subset(keep), temporal["C"][keep], temporal["f"]
+            temporal = {k_: (v[keep] if k_ != "f" else v) for k_, v in temporal.items()}
+        else:
+            A, C, merged = merge_units(A, C, p.merge_corr)
+            if merged:
+                temporal = None
+        seconds[step] += time.perf_counter() - t0
+    if len(A) and temporal is None:  # the last step changed A or C: the traces must come from them
+        t0 = time.perf_counter()
+        temporal = update_temporal(movie, A, C, b, f, p, progress)
+        C, f = temporal["C"], temporal["f"]
+        seconds["temporal"] += time.perf_counter() - t0
+    if len(A) == 0:
+        warnings.warn("CNMF ended with no unit", RuntimeWarning, stacklevel=2)
+        z = np.zeros((0, n), np.float32)
+        e = np.zeros(0, np.float32)
+        return CNMFResult(A, z, z.copy(), z.copy(), e, e.copy(), np.zeros((0, p.p), np.float32), e.copy(), e.copy(),
+                          b, f, sn, seconds)
+    order = np.lexsort((A.centroids()[:, 1], A.centroids()[:, 0]))
+    T = {k_: (v[order] if k_ != "f" else v) for k_, v in temporal.items()}
+    snr = np.where(T["sn"] > 0, T["C"].max(axis=1) / np.where(T["sn"] > 0, T["sn"], 1), 0).astype(np.float32)
+    return CNMFResult(A.subset(order), T["C"], T["S"], T["YrA"], T["b0"], T["c0"], T["g"], T["sn"], snr, b, T["f"],
+                      sn, seconds)

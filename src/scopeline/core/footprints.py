@@ -1,0 +1,203 @@
+"""Spatial footprints (A) kept compact, and the streaming products of a movie with them.
+
+A unit's footprint is non-zero only near the cell, so :class:`Footprints` keeps, per unit, a small
+patch and its offset in the frame instead of a full frame: 300 units of a 512 x 512 movie take a
+few MB instead of 300 MB. Products with the movie (``A^T Y``, ``Y^T C`` restricted to each unit's
+patch) are computed block by block over frames, so memory does not grow with the recording.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Iterator, Optional
+
+import numpy as np
+
+__all__ = ["Footprints", "frame_blocks"]
+
+
+def frame_blocks(movie, block: int, progress: Optional[Callable[[int], None]] = None) -> Iterator[tuple[int, np.ndarray]]:
+    """Yield ``(start, frames)`` blocks of a movie as float32 (frames, height, width).
+
+    Parameters
+    ----------
+    movie : array-like
+        (frames, height, width): a Zarr array, a dask array or a numpy array.
+    block : int
+        Frames per block.
+    progress : callable, optional
+        Called with the number of frames of each block once read.
+    """
+    n = movie.shape[0]
+    for a in range(0, n, block):
+        b = min(a + block, n)
+        part = movie[a:b]
+        if hasattr(part, "compute"):
+            part = part.compute()
+        frames = np.asarray(part, dtype=np.float32)
+        if not np.all(np.isfinite(frames)):
+            frames = np.nan_to_num(frames, nan=0.0, posinf=0.0, neginf=0.0)
+        yield a, frames
+        if progress is not None:
+            progress(b - a)
+
+
+@dataclass
+class Footprints:
+    """Units' spatial footprints as patches.
+
+    Attributes
+    ----------
+    patches : numpy.ndarray
+        float32 (units, size_y, size_x): each unit's footprint inside its box, 0 outside it.
+    offsets : numpy.ndarray
+        int32 (units, 2): (y, x) of each box's top-left corner in the frame, pixels.
+    shape : (int, int)
+        Frame (height, width), pixels.
+    """
+
+    patches: np.ndarray
+    offsets: np.ndarray
+    shape: tuple[int, int]
+
+    def __post_init__(self) -> None:
+        self.patches = np.asarray(self.patches, np.float32)
+        self.offsets = np.asarray(self.offsets, np.int32).reshape(-1, 2)
+        self.shape = (int(self.shape[0]), int(self.shape[1]))
+
+    def __len__(self) -> int:
+        return len(self.patches)
+
+    # ------------------------------------------------------------------ construction
+
+    @classmethod
+    def empty(cls, shape: tuple[int, int], size: int = 1) -> "Footprints":
+        return cls(np.zeros((0, size, size), np.float32), np.zeros((0, 2), np.int32), shape)
+
+    @classmethod
+    def from_dense(cls, A: np.ndarray, pad: int = 0) -> "Footprints":
+        """From dense footprints (units, height, width), boxed to their support plus ``pad`` pixels."""
+        A = np.asarray(A, np.float32)
+        k, h, w = A.shape
+        if k == 0:
+            return cls.empty((h, w))
+        boxes = []
+        for a in A:
+            ys, xs = np.nonzero(a)
+            if len(ys) == 0:
+                boxes.append((0, 0, 1, 1))
+                continue
+            boxes.append((max(0, ys.min() - pad), max(0, xs.min() - pad), min(h, ys.max() + 1 + pad),
+                          min(w, xs.max() + 1 + pad)))
+        sy = max(b[2] - b[0] for b in boxes)
+        sx = max(b[3] - b[1] for b in boxes)
+        sy, sx = min(sy, h), min(sx, w)
+        patches = np.zeros((k, sy, sx), np.float32)
+        offsets = np.zeros((k, 2), np.int32)
+        for i, (y0, x0, _, _) in enumerate(boxes):
+            y0, x0 = min(y0, h - sy), min(x0, w - sx)
+            offsets[i] = (y0, x0)
+            patches[i] = A[i, y0: y0 + sy, x0: x0 + sx]
+        return cls(patches, offsets, (h, w))
+
+    def dense(self, units: Optional[np.ndarray] = None) -> np.ndarray:
+        """float32 (units, height, width) full-frame footprints."""
+        idx = np.arange(len(self)) if units is None else np.asarray(units)
+        out = np.zeros((len(idx), *self.shape), np.float32)
+        for j, i in enumerate(idx):
+            y, x = self.offsets[i]
+            p = self.patches[i]
+            out[j, y: y + p.shape[0], x: x + p.shape[1]] = p
+        return out
+
+    def subset(self, keep: np.ndarray) -> "Footprints":
+        keep = np.asarray(keep)
+        return Footprints(self.patches[keep], self.offsets[keep], self.shape)
+
+    # ------------------------------------------------------------------ geometry
+
+    def _slices(self, i: int) -> tuple[slice, slice]:
+        y, x = self.offsets[i]
+        return slice(y, y + self.patches.shape[1]), slice(x, x + self.patches.shape[2])
+
+    def area(self) -> np.ndarray:
+        """int (units,): non-zero pixels of each footprint."""
+        return (self.patches > 0).reshape(len(self), -1).sum(axis=1)
+
+    def centroids(self) -> np.ndarray:
+        """float64 (units, 2): weighted (y, x) centre of each footprint, pixels; NaN when empty."""
+        sy, sx = self.patches.shape[1:]
+        yy, xx = np.mgrid[0:sy, 0:sx]
+        mass = self.patches.reshape(len(self), -1).sum(axis=1)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            cy = (self.patches * yy).reshape(len(self), -1).sum(axis=1) / mass + self.offsets[:, 0]
+            cx = (self.patches * xx).reshape(len(self), -1).sum(axis=1) / mass + self.offsets[:, 1]
+        return np.stack([cy, cx], axis=1)
+
+    def overlaps(self) -> list[np.ndarray]:
+        """For each unit, the other units whose boxes overlap its box."""
+        sy, sx = self.patches.shape[1:]
+        oy, ox = self.offsets[:, 0], self.offsets[:, 1]
+        out = []
+        for i in range(len(self)):
+            hit = (np.abs(oy - oy[i]) < sy) & (np.abs(ox - ox[i]) < sx)
+            hit[i] = False
+            out.append(np.flatnonzero(hit))
+        return out
+
+    def gram(self) -> np.ndarray:
+        """float64 (units, units): A^T A."""
+        k = len(self)
+        G = np.zeros((k, k))
+        flat = self.patches.reshape(k, -1).astype(np.float64)
+        G[np.arange(k), np.arange(k)] = (flat**2).sum(axis=1)
+        for i, others in enumerate(self.overlaps()):
+            for j in others[others > i]:
+                G[i, j] = G[j, i] = self._product(i, j)
+        return G
+
+    def _product(self, i: int, j: int) -> float:
+        (yi, xi), (yj, xj) = self.offsets[i], self.offsets[j]
+        sy, sx = self.patches.shape[1:]
+        dy, dx = yj - yi, xj - xi
+        a = self.patches[i, max(0, dy): sy + min(0, dy), max(0, dx): sx + min(0, dx)]
+        b = self.patches[j, max(0, -dy): sy + min(0, -dy), max(0, -dx): sx + min(0, -dx)]
+        return float(np.dot(a.ravel().astype(np.float64), b.ravel()))
+
+    def dot(self, image: np.ndarray) -> np.ndarray:
+        """float64 (units,): A^T image for one (height, width) image."""
+        return np.array([float(np.vdot(self.patches[i], image[self._slices(i)])) for i in range(len(self))])
+
+    def mix(self, weights: np.ndarray, out: Optional[np.ndarray] = None) -> np.ndarray:
+        """float32 (height, width): sum_k weights_k A_k (e.g. A C_t for one frame)."""
+        out = np.zeros(self.shape, np.float32) if out is None else out
+        for i in range(len(self)):
+            if weights[i]:
+                out[self._slices(i)] += weights[i] * self.patches[i]
+        return out
+
+    # ------------------------------------------------------------------ streaming products
+
+    def project(self, frames: np.ndarray) -> np.ndarray:
+        """float32 (units, frames): A^T Y_t for a block of frames (frames, height, width)."""
+        out = np.empty((len(self), len(frames)), np.float32)
+        for i in range(len(self)):
+            ys, xs = self._slices(i)
+            out[i] = np.tensordot(frames[:, ys, xs], self.patches[i], axes=([1, 2], [0, 1]))
+        return out
+
+    def correlate(self, frames: np.ndarray, traces: np.ndarray, acc: np.ndarray) -> None:
+        """Add ``sum_t Y_t(patch_k) C_k(t)`` to ``acc`` (units, size_y, size_x) for a block of frames.
+
+        Parameters
+        ----------
+        frames : numpy.ndarray
+            float32 (frames, height, width).
+        traces : numpy.ndarray
+            float32 (units, frames): each unit's trace over the block.
+        acc : numpy.ndarray
+            float64 (units, size_y, size_x), updated in place.
+        """
+        for i in range(len(self)):
+            ys, xs = self._slices(i)
+            acc[i] += np.tensordot(traces[i], frames[:, ys, xs], axes=(0, 0))

@@ -1,0 +1,450 @@
+"""Seed-based initialization of CNMF on a motion-corrected, background-removed 1-photon movie.
+
+Follows Minian (Dong et al. 2022, eLife) and MIN1PIPE (Lu et al. 2018):
+
+1. **Seeds**: local maxima (window = expected cell diameter) of max projections of frame subsets,
+   either rolling windows of ``window_frames`` (half overlapping) or random subsets; a maximum counts
+   when it stands ``min_contrast`` noise units above the window's minimum. Seeds closer than 2
+   pixels are one seed.
+2. **Refinement** of each seed's trace (the movie at its pixel): peak-to-noise ratio, the peak of the
+   low-passed trace (below ``cutoff_hz``) over the standard deviation of its high-passed part
+   (``pnr_threshold``); a Kolmogorov-Smirnov test of normality (a trace of noise alone is normal,
+   ``ks_alpha``); optionally a two-component Gaussian mixture on PNR keeping the high component.
+3. **Merging** of seeds closer than ``merge_distance`` whose low-passed traces correlate above
+   ``merge_corr`` (the brightest seed stays).
+4. **Footprints** A_init: in a window of ``footprint_radius`` around each seed, the pixels whose
+   traces correlate with the seed's above ``corr_threshold`` (connected to the seed), weighted by
+   their regression on the seed trace. **Traces** C_init: the seed traces minus their baseline.
+   **Background**: b = the mean image, f = each frame's projection on it.
+
+Each step records which seeds it removed, so a user can see why a cell was missed. Three passes
+over the movie, in blocks of frames; memory is the seed traces (seeds x frames) plus a few frames.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass, field
+from typing import Callable, Literal, Optional
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+from scipy import ndimage, signal, stats
+from scipy.spatial import cKDTree
+
+from .footprints import Footprints, frame_blocks
+
+__all__ = ["InitParams", "InitResult", "initialize", "valid_region", "find_seeds", "seed_pnr", "seed_ks", "merge_seeds"]
+
+
+class InitParams(BaseModel):
+    """Initialization parameters (pixels, frames, Hz); JSON round trip via ``model_dump_json``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    diameter: int = Field(12, ge=3, le=100, description="Expected cell diameter, pixels (seed window).")
+    seed_method: Literal["rolling", "random"] = Field(
+        "rolling", description="Frame subsets for max projections: rolling windows or random subsets.")
+    window_frames: int = Field(500, ge=10, le=100000, description="Frames per max projection.")
+    n_random: int = Field(20, ge=1, le=1000, description="Random subsets (seed_method 'random').")
+    min_contrast: float = Field(3.0, ge=0, description="Local maximum minus the window's minimum, in noise "
+                                                         "standard deviations, for a seed.")
+    cutoff_hz: float = Field(1.0, gt=0, description="Low/high-pass split of seed traces for PNR, Hz.")
+    drift_hz: float = Field(0.1, ge=0, description="Slower changes of a seed trace (background drift) do not "
+                                                    "count as signal for PNR, Hz (0: off).")
+    pnr_threshold: float = Field(4.0, ge=0, description="Minimum peak-to-noise ratio of a seed.")
+    ks_alpha: Optional[float] = Field(0.05, gt=0, lt=1, description="Seeds whose trace is normal at this "
+                                                                      "significance are noise (None: off).")
+    gmm: bool = Field(False, description="Also keep only the high component of a 2-Gaussian mixture on PNR.")
+    merge_distance: float = Field(6.0, ge=0, description="Seeds closer than this (pixels) may merge.")
+    merge_corr: float = Field(0.8, ge=-1, le=1, description="... if their low-passed traces correlate above this.")
+    footprint_radius: int = Field(12, ge=1, le=200, description="Half window of a footprint around its seed, pixels.")
+    corr_threshold: float = Field(0.7, ge=0, le=1, description="Pixels correlating with the seed above this form "
+                                                                 "the initial footprint.")
+    block_frames: int = Field(200, ge=10, le=5000, description="Frames read at once.")
+    random_seed: int = Field(0, description="Random generator seed (random subsets).")
+
+
+@dataclass
+class InitResult:
+    """Outcome of :func:`initialize`.
+
+    Attributes
+    ----------
+    seeds : numpy.ndarray
+        int32 (seeds, 2): every candidate seed's (y, x), pixels.
+    removed_by : list of str
+        Per seed: ``""`` (kept, one unit each in order), ``"pnr"``, ``"ks"``, ``"gmm"``, ``"merge"``,
+        or ``"footprint"`` (no pixel passed the correlation threshold).
+    pnr, ks_p : numpy.ndarray
+        float32 (seeds,): peak-to-noise ratio and KS p-value of each seed's trace.
+    A : Footprints
+        Initial footprints of the kept seeds (units).
+    C : numpy.ndarray
+        float32 (units, frames): initial traces.
+    b : numpy.ndarray
+        float32 (height, width): background image.
+    f : numpy.ndarray
+        float32 (frames,): background trace.
+    noise : float
+        Movie noise standard deviation (median over pixels), movie units.
+    """
+
+    seeds: np.ndarray
+    removed_by: list
+    pnr: np.ndarray
+    ks_p: np.ndarray
+    A: Footprints
+    C: np.ndarray
+    b: np.ndarray
+    f: np.ndarray
+    noise: float
+    seconds: dict = field(default_factory=dict)
+
+
+# ------------------------------------------------------------------------------ seeds
+
+
+def _local_maxima(img: np.ndarray, diameter: int, min_height: float) -> np.ndarray:
+    """(n, 2) pixels that are the maximum of their diameter-window and exceed its minimum by min_height."""
+    mx = ndimage.maximum_filter(img, size=diameter, mode="nearest")
+    mn = ndimage.minimum_filter(img, size=diameter, mode="nearest")
+    peak = (img == mx) & (mx - mn > min_height)
+    return np.argwhere(peak)
+
+
+def _frame_noise(frames: np.ndarray) -> float:
+    """Median over pixels of the frame-to-frame difference's standard deviation / sqrt(2)."""
+    d = np.diff(frames, axis=0)
+    return float(np.median(np.sqrt((d**2).mean(axis=0) / 2))) if len(d) else 0.0
+
+
+def find_seeds(movie, p: InitParams, progress: Optional[Callable[[int], None]] = None,
+               valid: Optional[np.ndarray] = None) -> tuple[np.ndarray, np.ndarray, float]:
+    """Candidate seeds from max projections of frame subsets (first pass over the movie).
+
+    ``valid``: bool (height, width), where seeds may lie (None: everywhere).
+
+    Returns
+    -------
+    seeds : numpy.ndarray
+        int32 (n, 2): (y, x) pixels.
+    mean : numpy.ndarray
+        float32 (height, width): the mean image (background).
+    noise : float
+        Movie noise (median over pixels of the frame-difference standard deviation / sqrt 2).
+    """
+    n, h, w = movie.shape
+    rng = np.random.default_rng(p.random_seed)
+    half = max(1, p.window_frames // 2)
+    total = np.zeros((h, w), np.float64)
+    noises = []
+    projections = []
+    if p.seed_method == "random":
+        subset_max = np.full((p.n_random, h, w), -np.inf, np.float32)
+    prev_half, cur, cur_n = None, np.full((h, w), -np.inf, np.float32), 0
+    for a, frames in frame_blocks(movie, p.block_frames, progress):
+        total += frames.sum(axis=0)
+        if len(noises) < 20:
+            noises.append(_frame_noise(frames))
+        if p.seed_method == "random":
+            ids = rng.integers(0, p.n_random, len(frames))
+            for k in np.unique(ids):
+                np.maximum(subset_max[k], frames[ids == k].max(axis=0), out=subset_max[k])
+            continue
+        i = 0
+        while i < len(frames):
+            take = min(half - cur_n, len(frames) - i)
+            np.maximum(cur, frames[i: i + take].max(axis=0), out=cur)
+            cur_n += take
+            i += take
+            if cur_n == half:
+                projections.append(cur if prev_half is None else np.maximum(prev_half, cur))
+                prev_half, cur, cur_n = cur, np.full((h, w), -np.inf, np.float32), 0
+    if p.seed_method == "random":
+        projections = [m for m in subset_max if np.isfinite(m).all()]
+    elif cur_n or not projections:
+        projections.append(cur if prev_half is None else np.maximum(prev_half, cur))
+    noise = float(np.median(noises)) if noises else 0.0
+    found = np.concatenate([_local_maxima(m, p.diameter, p.min_contrast * noise) for m in projections]) \
+        if projections else np.zeros((0, 2), int)
+    if valid is not None and len(found):
+        found = found[valid[found[:, 0], found[:, 1]]]
+    return _dedupe(found, projections), (total / max(n, 1)).astype(np.float32), noise
+
+
+def _dedupe(found: np.ndarray, projections: list) -> np.ndarray:
+    """Seeds within 2 pixels of each other are one: the one found most often (ties: brightest) stays."""
+    if len(found) == 0:
+        return np.zeros((0, 2), np.int32)
+    uniq, counts = np.unique(found, axis=0, return_counts=True)
+    peak = np.max([m[uniq[:, 0], uniq[:, 1]] for m in projections], axis=0)
+    order = np.lexsort((-peak, -counts))
+    tree = cKDTree(uniq)
+    taken = np.zeros(len(uniq), bool)
+    keep = []
+    for i in order:
+        if taken[i]:
+            continue
+        keep.append(i)
+        taken[tree.query_ball_point(uniq[i], r=2.0)] = True
+    return uniq[np.sort(keep)].astype(np.int32)
+
+
+# ------------------------------------------------------------------------------ refinement
+
+
+def _split(traces: np.ndarray, fps: float, cutoff_hz: float, drift_hz: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
+    """Signal and noise parts of traces (seeds, frames) by zero-phase Butterworth filters: below
+    ``cutoff_hz`` (and above ``drift_hz`` when given: slow background drifts are not cells), and the
+    rest above ``cutoff_hz``."""
+    if traces.shape[1] <= 15:
+        return traces.copy(), np.zeros_like(traces)
+    nyq = fps / 2
+    low = signal.sosfiltfilt(signal.butter(2, min(cutoff_hz / nyq, 0.99), btype="low", output="sos"), traces,
+                             axis=1).astype(np.float32)
+    high = traces - low
+    if 0 < drift_hz < cutoff_hz and traces.shape[1] > 2 * fps / drift_hz:  # two periods of the drift
+        low = low - signal.sosfiltfilt(signal.butter(2, drift_hz / nyq, btype="low", output="sos"), low,
+                                       axis=1).astype(np.float32)
+    return low, high
+
+
+def seed_pnr(traces: np.ndarray, fps: float, cutoff_hz: float, drift_hz: float = 0.0) -> np.ndarray:
+    """Peak-to-noise ratio of seed traces: (max - median) of the trace band-passed between
+    ``drift_hz`` and ``cutoff_hz`` over the robust standard deviation (1.4826 MAD) of the part above
+    ``cutoff_hz``.
+
+    Parameters
+    ----------
+    traces : numpy.ndarray
+        float32 (seeds, frames).
+    fps : float
+        Frame rate, Hz.
+    cutoff_hz : float
+        Split frequency, Hz.
+    drift_hz : float
+        Slower changes (background drift) are not signal, Hz; 0: keep them.
+
+    Returns
+    -------
+    numpy.ndarray
+        float32 (seeds,); 0 where the noise is 0.
+    """
+    out = np.zeros(len(traces), np.float32)
+    for a in range(0, len(traces), 256):
+        low, high = _split(traces[a: a + 256], fps, cutoff_hz, drift_hz)
+        peak = low.max(axis=1) - np.median(low, axis=1)
+        mad = 1.4826 * np.median(np.abs(high - np.median(high, axis=1, keepdims=True)), axis=1)
+        out[a: a + 256] = np.where(mad > 0, peak / np.where(mad > 0, mad, 1), 0)
+    return out
+
+
+def seed_ks(traces: np.ndarray) -> np.ndarray:
+    """float32 (seeds,): p-values of a Kolmogorov-Smirnov test of each standardized trace against a
+    normal distribution (small: not noise alone)."""
+    out = np.ones(len(traces), np.float32)
+    for i, y in enumerate(traces):
+        sd = y.std()
+        if sd > 0:
+            out[i] = stats.kstest((y - y.mean()) / sd, "norm").pvalue
+    return out
+
+
+def _gmm_high(values: np.ndarray, iterations: int = 100) -> np.ndarray:
+    """Members of the higher component of a 2-Gaussian mixture fitted (EM) to 1-D values."""
+    x = np.asarray(values, np.float64)
+    if len(x) < 4 or np.ptp(x) == 0:
+        return np.ones(len(x), bool)
+    mu = np.percentile(x, [25, 75]).astype(float)
+    sd = np.full(2, x.std() / 2 + 1e-12)
+    pi = np.array([0.5, 0.5])
+    for _ in range(iterations):
+        dens = pi * stats.norm.pdf(x[:, None], mu, sd)
+        resp = dens / np.maximum(dens.sum(axis=1, keepdims=True), 1e-300)
+        nk = resp.sum(axis=0) + 1e-12
+        mu = (resp * x[:, None]).sum(axis=0) / nk
+        sd = np.sqrt((resp * (x[:, None] - mu) ** 2).sum(axis=0) / nk) + 1e-12
+        pi = nk / len(x)
+    hi = int(np.argmax(mu))
+    return resp[:, hi] > 0.5
+
+
+def merge_seeds(seeds: np.ndarray, traces: np.ndarray, fps: float, p: InitParams) -> np.ndarray:
+    """Indices (into ``seeds``) removed by merging: seeds within ``merge_distance`` whose low-passed
+    traces correlate above ``merge_corr`` form groups (connected components); the seed with the
+    highest low-passed peak of each group stays."""
+    if len(seeds) < 2 or p.merge_distance <= 0:
+        return np.zeros(0, int)
+    low, _ = _split(traces, fps, p.cutoff_hz)
+    z = low - low.mean(axis=1, keepdims=True)
+    z /= np.maximum(np.linalg.norm(z, axis=1, keepdims=True), 1e-12)
+    parent = np.arange(len(seeds))
+
+    def root(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    for i, j in cKDTree(seeds).query_pairs(p.merge_distance):
+        if float(z[i] @ z[j]) > p.merge_corr:
+            parent[root(i)] = root(j)
+    groups: dict[int, list[int]] = {}
+    for i in range(len(seeds)):
+        groups.setdefault(root(i), []).append(i)
+    peak = low.max(axis=1)
+    removed = [i for members in groups.values() if len(members) > 1
+               for i in members if i != max(members, key=lambda m: peak[m])]
+    return np.array(sorted(removed), int)
+
+
+# ------------------------------------------------------------------------------ footprints
+
+
+def _seed_traces(movie, seeds: np.ndarray, mean: np.ndarray, p: InitParams, progress) -> tuple[np.ndarray, np.ndarray]:
+    """Seed traces (seeds, frames) and the background trace f (frames,) in one pass."""
+    n = movie.shape[0]
+    traces = np.empty((len(seeds), n), np.float32)
+    f = np.empty(n, np.float32)
+    norm = float((mean.astype(np.float64) ** 2).sum()) or 1.0
+    for a, frames in frame_blocks(movie, p.block_frames, progress):
+        traces[:, a: a + len(frames)] = frames[:, seeds[:, 0], seeds[:, 1]].T
+        f[a: a + len(frames)] = np.tensordot(frames, mean, axes=([1, 2], [0, 1])) / norm
+    return traces, f
+
+
+def _footprints(movie, seeds: np.ndarray, traces: np.ndarray, p: InitParams, progress) -> tuple[Footprints, np.ndarray]:
+    """Correlation / regression footprints of the seeds in their windows (third pass)."""
+    n, h, w = movie.shape
+    r = p.footprint_radius
+    size = (min(2 * r + 1, h), min(2 * r + 1, w))
+    offsets = np.stack([np.clip(seeds[:, 0] - r, 0, h - size[0]), np.clip(seeds[:, 1] - r, 0, w - size[1])], axis=1)
+    k = len(seeds)
+    sxy = np.zeros((k, *size))
+    sx = np.zeros((k, *size))
+    sxx = np.zeros((k, *size))
+    s = traces.astype(np.float64)
+    for a, frames in frame_blocks(movie, p.block_frames, progress):
+        for i in range(k):
+            y0, x0 = offsets[i]
+            patch = frames[:, y0: y0 + size[0], x0: x0 + size[1]]
+            sxy[i] += np.tensordot(s[i, a: a + len(frames)], patch, axes=(0, 0))
+            sx[i] += patch.sum(axis=0)
+            sxx[i] += np.einsum("tyx,tyx->yx", patch, patch)
+    ms, vs = s.mean(axis=1), s.var(axis=1)
+    mx = sx / n
+    cov = sxy / n - ms[:, None, None] * mx
+    vx = np.maximum(sxx / n - mx**2, 0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        corr = np.nan_to_num(cov / np.sqrt(vx * vs[:, None, None]))
+        beta = np.nan_to_num(cov / vs[:, None, None])
+    patches = np.zeros((k, *size), np.float32)
+    for i in range(k):
+        mask = corr[i] >= p.corr_threshold
+        labels, _ = ndimage.label(mask)
+        sy, sx_ = seeds[i] - offsets[i]
+        if labels[sy, sx_] == 0:
+            continue
+        patches[i] = np.where(labels == labels[sy, sx_], np.maximum(beta[i], 0), 0)
+    return Footprints(patches, offsets, (h, w)), corr
+
+
+def valid_region(shape: tuple[int, int], shifts: np.ndarray) -> np.ndarray:
+    """bool (height, width): pixels never filled from outside the frame by motion correction.
+
+    Parameters
+    ----------
+    shape : (int, int)
+        Frame size, pixels.
+    shifts : numpy.ndarray
+        float (frames, 2): the (dy, dx) shifts corrected (frames move by -shift).
+    """
+    h, w = shape
+    valid = np.zeros((h, w), bool)
+    if len(shifts) == 0:
+        valid[:] = True
+        return valid
+    top = int(np.ceil(max(0.0, -float(np.min(shifts[:, 0])))))
+    bottom = int(np.ceil(max(0.0, float(np.max(shifts[:, 0])))))
+    left = int(np.ceil(max(0.0, -float(np.min(shifts[:, 1])))))
+    right = int(np.ceil(max(0.0, float(np.max(shifts[:, 1])))))
+    valid[top: h - bottom, left: w - right] = True
+    return valid
+
+
+def initialize(movie, fps: float, params: Optional[InitParams] = None,
+               progress: Optional[Callable[[int], None]] = None, valid: Optional[np.ndarray] = None) -> InitResult:
+    """Seeds, initial footprints A, traces C and background (b, f) of a motion-corrected movie.
+
+    Parameters
+    ----------
+    movie : array-like
+        (frames, height, width), float: the corrected, background-removed movie (a Zarr array from
+        MotionCorrection, or any array).
+    fps : float
+        Frame rate, Hz (for ``cutoff_hz``).
+    params : InitParams, optional
+        Defaults follow Minian's published pipeline.
+    progress : callable, optional
+        Called with frames read, three passes over the movie (total ``3 x frames``).
+    valid : numpy.ndarray, optional
+        bool (height, width): where seeds may lie; motion correction's border (see
+        :func:`valid_region`) holds edges that look like activity.
+
+    Returns
+    -------
+    InitResult
+        With no seed found (a movie without cells), an empty result and a ``RuntimeWarning``.
+
+    Raises
+    ------
+    ValueError
+        If the movie has fewer than 2 frames or fps is not positive.
+    """
+    import time
+
+    p = params or InitParams()
+    n, h, w = movie.shape
+    if n < 2:
+        raise ValueError(f"the movie has {n} frame(s): initialization needs at least 2")
+    if not fps or fps <= 0:
+        raise ValueError(f"the frame rate must be positive, not {fps}")
+    seconds = {}
+    t0 = time.perf_counter()
+    seeds, mean, noise = find_seeds(movie, p, progress, valid)
+    seconds["seeds"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    traces, f = _seed_traces(movie, seeds, mean, p, progress)
+    removed = np.array([""] * len(seeds), dtype=object)
+    pnr = seed_pnr(traces, fps, p.cutoff_hz, p.drift_hz)
+    removed[(pnr < p.pnr_threshold)] = "pnr"
+    ks_p = seed_ks(traces) if p.ks_alpha is not None else np.zeros(len(seeds), np.float32)
+    if p.ks_alpha is not None:
+        removed[(removed == "") & (ks_p >= p.ks_alpha)] = "ks"
+    if p.gmm:
+        alive = np.flatnonzero(removed == "")
+        high = _gmm_high(pnr[alive])
+        removed[alive[~high]] = "gmm"
+    alive = np.flatnonzero(removed == "")
+    removed[alive[merge_seeds(seeds[alive], traces[alive], fps, p)]] = "merge"
+    alive = np.flatnonzero(removed == "")
+    seconds["refine"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    if len(alive):
+        A, _ = _footprints(movie, seeds[alive], traces[alive], p, progress)
+        empty = A.area() == 0
+        removed[alive[empty]] = "footprint"
+        A = A.subset(~empty)
+        alive = alive[~empty]
+    else:
+        A = Footprints.empty((h, w), 2 * p.footprint_radius + 1)
+        if progress is not None:
+            progress(n)
+    C = traces[alive]
+    C = np.maximum(C - np.percentile(C, 10, axis=1, keepdims=True), 0) if len(C) else np.zeros((0, n), np.float32)
+    seconds["footprints"] = time.perf_counter() - t0
+    if len(alive) == 0:
+        warnings.warn("initialization found no cell: no seed passed the refinement", RuntimeWarning, stacklevel=2)
+    return InitResult(seeds=seeds, removed_by=list(removed), pnr=pnr, ks_p=ks_p, A=A, C=C.astype(np.float32),
+                      b=mean, f=f, noise=noise, seconds=seconds)
