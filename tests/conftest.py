@@ -125,14 +125,15 @@ def pipeline_db(request, server_urls, tmp_path_factory):
 def db(pipeline_db):
     """One backend's pipeline, emptied after the test."""
     import scopeline.pipeline as pl
-    from scopeline.pipeline import acquisition, motion
+    from scopeline.pipeline import acquisition, cnmf, initialization, motion
     from scopeline.pipeline.subject import Subject
 
     pl.activate(pipeline_db["prefix"], connection=pipeline_db["connection"])
     yield pipeline_db
     Subject.delete(prompt=False)
-    motion.MotionParamSet.delete(prompt=False)
-    for table in (acquisition.RecordingInfo, motion.MotionCorrection):
+    for table in (motion.MotionParamSet, initialization.InitParamSet, cnmf.CNMFParamSet):
+        table.delete(prompt=False)
+    for table in (acquisition.RecordingInfo, motion.MotionCorrection, initialization.Initialization, cnmf.CNMF):
         table.jobs.delete_quick()
 
 

@@ -19,4 +19,23 @@ class _NoNativeTypeNotice(logging.Filter):
 
 logging.getLogger("datajoint").addFilter(_NoNativeTypeNotice())
 
+
+def _default_store_fix() -> None:
+    """DataJoint 2.3.5 resolves ``<npy@>`` (the default store) as the store named '' and fails
+    ("Storage '' is requested but not configured"); treat '' as the default store."""
+    from datajoint.settings import Config
+
+    original = Config.get_store_spec
+    if getattr(original, "_scopeline_fix", False):
+        return
+
+    def get_store_spec(self, store=None, **kwargs):
+        return original(self, None if store == "" else store, **kwargs)
+
+    get_store_spec._scopeline_fix = True
+    Config.get_store_spec = get_store_spec
+
+
+_default_store_fix()
+
 __all__ = ["dj"]

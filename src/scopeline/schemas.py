@@ -10,29 +10,45 @@ import json
 import sys
 from pathlib import Path
 
-from scopeline.core.motion import PRESETS as MOTION_PRESETS
-from scopeline.core.motion import MotionParams
+from pydantic import BaseModel
+
+from scopeline.core import cnmf, initialize, motion
 from scopeline.core.simulate import SimulationParams
 
 __all__ = ["schemas", "presets", "write"]
 
 
-def _motion_schema() -> dict:
-    schema = MotionParams.model_json_schema()
+#: stage -> (parameter model, presets, description)
+STAGES = {
+    "motion": (motion.MotionParams, motion.PRESETS,
+               "Motion-correction parameter set of scopeline (preprocessing, registration, output); pixels "
+               "refer to the frame after cropping and downsampling unless stated."),
+    "initialization": (initialize.InitParams, initialize.PRESETS,
+                       "Initialization parameter set of scopeline (seeds, refinement, initial footprints); "
+                       "pixels of the motion-corrected movie, Hz of its frame rate."),
+    "cnmf": (cnmf.CNMFParams, cnmf.PRESETS,
+             "CNMF parameter set of scopeline (noise, spatial and temporal updates, merging); pixels and "
+             "frames of the motion-corrected movie."),
+}
+
+
+def _schema(model_cls: type[BaseModel], description: str) -> dict:
+    schema = model_cls.model_json_schema()
     schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
-    schema["description"] = ("Motion-correction parameter set of scopeline (preprocessing, registration, "
-                             "output); pixels refer to the frame after cropping and downsampling unless stated.")
+    schema["description"] = description
     return schema
 
 
 def schemas() -> dict[str, dict]:
     """Schema name -> JSON Schema (dict)."""
-    return {"simulation": SimulationParams.json_schema(), "motion": _motion_schema()}
+    out = {"simulation": SimulationParams.json_schema()}
+    out.update({stage: _schema(model, text) for stage, (model, _, text) in STAGES.items()})
+    return out
 
 
 def presets() -> dict[str, dict[str, dict]]:
     """Stage -> preset name -> parameters (JSON-ready dict, every default filled)."""
-    return {"motion": {name: json.loads(p.canonical_json()) for name, p in MOTION_PRESETS.items()}}
+    return {stage: {name: json.loads(p.canonical_json()) for name, p in named.items()} for stage, (_, named, _) in STAGES.items()}
 
 
 def write(folder: str | Path) -> list[Path]:

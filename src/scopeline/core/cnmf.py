@@ -38,21 +38,20 @@ from dataclasses import dataclass, field
 from typing import Callable, Literal, Optional
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import Field, field_validator
 from scipy import ndimage
 
 from . import deconvolve as dc
 from .footprints import Footprints, frame_blocks
+from .params import StageParams
 
-__all__ = ["CNMFParams", "CNMFResult", "cnmf", "pixel_noise", "update_spatial", "update_temporal", "merge_units"]
+__all__ = ["PRESETS", "CNMFParams", "CNMFResult", "cnmf", "pixel_noise", "update_spatial", "update_temporal", "merge_units"]
 
 Step = Literal["spatial", "temporal", "merge"]
 
 
-class CNMFParams(BaseModel):
+class CNMFParams(StageParams):
     """CNMF parameters (pixels, frames); JSON round trip via ``model_dump_json``."""
-
-    model_config = ConfigDict(extra="forbid")
 
     noise_band: tuple[float, float] = Field((0.25, 0.5), description="Band for noise estimates, cycles per frame.")
     noise_frames: int = Field(1000, ge=16, le=100000, description="Frames (the first) for the per-pixel noise.")
@@ -82,6 +81,14 @@ class CNMFParams(BaseModel):
         if not v:
             raise ValueError("at least one step is needed")
         return v
+
+
+#: shipped parameter sets: Minian's defaults (AR(1), fast exact solver), and CNMF-E-like (AR(2) with
+#: the CVXPY reference solver, milder temporal sparsity)
+PRESETS = {
+    "minian": CNMFParams(),
+    "cnmfe": CNMFParams(p=2, backend="cvxpy", sparse_penal=0.5, merge_corr=0.7),
+}
 
 
 @dataclass

@@ -28,19 +28,18 @@ from dataclasses import dataclass, field
 from typing import Callable, Literal, Optional
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 from scipy import ndimage, signal, stats
 from scipy.spatial import cKDTree
 
 from .footprints import Footprints, frame_blocks
+from .params import StageParams
 
-__all__ = ["InitParams", "InitResult", "initialize", "valid_region", "find_seeds", "seed_pnr", "seed_ks", "merge_seeds"]
+__all__ = ["PRESETS", "InitParams", "InitResult", "initialize", "valid_region", "find_seeds", "seed_pnr", "seed_ks", "merge_seeds"]
 
 
-class InitParams(BaseModel):
+class InitParams(StageParams):
     """Initialization parameters (pixels, frames, Hz); JSON round trip via ``model_dump_json``."""
-
-    model_config = ConfigDict(extra="forbid")
 
     diameter: int = Field(12, ge=3, le=100, description="Expected cell diameter, pixels (seed window).")
     seed_method: Literal["rolling", "random"] = Field(
@@ -63,6 +62,14 @@ class InitParams(BaseModel):
                                                                  "the initial footprint.")
     block_frames: int = Field(200, ge=10, le=5000, description="Frames read at once.")
     random_seed: int = Field(0, description="Random generator seed (random subsets).")
+
+
+#: shipped parameter sets: Minian's published defaults, and CNMF-E-like (stricter seeds: higher
+#: peak-to-noise and footprint correlation, no normality test)
+PRESETS = {
+    "minian": InitParams(),
+    "cnmfe": InitParams(pnr_threshold=8.0, corr_threshold=0.8, ks_alpha=None, merge_corr=0.7),
+}
 
 
 @dataclass
@@ -204,7 +211,7 @@ def _split(traces: np.ndarray, fps: float, cutoff_hz: float, drift_hz: float = 0
     low = signal.sosfiltfilt(signal.butter(2, min(cutoff_hz / nyq, 0.99), btype="low", output="sos"), traces,
                              axis=1).astype(np.float32)
     high = traces - low
-    if 0 < drift_hz < cutoff_hz and traces.shape[1] > 2 * fps / drift_hz:  # two periods of the drift
+    if 0 < drift_hz < cutoff_hz and traces.shape[1] >= fps / drift_hz:  # at least one period of the drift
         low = low - signal.sosfiltfilt(signal.butter(2, drift_hz / nyq, btype="low", output="sos"), low,
                                        axis=1).astype(np.float32)
     return low, high
@@ -350,8 +357,13 @@ def _footprints(movie, seeds: np.ndarray, traces: np.ndarray, p: InitParams, pro
     return Footprints(patches, offsets, (h, w)), corr
 
 
-def valid_region(shape: tuple[int, int], shifts: np.ndarray) -> np.ndarray:
-    """bool (height, width): pixels never filled from outside the frame by motion correction.
+def valid_region(shape: tuple[int, int], shifts: np.ndarray, max_padded: float = 0.1) -> np.ndarray:
+    """bool (height, width): pixels that motion correction filled from outside the frame in at most a
+    fraction ``max_padded`` of the frames.
+
+    A pixel padded in most frames has a median of 0 and a peak wherever the tissue was in view: a
+    false seed with a high peak-to-noise ratio. A pixel padded in a few frames only dips, and keeps
+    its cell.
 
     Parameters
     ----------
@@ -359,16 +371,21 @@ def valid_region(shape: tuple[int, int], shifts: np.ndarray) -> np.ndarray:
         Frame size, pixels.
     shifts : numpy.ndarray
         float (frames, 2): the (dy, dx) shifts corrected (frames move by -shift).
+    max_padded : float
+        Largest fraction of padded frames for a valid pixel.
     """
     h, w = shape
     valid = np.zeros((h, w), bool)
     if len(shifts) == 0:
         valid[:] = True
         return valid
-    top = int(np.ceil(max(0.0, -float(np.min(shifts[:, 0])))))
-    bottom = int(np.ceil(max(0.0, float(np.max(shifts[:, 0])))))
-    left = int(np.ceil(max(0.0, -float(np.min(shifts[:, 1])))))
-    right = int(np.ceil(max(0.0, float(np.max(shifts[:, 1])))))
+    q = 1.0 - max_padded
+    dy, dx = np.asarray(shifts, np.float64).T
+
+    def margin(values: np.ndarray) -> int:
+        return int(np.ceil(max(0.0, float(np.quantile(values, q)))))
+
+    top, bottom, left, right = margin(-dy), margin(dy), margin(-dx), margin(dx)
     valid[top: h - bottom, left: w - right] = True
     return valid
 

@@ -53,6 +53,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from threadpoolctl import threadpool_limits
 
 from scopeline.core import preprocess as pp
+from scopeline.core.params import StageParams
 
 __all__ = [
     "MotionError",
@@ -104,10 +105,8 @@ class RegistrationParams(BaseModel):
         return self
 
 
-class MotionParams(BaseModel):
+class MotionParams(StageParams):
     """One motion-correction parameter set: preprocessing, registration and output storage."""
-
-    model_config = ConfigDict(extra="forbid")
 
     preprocess: pp.PreprocessParams = Field(default_factory=pp.PreprocessParams)
     registration: RegistrationParams = Field(default_factory=RegistrationParams)
@@ -129,15 +128,6 @@ class MotionParams(BaseModel):
             raise ValueError(f"block_frames {self.block_frames} must be a multiple of chunk_frames {self.chunk_frames}")
         return self
 
-    def canonical_json(self) -> str:
-        """JSON with every default filled and keys sorted: equal parameters give equal text."""
-        return _canonical(self.model_dump(mode="json"))
-
-
-def _canonical(obj) -> str:
-    import json
-
-    return json.dumps(obj, sort_keys=True, separators=(",", ":"))
 
 
 #: Shipped parameter sets. "minian" follows Minian's demo preprocessing (median denoising with a

@@ -10,13 +10,14 @@ from __future__ import annotations
 import os
 
 from scopeline._dj import dj
-from scopeline.pipeline import acquisition, motion, session, subject
+from scopeline.pipeline import acquisition, cnmf, initialization, motion, session, subject
 
 __all__ = ["activate", "deactivate", "drop", "schema_prefix", "SCHEMAS", "subject", "session", "acquisition",
-           "motion"]
+           "motion", "initialization", "cnmf"]
 
 #: (module, schema suffix) in dependency order
-SCHEMAS = [(subject, "subject"), (session, "session"), (acquisition, "acquisition"), (motion, "motion")]
+SCHEMAS = [(subject, "subject"), (session, "session"), (acquisition, "acquisition"), (motion, "motion"),
+           (initialization, "initialization"), (cnmf, "cnmf")]
 
 _active: dict = {}
 

@@ -7,63 +7,25 @@ computation (no transaction open), and removed again if the computation fails.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 import time
 
 import numpy as np
-from pydantic import ValidationError
-
 import scopeline
 from scopeline._dj import dj
 from scopeline.core import motion as core_motion
 from scopeline.pipeline import acquisition
 from scopeline.pipeline._objects import open_zarr, staged_zarr
+from scopeline.pipeline._paramsets import ParamSetError, ParamSetTable, parse_params, validate_params
+from scopeline.pipeline._util import progress_bar
 
 schema = dj.Schema()
 
 __all__ = ["ParamSetError", "MotionParamSet", "MotionTask", "MotionCorrection", "validate_params"]
 
 
-class ParamSetError(ValueError):
-    """A parameter set was refused: the message names the field and the reason."""
-
-
-def validate_params(params) -> tuple[dict, str]:
-    """Validate motion parameters; return (every default filled, canonical hash).
-
-    Parameters
-    ----------
-    params : dict or str
-        Parameters (a JSON string or dict); missing fields take their defaults.
-
-    Returns
-    -------
-    (dict, str)
-        The full parameter set and the md5 hex digest of its canonical JSON.
-
-    Raises
-    ------
-    ParamSetError
-        Naming each invalid field and why.
-    """
-    if isinstance(params, str):
-        try:
-            params = json.loads(params)
-        except json.JSONDecodeError as err:
-            raise ParamSetError(f"params: not valid JSON ({err})") from err
-    try:
-        model = core_motion.MotionParams.model_validate(params or {})
-    except ValidationError as err:
-        reasons = "; ".join(f"{'.'.join(str(x) for x in e['loc']) or 'params'}: {e['msg']}" for e in err.errors())
-        raise ParamSetError(f"invalid motion parameters: {reasons}") from None
-    canonical = model.canonical_json()
-    return json.loads(canonical), hashlib.md5(canonical.encode()).hexdigest()
-
-
 @schema
-class MotionParamSet(dj.Lookup):
+class MotionParamSet(ParamSetTable, dj.Lookup):
     """Named motion-correction parameter sets (preprocessing + registration + output).
 
     Attributes
@@ -76,8 +38,8 @@ class MotionParamSet(dj.Lookup):
     params_hash : str
         md5 of the canonical JSON; unique, so the same parameters cannot be stored under two names.
 
-    Rows are validated on insert (:func:`validate_params`); invalid ones are refused with the field and
-    the reason. :meth:`add_preset` inserts a shipped preset (``minian``, ``fast``).
+    Rows are validated on insert (:func:`scopeline.pipeline._paramsets.validate_params`); invalid ones
+    are refused with the field and the reason. :meth:`add_preset` inserts a shipped preset (``minian``, ``fast``).
     """
 
     definition = """
@@ -90,31 +52,10 @@ class MotionParamSet(dj.Lookup):
     unique index (params_hash)
     """
 
-    def insert(self, rows, **kwargs):
-        """Validate each row's params (filling defaults and the hash) before inserting."""
-        checked = []
-        for row in rows:
-            row = dict(row)
-            params, digest = validate_params(row.get("params"))
-            row["params"], row["params_hash"] = params, digest
-            same = (MotionParamSet & {"params_hash": digest}).to_dicts()
-            if same and same[0]["motion_paramset"] != row.get("motion_paramset"):
-                raise ParamSetError(
-                    f"paramset {row.get('motion_paramset')!r}: the same parameters are stored as "
-                    f"{same[0]['motion_paramset']!r}")
-            checked.append(row)
-        super().insert(checked, **kwargs)
-
-    @classmethod
-    def add_preset(cls, name: str) -> dict:
-        """Insert a shipped preset (no-op if present); return its key."""
-        if name not in core_motion.PRESETS:
-            raise ParamSetError(f"unknown motion preset {name!r}; shipped: {sorted(core_motion.PRESETS)}")
-        key = {"motion_paramset": name}
-        if not (cls & key):
-            cls.insert1({**key, "description": f"scopeline preset {name!r}",
-                         "params": json.loads(core_motion.PRESETS[name].canonical_json())})
-        return key
+    model = core_motion.MotionParams
+    presets = core_motion.PRESETS
+    stage = "motion"
+    name_attr = "motion_paramset"
 
 
 @schema
@@ -210,13 +151,10 @@ class MotionCorrection(dj.Computed):
     def make_compute(self, key, spec, params):
         """Run core.motion.correct_motion, writing the corrected movie into the object store."""
         t0 = time.perf_counter()
-        try:
-            p = core_motion.MotionParams.model_validate(params)
-        except ValidationError as err:
-            raise ParamSetError(f"motion paramset {key['motion_paramset']!r} is invalid: {err}") from None
+        p = parse_params(core_motion.MotionParams, params, "motion", key["motion_paramset"])
         movie = acquisition.open_movie(spec, chunk_frames=p.block_frames * p.preprocess.temporal_downsample)
         passes = 2 if p.preprocess.corruption.action == "drop" else 1
-        bar = _bar(passes * movie.shape[0], f"motion {key['subject']}/{key['session']}/{key['recording_id']}",
+        bar = progress_bar(passes * movie.shape[0], f"motion {key['subject']}/{key['session']}/{key['recording_id']}",
                    self.show_progress)
         with staged_zarr(self, key, "movie") as (create, finish):
             res = core_motion.correct_motion(movie, p, create, workers=self.workers, scheduler=self.scheduler,
@@ -246,9 +184,3 @@ class MotionCorrection(dj.Computed):
     def open_movie(self):
         """The corrected movie of one row as a (read-only) Zarr array (n_frames, height, width)."""
         return open_zarr(self.fetch1("movie"))
-
-
-def _bar(total: int, desc: str, enabled: bool):
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, desc=desc, unit="frame", disable=not enabled, leave=False)

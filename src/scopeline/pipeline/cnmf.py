@@ -1,0 +1,180 @@
+"""CNMF: parameter sets, tasks, and the CNMF table with one Unit row per cell.
+
+All computation is :func:`scopeline.core.cnmf.cnmf`, started from a stored Initialization on the
+stored corrected movie: changing CNMF parameters reuses both, never recomputes them.
+"""
+
+from __future__ import annotations
+
+import time
+import warnings
+
+import numpy as np
+
+import scopeline
+from scopeline._dj import dj
+from scopeline.core import cnmf as core_cnmf
+from scopeline.core.footprints import Footprints
+from scopeline.pipeline import initialization, motion
+from scopeline.pipeline._objects import open_zarr
+from scopeline.pipeline._paramsets import ParamSetTable, parse_params
+from scopeline.pipeline._util import load_npy, progress_bar
+
+schema = dj.Schema()
+
+__all__ = ["CNMFParamSet", "CNMFTask", "CNMF"]
+
+
+@schema
+class CNMFParamSet(ParamSetTable, dj.Lookup):
+    """Named CNMF parameter sets (:class:`scopeline.core.cnmf.CNMFParams`).
+
+    Attributes
+    ----------
+    cnmf_paramset : str
+        Name.
+    description : str
+    params : dict
+        Every parameter, defaults filled; validated on insert (field and reason when refused).
+    params_hash : str
+        md5 of the canonical JSON; unique. Presets: ``minian``, ``cnmfe`` (:meth:`add_preset`).
+    """
+
+    definition = """
+    # Named CNMF parameter sets
+    cnmf_paramset              : varchar(64)
+    ---
+    description = ''           : varchar(1024)
+    params                     : json           # every field of CNMFParams, defaults filled
+    params_hash                : char(32)       # md5 of the canonical JSON
+    unique index (params_hash)
+    """
+
+    model = core_cnmf.CNMFParams
+    presets = core_cnmf.PRESETS
+    stage = "CNMF"
+    name_attr = "cnmf_paramset"
+
+
+@schema
+class CNMFTask(dj.Manual):
+    """Which CNMF parameter set to run after which initialization task (may be inserted before the
+    initialization is done)."""
+
+    definition = """
+    # A CNMF job: this parameter set on this initialization task
+    -> initialization.InitTask
+    -> CNMFParamSet
+    """
+
+
+@schema
+class CNMF(dj.Computed):
+    """CNMF result of one corrected movie: units (footprints A, traces C, activity S) and background.
+
+    Attributes
+    ----------
+    n_units : int
+    b : numpy.ndarray
+        float32 (height, width): background footprint.
+    f : NpyRef
+        float32 (n_frames,): background trace.
+    pixel_sn : numpy.ndarray
+        float32 (height, width): per-pixel noise standard deviation, movie units.
+    seconds : dict
+        Wall time per step (noise, spatial, temporal, merge), s.
+    """
+
+    definition = """
+    # CNMF: footprints, traces and deconvolved activity of every unit
+    -> initialization.Initialization
+    -> CNMFTask
+    ---
+    n_units                    : int32
+    b                          : <blob>         # float32 (height, width) background footprint
+    f                          : <npy@>         # float32 (n_frames,) background trace
+    pixel_sn                   : <blob>         # float32 (height, width) noise, movie units
+    seconds                    : json           # wall time per step, s
+    compute_time               : float64        # s
+    scopeline_version          : varchar(16)
+    """
+
+    class Unit(dj.Part):
+        """One unit (cell): footprint, traces and their model.
+
+        C and S are in movie units at the footprint's peak pixel (the footprint has peak 1): the
+        fluorescence of the corrected, background-removed movie, not dF/F.
+        """
+
+        definition = """
+        -> master
+        unit_id                    : int32
+        ---
+        footprint                  : <blob>         # float32 (size_y, size_x) patch, peak 1
+        patch_y                    : int16          # patch's top-left corner, pixels
+        patch_x                    : int16
+        centroid_y                 : float32        # pixels
+        centroid_x                 : float32        # pixels
+        area                       : int32          # pixels
+        trace                      : <npy@>         # C: float32 (n_frames,) calcium, movie units
+        activity                   : <npy@>         # S: float32 (n_frames,) deconvolved activity
+        b0                         : float32        # baseline, movie units
+        c0                         : float32        # initial concentration, movie units
+        g                          : <blob>         # float32 (p,) AR coefficients
+        sn                         : float32        # trace noise standard deviation, movie units
+        snr                        : float32        # peak of C over sn
+        """
+
+    show_progress = True
+
+    def make_fetch(self, key):
+        """The corrected movie's reference, the initialization's arrays, and the parameters."""
+        movie = (motion.MotionCorrection & key).fetch1("movie")
+        footprints, offsets, c_init, b, f = (initialization.Initialization & key).fetch1(
+            "footprints", "offsets", "c_init", "b", "f")
+        params = (CNMFParamSet & key).fetch1("params")
+        return movie, load_npy(footprints), offsets, load_npy(c_init), b, f, params
+
+    def make_compute(self, key, movie_ref, patches, offsets, c_init, b, f, params):
+        """Run core.cnmf.cnmf from the initialization."""
+        t0 = time.perf_counter()
+        p = parse_params(core_cnmf.CNMFParams, params, "CNMF", key["cnmf_paramset"])
+        movie = open_zarr(movie_ref)
+        A = Footprints(patches, offsets, movie.shape[1:])
+        passes = sum(s in ("spatial", "temporal") for s in p.iterations) + 1
+        bar = progress_bar(passes * movie.shape[0], f"cnmf {key['subject']}/{key['session']}/{key['recording_id']}",
+                           self.show_progress)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            res = core_cnmf.cnmf(movie, A, c_init, b, f, p, progress=bar.update)
+        bar.close()
+        row = dict(key, n_units=len(res.A), b=res.b, f=res.f, pixel_sn=res.pixel_sn,
+                   seconds={k: round(v, 3) for k, v in res.seconds.items()}, compute_time=time.perf_counter() - t0,
+                   scopeline_version=scopeline.__version__)
+        cy, cx = res.A.centroids().T if len(res.A) else (np.zeros(0), np.zeros(0))
+        area = res.A.area()
+        units = [dict(key, unit_id=i, footprint=res.A.patches[i], patch_y=int(res.A.offsets[i, 0]),
+                      patch_x=int(res.A.offsets[i, 1]), centroid_y=float(cy[i]), centroid_x=float(cx[i]),
+                      area=int(area[i]), trace=res.C[i], activity=res.S[i], b0=float(res.b0[i]), c0=float(res.c0[i]),
+                      g=res.g[i], sn=float(res.sn[i]), snr=float(res.snr[i]))
+                 for i in range(len(res.A))]
+        return row, units
+
+    def make_insert(self, key, row, units):
+        self.insert1(row)
+        if units:
+            self.Unit.insert(units)
+
+    def result(self) -> dict:
+        """One row's units as arrays: ``A`` (Footprints), ``C``, ``S`` float32 (units, frames), ``unit_id``."""
+        key = self.fetch1("KEY")
+        rows = (self.Unit & key).to_dicts(order_by="unit_id")
+        shape = (motion.MotionCorrection & key).fetch1("height", "width")
+        if not rows:
+            n = int((motion.MotionCorrection & key).fetch1("n_frames"))
+            return {"A": Footprints.empty(shape), "C": np.zeros((0, n), np.float32),
+                    "S": np.zeros((0, n), np.float32), "unit_id": np.zeros(0, int)}
+        A = Footprints(np.stack([r["footprint"] for r in rows]), [(r["patch_y"], r["patch_x"]) for r in rows], shape)
+        return {"A": A, "C": np.stack([load_npy(r["trace"]) for r in rows]),
+                "S": np.stack([load_npy(r["activity"]) for r in rows]),
+                "unit_id": np.array([r["unit_id"] for r in rows])}

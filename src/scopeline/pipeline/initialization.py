@@ -1,0 +1,173 @@
+"""Initialization: parameter sets, tasks, and the Initialization table (seeds, A_init, C_init, b, f).
+
+All computation is :func:`scopeline.core.initialize.initialize` on the stored corrected movie; this
+module fetches, calls it, and inserts.
+"""
+
+from __future__ import annotations
+
+import time
+import warnings
+
+import numpy as np
+
+import scopeline
+from scopeline._dj import dj
+from scopeline.core import initialize as core_init
+from scopeline.pipeline import acquisition, motion
+from scopeline.pipeline._objects import open_zarr
+from scopeline.pipeline._paramsets import ParamSetTable, parse_params
+from scopeline.pipeline._util import load_npy, progress_bar
+
+schema = dj.Schema()
+
+__all__ = ["InitParamSet", "InitTask", "Initialization"]
+
+
+@schema
+class InitParamSet(ParamSetTable, dj.Lookup):
+    """Named initialization parameter sets (:class:`scopeline.core.initialize.InitParams`).
+
+    Attributes
+    ----------
+    init_paramset : str
+        Name.
+    description : str
+    params : dict
+        Every parameter, defaults filled; validated on insert (field and reason when refused).
+    params_hash : str
+        md5 of the canonical JSON; unique. Presets: ``minian``, ``cnmfe`` (:meth:`add_preset`).
+    """
+
+    definition = """
+    # Named initialization parameter sets
+    init_paramset              : varchar(64)
+    ---
+    description = ''           : varchar(1024)
+    params                     : json           # every field of InitParams, defaults filled
+    params_hash                : char(32)       # md5 of the canonical JSON
+    unique index (params_hash)
+    """
+
+    model = core_init.InitParams
+    presets = core_init.PRESETS
+    stage = "initialization"
+    name_attr = "init_paramset"
+
+
+@schema
+class InitTask(dj.Manual):
+    """Which initialization parameter set to run after which motion correction (may be inserted
+    before the motion correction is done)."""
+
+    definition = """
+    # An initialization job: this parameter set on this motion-correction task
+    -> motion.MotionTask
+    -> InitParamSet
+    """
+
+
+@schema
+class Initialization(dj.Computed):
+    """Seeds, initial footprints and traces, and background of one corrected movie.
+
+    Attributes
+    ----------
+    n_seeds, n_units : int
+        Candidate seeds, and units kept (the rows of A_init / C_init).
+    noise : float
+        Movie noise standard deviation (median over pixels), movie units.
+    footprints : NpyRef
+        float32 (n_units, size_y, size_x): A_init as patches (see :class:`scopeline.core.footprints.Footprints`).
+    offsets : numpy.ndarray
+        int32 (n_units, 2): (y, x) of each patch in the frame, pixels.
+    c_init : NpyRef
+        float32 (n_units, n_frames): C_init, movie units.
+    b : numpy.ndarray
+        float32 (height, width): background image.
+    f : numpy.ndarray
+        float32 (n_frames,): background trace.
+    """
+
+    definition = """
+    # Initialization of CNMF: seeds, A_init, C_init, background
+    -> motion.MotionCorrection
+    -> InitTask
+    ---
+    n_seeds                    : int32
+    n_units                    : int32
+    noise                      : float32        # movie units
+    footprints                 : <npy@>         # float32 (n_units, size_y, size_x) patches of A_init
+    offsets                    : <blob>         # int32 (n_units, 2) patch corners (y, x), pixels
+    c_init                     : <npy@>         # float32 (n_units, n_frames)
+    b                          : <blob>         # float32 (height, width)
+    f                          : <blob>         # float32 (n_frames,)
+    seconds                    : json           # wall time per step, s
+    compute_time               : float64        # s
+    scopeline_version          : varchar(16)
+    """
+
+    class Seed(dj.Part):
+        """Every candidate seed, and which refinement removed it ('' = kept)."""
+
+        definition = """
+        -> master
+        seed_id                    : int32
+        ---
+        seed_y                     : int16          # pixels
+        seed_x                     : int16          # pixels
+        pnr                        : float32        # peak-to-noise ratio of the seed trace
+        ks_p                       : float32        # KS normality p-value (0 when the test is off)
+        removed_by                 : varchar(16)    # '', pnr, ks, gmm, merge or footprint
+        unit_index = null          : int32          # row of A_init / C_init when kept
+        """
+
+    show_progress = True
+
+    def make_fetch(self, key):
+        """The corrected movie's reference, its frame rate and shifts, and the parameters."""
+        movie, shifts = (motion.MotionCorrection & key).fetch1("movie", "shifts")
+        fps = float((acquisition.RecordingInfo & key).fetch1("fps"))
+        mparams = (motion.MotionParamSet & key).fetch1("params")
+        params = (InitParamSet & key).fetch1("params")
+        return movie, fps * _rate_factor(mparams), shifts, params
+
+    def make_compute(self, key, movie_ref, fps, shifts, params):
+        """Run core.initialize.initialize on the stored movie."""
+        t0 = time.perf_counter()
+        p = parse_params(core_init.InitParams, params, "initialization", key["init_paramset"])
+        movie = open_zarr(movie_ref)
+        bar = progress_bar(3 * movie.shape[0], f"init {key['subject']}/{key['session']}/{key['recording_id']}",
+                   self.show_progress)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # an empty result is stored, not warned about twice
+            res = core_init.initialize(movie, fps, p, progress=bar.update,
+                                       valid=core_init.valid_region(movie.shape[1:], np.asarray(shifts)))
+        bar.close()
+        kept = [i for i, r in enumerate(res.removed_by) if r == ""]
+        row = dict(key, n_seeds=len(res.seeds), n_units=len(res.A), noise=res.noise, footprints=res.A.patches,
+                   offsets=res.A.offsets, c_init=res.C, b=res.b, f=res.f,
+                   seconds={k: round(v, 3) for k, v in res.seconds.items()},
+                   compute_time=time.perf_counter() - t0, scopeline_version=scopeline.__version__)
+        seeds = [dict(key, seed_id=i, seed_y=int(y), seed_x=int(x), pnr=float(res.pnr[i]), ks_p=float(res.ks_p[i]),
+                      removed_by=res.removed_by[i], unit_index=kept.index(i) if i in kept else None)
+                 for i, (y, x) in enumerate(res.seeds)]
+        return row, seeds
+
+    def make_insert(self, key, row, seeds):
+        self.insert1(row)
+        if seeds:
+            self.Seed.insert(seeds)
+
+    def footprints(self):
+        """The initial footprints of one row as :class:`scopeline.core.footprints.Footprints`."""
+        from scopeline.core.footprints import Footprints
+
+        patches, offsets = self.fetch1("footprints", "offsets")
+        shape = (motion.MotionCorrection & self.fetch1("KEY")).fetch1("height", "width")
+        return Footprints(load_npy(patches), offsets, shape)
+
+
+def _rate_factor(motion_params: dict) -> float:
+    """Frame-rate factor of the corrected movie (temporal downsampling)."""
+    return 1.0 / float(motion_params.get("preprocess", {}).get("temporal_downsample", 1))
