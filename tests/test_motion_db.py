@@ -13,6 +13,7 @@ from conftest import db_env
 from scopeline._dj import dj
 from scopeline.core import simulate as sim
 from scopeline.pipeline import motion
+from scopeline.pipeline._paramsets import ParamSetTable
 from scopeline.pipeline.ingest import ingest
 
 pytestmark = pytest.mark.db
@@ -103,7 +104,7 @@ def test_bad_inputs_recorded_in_job_table(db, small_v4, tmp_path):
     motion.MotionParamSet.insert1({"motion_paramset": "small", "params": SMALL})
     motion.MotionParamSet.insert1({"motion_paramset": "one_glow_block", "params": {**SMALL, "glow_samples": 60}})
     # a row made invalid behind the validation's back (e.g. an old version's parameters)
-    unchecked = super(motion.MotionParamSet, motion.MotionParamSet())
+    unchecked = super(ParamSetTable, motion.MotionParamSet())  # DataJoint's insert, without validation
     unchecked.insert([{"motion_paramset": "broken", "params": {"registration": {"upsample": 0}}, "params_hash": "0" * 32}])
     motion.MotionTask.insert([{**short.key, "motion_paramset": "small"}, {**const.key, "motion_paramset": "small"},
                               {**good.key, "motion_paramset": "broken"},

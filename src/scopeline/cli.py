@@ -183,38 +183,75 @@ app.add_typer(paramset_app, name="paramset")
 app.add_typer(task_app, name="task")
 
 
+def _paramset_tables() -> dict:
+    """stage name -> its parameter-set table."""
+    from scopeline.pipeline import cnmf, initialization, motion
+
+    return {"motion": motion.MotionParamSet, "init": initialization.InitParamSet, "cnmf": cnmf.CNMFParamSet}
+
+
 @paramset_app.command("ls")
 def paramset_ls():
-    """List motion parameter sets in the database, and the shipped presets."""
-    from scopeline.core.motion import PRESETS
-    from scopeline.pipeline import activate, motion
+    """List the parameter sets of every stage in the database, and the shipped presets."""
+    from scopeline.pipeline import activate
 
     with _clear_errors():
         activate()
     table = Table("stage", "paramset", "description", "hash")
-    for r in motion.MotionParamSet.to_dicts(order_by="motion_paramset"):
-        table.add_row("motion", r["motion_paramset"], r["description"], r["params_hash"][:10])
+    tables = _paramset_tables()
+    for stage, t in tables.items():
+        for r in t.to_dicts(order_by=t.name_attr):
+            table.add_row(stage, r[t.name_attr], r["description"], r["params_hash"][:10])
     console.print(table)
-    console.print(f"shipped motion presets: {', '.join(sorted(PRESETS))}")
+    for stage, t in tables.items():
+        console.print(f"shipped {stage} presets: {', '.join(sorted(t.presets))}")
 
 
 @paramset_app.command("add")
 def paramset_add(
     name: str = typer.Argument(..., help="Name of the new parameter set."),
     params_file: Path = typer.Argument(..., help="JSON file of parameters (missing fields take defaults)."),
+    stage: str = typer.Option("motion", help="motion | init | cnmf"),
     description: str = typer.Option("", help="What it is for."),
 ):
-    """Add a motion parameter set from a JSON file (validated against schemas/motion.schema.json)."""
-    from scopeline.pipeline import activate, motion
+    """Add a parameter set from a JSON file (validated against schemas/<stage>.schema.json)."""
+    from scopeline.pipeline import activate
 
+    tables = _paramset_tables()
+    if stage not in tables:
+        _fail(f"unknown stage {stage!r}: use one of {', '.join(tables)}")
     try:
         params = json.loads(params_file.read_text())
     except (OSError, json.JSONDecodeError) as err:
         _fail(f"{params_file}: {err}")
     with _clear_errors():
         activate()
-        motion.MotionParamSet.insert1({"motion_paramset": name, "description": description, "params": params})
-    console.print(f"added motion paramset {name!r}")
+        t = tables[stage]
+        t.insert1({t.name_attr: name, "description": description, "params": params})
+    console.print(f"added {stage} paramset {name!r}")
+
+
+def _paramset(stage: str, name: str) -> dict:
+    """The key of a parameter set, inserting a shipped preset of that name when missing."""
+    t = _paramset_tables()[stage]
+    key = {t.name_attr: name}
+    if not (t & key):
+        if name not in t.presets:
+            _fail(f"no {stage} paramset {name!r} (in the database: {sorted(t.to_arrays(t.name_attr))}; "
+                  f"presets: {sorted(t.presets)})")
+        t.add_preset(name)
+    return key
+
+
+def _recordings(subject, session, recording) -> list[dict]:
+    from scopeline.pipeline import acquisition
+
+    restriction = {k: v for k, v in (("subject", subject), ("session", session), ("recording_id", recording))
+                   if v is not None}
+    keys = (acquisition.RecordingInfo & restriction).keys()
+    if not keys:
+        _fail(f"no ingested recording matches {restriction or 'anything'}")
+    return keys
 
 
 @task_app.command("motion")
@@ -225,25 +262,42 @@ def task_motion(
     recording: Optional[int] = typer.Option(None, "--recording", "-r"),
 ):
     """Add motion-correction tasks for the matching recordings (all when no filter is given)."""
-    from scopeline.core.motion import PRESETS
-    from scopeline.pipeline import acquisition, activate, motion
+    from scopeline.pipeline import activate, motion
 
     with _clear_errors():
         activate()
-        if not (motion.MotionParamSet & {"motion_paramset": paramset}):
-            if paramset not in PRESETS:
-                _fail(f"no motion paramset {paramset!r} (in the database: "
-                      f"{sorted(motion.MotionParamSet.to_arrays('motion_paramset'))}; presets: {sorted(PRESETS)})")
-            motion.MotionParamSet.add_preset(paramset)
-        restriction = {k: v for k, v in (("subject", subject), ("session", session), ("recording_id", recording))
-                       if v is not None}
-        keys = (acquisition.RecordingInfo & restriction).keys()
-        if not keys:
-            _fail(f"no ingested recording matches {restriction or 'anything'}")
-        rows = [{**k, "motion_paramset": paramset} for k in keys]
+        m = _paramset("motion", paramset)
+        rows = [{**k, **m} for k in _recordings(subject, session, recording)]
         before = len(motion.MotionTask())
         motion.MotionTask.insert(rows, skip_duplicates=True)
     console.print(f"{len(motion.MotionTask()) - before} motion task(s) added ({len(rows)} matching recording(s))")
+
+
+@task_app.command("cnmf")
+def task_cnmf(
+    paramset: str = typer.Option("minian", "--paramset", "-p", help="CNMF parameter set, or a shipped preset."),
+    init: str = typer.Option("minian", "--init", help="Initialization parameter set, or a shipped preset."),
+    motion_paramset: str = typer.Option("minian", "--motion", help="Motion parameter set, or a shipped preset."),
+    subject: Optional[str] = typer.Option(None, "--subject", "-s"),
+    session: Optional[str] = typer.Option(None, "--session", "-d"),
+    recording: Optional[int] = typer.Option(None, "--recording", "-r"),
+):
+    """Queue the whole chain (motion, initialization, CNMF) for the matching recordings.
+
+    Work already queued or done is shared: a second CNMF parameter set reuses the motion correction
+    and initialization of the first.
+    """
+    from scopeline.pipeline import activate, cnmf, initialization, motion
+
+    with _clear_errors():
+        activate()
+        m, i, c = _paramset("motion", motion_paramset), _paramset("init", init), _paramset("cnmf", paramset)
+        keys = _recordings(subject, session, recording)
+        before = len(cnmf.CNMFTask())
+        motion.MotionTask.insert([{**k, **m} for k in keys], skip_duplicates=True)
+        initialization.InitTask.insert([{**k, **m, **i} for k in keys], skip_duplicates=True)
+        cnmf.CNMFTask.insert([{**k, **m, **i, **c} for k in keys], skip_duplicates=True)
+    console.print(f"{len(cnmf.CNMFTask()) - before} CNMF task(s) added ({len(keys)} matching recording(s))")
 
 
 @app.command()
@@ -254,18 +308,19 @@ def populate(
                                   help="threads | processes | address of a dask.distributed scheduler "
                                        "(default: SCOPELINE_DASK_SCHEDULER or threads)."),
 ):
-    """Run all pending work (RecordingInfo, MotionCorrection), with progress bars; reports failures.
+    """Run all pending work (RecordingInfo, MotionCorrection, Initialization, CNMF), with progress bars;
+    reports failures.
 
     Safe on many machines at once: jobs are reserved in the database, so each runs once.
     """
-    from scopeline.pipeline import acquisition, activate, motion
+    from scopeline.pipeline import acquisition, activate, cnmf, initialization, motion
 
     with _clear_errors():
         activate()
     motion.MotionCorrection.workers = workers
     motion.MotionCorrection.scheduler = scheduler
     failed = 0
-    for table in (acquisition.RecordingInfo, motion.MotionCorrection):
+    for table in (acquisition.RecordingInfo, motion.MotionCorrection, initialization.Initialization, cnmf.CNMF):
         name = table.__name__
         if retry_errors:
             table.jobs.errors.delete_quick()

@@ -10,7 +10,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-__all__ = ["motion_figure"]
+__all__ = ["motion_figure", "cnmf_figure"]
 
 
 def _show(ax, image: np.ndarray, title: str) -> None:
@@ -65,6 +65,73 @@ def motion_figure(row: dict, timestamps: np.ndarray | None, path: str | Path, ti
     if title:
         fig.suptitle(title, fontsize=11)
     path = Path(path)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def cnmf_figure(A, max_image: np.ndarray, C: np.ndarray, S: np.ndarray, times: np.ndarray | None,
+                path: str | Path, title: str = "", n_traces: int = 12, unit_ids: np.ndarray | None = None) -> Path:
+    """Footprint contours on the max projection, and a sample of traces with their activity.
+
+    Parameters
+    ----------
+    A : scopeline.core.footprints.Footprints
+        The units' footprints (peak 1).
+    max_image : numpy.ndarray
+        float (height, width): max projection of the corrected movie.
+    C, S : numpy.ndarray
+        float (units, frames): calcium traces and deconvolved activity (movie units).
+    times : numpy.ndarray or None
+        float (frames,) seconds; the x axis is time when given, else frame.
+    path : str or pathlib.Path
+        PNG file to write.
+    title : str
+    n_traces : int
+        Traces shown: the units with the largest peaks, in unit order.
+    unit_ids : numpy.ndarray, optional
+        Labels of the units (default 0..units-1).
+
+    Returns
+    -------
+    pathlib.Path
+    """
+    path = Path(path)
+    k = len(A)
+    ids = np.arange(k) if unit_ids is None else np.asarray(unit_ids)
+    fig = plt.figure(figsize=(14, 6.5))
+    ax_img = fig.add_axes([0.02, 0.05, 0.42, 0.85])
+    _show(ax_img, max_image, f"max projection, {k} units (contours at half peak)")
+    colors = plt.cm.tab20(np.linspace(0, 1, 20))
+    sy, sx = A.patches.shape[1:] if k else (0, 0)
+    for i in range(k):
+        y0, x0 = A.offsets[i]
+        ax_img.contour(np.arange(x0, x0 + sx), np.arange(y0, y0 + sy), A.patches[i], levels=[0.5],
+                       colors=[colors[i % 20]], linewidths=0.8)
+        cy, cx = A.centroids()[i]
+        if np.isfinite(cy):
+            ax_img.text(cx, cy, str(ids[i]), color=colors[i % 20], fontsize=6, ha="center", va="center")
+    ax_tr = fig.add_axes([0.5, 0.08, 0.48, 0.82])
+    if k:
+        pick = np.sort(np.argsort(-C.max(axis=1))[:n_traces])
+        x = np.arange(C.shape[1]) if times is None else np.asarray(times)
+        for row, i in enumerate(pick):
+            peak = max(float(C[i].max()), 1e-12)
+            base = -row * 1.3
+            ax_tr.plot(x, base + C[i] / peak, lw=0.7, color=colors[i % 20])
+            s = S[i] / peak
+            nz = s > 0
+            ax_tr.vlines(x[nz], base - 0.25, base - 0.25 + 0.2 * np.minimum(s[nz] / max(s.max(), 1e-12) * 3, 1),
+                         color="k", lw=0.5)
+            ax_tr.text(x[0], base + 0.55, f"unit {ids[i]} (peak {peak:.1f})", fontsize=7)
+        ax_tr.set_yticks([])
+        ax_tr.set_xlabel("time (s)" if times is not None else "frame")
+        ax_tr.set_title("C (scaled to each unit's peak) and S (ticks)", fontsize=9)
+    else:
+        ax_tr.text(0.5, 0.5, "no unit", ha="center", va="center")
+        ax_tr.set_axis_off()
+    fig.suptitle(title, fontsize=11)
+    path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path

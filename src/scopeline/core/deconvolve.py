@@ -12,8 +12,9 @@ The first p frames of c are free (they hold the decay of activity from before th
 
     minimize  1/2 ||y - b0 - c||^2 + lam * sum_{t > p} s_t      subject to s_t >= 0 (t > p), c >= 0
 
-with ``lam = sparse_penal * sn``, then rescales c and s by the least-squares amplitude (the L1
-penalty shrinks them). Two backends solve the same problem:
+with ``lam = sparse_penal * sn * ||h||`` (h: the AR model's impulse response, so lam is in units of
+the noise of the residual filtered by h and means the same for fast and slow indicators), then
+rescales c and s by the least-squares amplitude (the L1 penalty shrinks them). Two backends solve the same problem:
 
 - ``"cvxpy"``: the formulation above given to CVXPY (CLARABEL), the reference;
 - ``"oasis"``: an exact active-set solver for AR(1) (the pool-adjacent-violators algorithm of
@@ -200,12 +201,25 @@ class Deconvolved:
     sn: float
 
 
-def _spikes(c: np.ndarray, g: np.ndarray) -> np.ndarray:
+def _kernel_norm(g: np.ndarray, n: int = 5000) -> float:
+    """L2 norm of the AR model's impulse response (1 / sqrt(1 - g^2) for AR(1)): the noise of a
+    residual filtered by the kernel is ``sn`` times this, so a penalty in these units does not
+    depend on the indicator's decay time."""
+    impulse = np.zeros(n)
+    impulse[0] = 1.0
+    h = signal.lfilter([1.0], np.concatenate([[1.0], -np.asarray(g, np.float64)]), impulse)
+    return float(np.sqrt(np.sum(h**2)))
+
+
+def _spikes(c: np.ndarray, g: np.ndarray, floor: float) -> np.ndarray:
+    """s = G c, with values under ``floor`` set to 0 (inside a pool s is 0 up to rounding; an
+    interior-point solver leaves small positive values everywhere)."""
     s = c.copy()
     for i, gi in enumerate(g, start=1):
         s[i:] -= gi * c[:-i]
     s[: len(g)] = 0
-    return np.maximum(s, 0)
+    s[s < floor] = 0
+    return s
 
 
 def _solve_cvxpy(y: np.ndarray, g: np.ndarray, lam: float) -> tuple[np.ndarray, float]:
@@ -274,7 +288,7 @@ def deconvolve(y: np.ndarray, p: int = 1, sparse_penal: float = 1.0, backend: Li
     p : {1, 2}
         AR order.
     sparse_penal : float
-        Sparsity penalty in units of the noise: lam = sparse_penal * sn.
+        Sparsity penalty in units of the kernel-filtered noise: lam = sparse_penal * sn * ||h||.
     backend : {"oasis", "cvxpy"}
         Solver; ``"oasis"`` with p = 2 uses CVXPY.
     g : numpy.ndarray, optional
@@ -314,7 +328,7 @@ def deconvolve(y: np.ndarray, p: int = 1, sparse_penal: float = 1.0, backend: Li
     if np.ptp(y) == 0:
         z = np.zeros(len(y), np.float32)
         return Deconvolved(z, z.copy(), float(y[0]) if len(y) else 0.0, 0.0, g, float(sn))
-    lam = sparse_penal * sn
+    lam = sparse_penal * sn * _kernel_norm(g)
     if backend == "oasis" and (p == 1 or g[1] == 0):
         c, b0 = _solve_oasis(y, float(g[0]), lam, tol)
     else:
@@ -324,6 +338,6 @@ def deconvolve(y: np.ndarray, p: int = 1, sparse_penal: float = 1.0, backend: Li
         if alpha > 0:
             c = c * alpha
             b0 = float(np.mean(y - c))
-    s = _spikes(c, g if p == 2 and g[1] != 0 else g[:1])
+    s = _spikes(c, g if p == 2 and g[1] != 0 else g[:1], floor=1e-3 * sn)
     return Deconvolved(c.astype(np.float32), s.astype(np.float32), b0, float(c[0]), g, float(sn))
 
