@@ -365,6 +365,42 @@ def figure_motion(
     console.print(f"wrote {path}")
 
 
+@figure_app.command("cnmf")
+def figure_cnmf(
+    out: Path = typer.Argument(..., help="PNG file to write."),
+    subject: str = typer.Option(..., "--subject", "-s"),
+    session: str = typer.Option(..., "--session", "-d"),
+    recording: int = typer.Option(0, "--recording", "-r"),
+    paramset: str = typer.Option("minian", "--paramset", "-p", help="CNMF parameter set."),
+    init: str = typer.Option("minian", "--init", help="Initialization parameter set."),
+    motion_paramset: str = typer.Option("minian", "--motion", help="Motion parameter set."),
+):
+    """Footprint contours on the max projection, and sample traces with their deconvolved activity."""
+    from scopeline.pipeline import activate
+
+    key = {"subject": subject, "session": session, "recording_id": recording, "motion_paramset": motion_paramset,
+           "init_paramset": init, "cnmf_paramset": paramset}
+    with _clear_errors():
+        activate()
+        path = _cnmf_figure(key, out)
+    console.print(f"wrote {path}")
+
+
+def _cnmf_figure(key: dict, out: Path) -> Path:
+    from scopeline.figures import cnmf_figure
+    from scopeline.pipeline import acquisition, cnmf, motion
+
+    if not (cnmf.CNMF & key):
+        _fail(f"no CNMF result for {key}: add a task (`scopeline task cnmf`) and run `scopeline populate`")
+    res = (cnmf.CNMF & key).result()
+    max_image, frame_index = (motion.MotionCorrection & key).fetch1("max_image", "frame_index")
+    ts = (acquisition.RecordingInfo & key).fetch1("timestamps")
+    times = ts[frame_index] - ts[0] if ts is not None and len(ts) > frame_index.max(initial=0) else None
+    title = " / ".join(str(key[k]) for k in ("subject", "session", "recording_id", "motion_paramset",
+                                              "init_paramset", "cnmf_paramset"))
+    return cnmf_figure(res["A"], max_image, res["C"], res["S"], times, out, title=title, unit_ids=res["unit_id"])
+
+
 # -------------------------------------------------------------------------------------- ls
 
 
@@ -393,11 +429,12 @@ def demo(
     frames: int = typer.Option(2000, help="Frames of the simulated session."),
     shared_data: Optional[Path] = typer.Option(None, help="Folder of the real data (default ../shared/data)."),
 ):
-    """Local database, the real CA1 recording and a simulated V4 session: ingest, motion-correct, figures."""
+    """Local database, the real CA1 recording and a simulated V4 session: ingest, motion correction,
+    initialization and CNMF, figures."""
     from scopeline import database, settings
     from scopeline.core import simulate as sim
     from scopeline.figures import motion_figure
-    from scopeline.pipeline import acquisition, activate, motion
+    from scopeline.pipeline import acquisition, activate, cnmf, initialization, motion
 
     t0 = time.monotonic()
     with _clear_errors():
@@ -421,10 +458,9 @@ def demo(
                                                    seed=0), progress=True)
     ingest(sim_dir, subject="sim01", session="2026_01_05", pattern=None, fps=None)
     subjects.append(("sim01", "2026_01_05"))
-    motion.MotionParamSet.add_preset("minian")
     for subject, session in subjects:
-        keys = (acquisition.RecordingInfo & {"subject": subject, "session": session}).keys()
-        motion.MotionTask.insert([{**k, "motion_paramset": "minian"} for k in keys], skip_duplicates=True)
+        task_cnmf(paramset="minian", init="minian", motion_paramset="minian", subject=subject, session=session,
+                  recording=None)
     populate(retry_errors=False, workers=2, scheduler="threads")
     figures = settings.home() / "demo" / "figures"
     figures.mkdir(parents=True, exist_ok=True)
@@ -435,6 +471,11 @@ def demo(
         path = motion_figure(row, ts, figures / f"{subject}_motion.png", title=f"{subject} / {session} / minian")
         console.print(f"{subject}: {row['n_frames']} frames motion-corrected in {row['compute_time']:.1f} s, "
                       f"{len(row['corrupted_frames'])} corrupted frames; figure {path}")
+        ckey = {**key, "init_paramset": "minian", "cnmf_paramset": "minian"}
+        n_units, seconds = (cnmf.CNMF & ckey).fetch1("n_units", "compute_time")
+        init_s = (initialization.Initialization & ckey).fetch1("compute_time")
+        path = _cnmf_figure(ckey, figures / f"{subject}_cnmf.png")
+        console.print(f"{subject}: {n_units} units (initialization {init_s:.1f} s, CNMF {seconds:.1f} s); figure {path}")
     ls()
     console.print(f"demo done in {time.monotonic() - t0:.1f} s")
 
