@@ -247,10 +247,8 @@ def _solve_oasis(y: np.ndarray, g: float, lam: float, tol: float) -> tuple[np.nd
         return float(np.sum(y - b0 - oasis_ar1(y - b0, g, lam)))
 
     spread = max(float(np.ptp(y)), 1e-12)
-    hi, f_hi = float(np.max(y)), None
-    f_hi = h(hi)
-    if f_hi >= 0:
-        return np.zeros(len(y)), hi
+    hi = float(np.max(y)) + lam * g  # every shifted value <= 0 there: c = 0, no solve needed
+    f_hi = float(np.sum(y - hi))
     lo = float(np.percentile(y, 10))
     f_lo = h(lo)
     while f_lo < 0:  # the baseline lies lower: widen the bracket
