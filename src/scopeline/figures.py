@@ -119,10 +119,9 @@ def cnmf_figure(A, max_image: np.ndarray, C: np.ndarray, S: np.ndarray, times: n
             peak = max(float(C[i].max()), 1e-12)
             base = -row * 1.3
             ax_tr.plot(x, base + C[i] / peak, lw=0.7, color=colors[i % 20])
-            s = S[i] / peak
-            nz = s > 0
-            ax_tr.vlines(x[nz], base - 0.25, base - 0.25 + 0.2 * np.minimum(s[nz] / max(s.max(), 1e-12) * 3, 1),
-                         color="k", lw=0.5)
+            s = S[i] / max(float(S[i].max()), 1e-12)
+            nz = s > 0.02  # ticks 2% of the largest and up
+            ax_tr.vlines(x[nz], base - 0.3, base - 0.3 + 0.25 * s[nz], color="k", lw=0.6)
             ax_tr.text(x[0], base + 0.55, f"unit {ids[i]} (peak {peak:.1f})", fontsize=7)
         ax_tr.set_yticks([])
         ax_tr.set_xlabel("time (s)" if times is not None else "frame")

@@ -30,7 +30,7 @@ autocovariance with the noise variance removed from lag 0 (Yule-Walker, least sq
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, Optional
 
 import numpy as np
 import scipy.fft as sfft
@@ -137,40 +137,51 @@ def oasis_ar1(y: np.ndarray, g: float, lam: float) -> np.ndarray:
     numpy.ndarray
         float64 (frames,): c.
     """
+    return _pools(y, g, lam)[0]
+
+
+def _pools(y: np.ndarray, g: float, lam: float) -> tuple[np.ndarray, float]:
+    """:func:`oasis_ar1`'s c, and ``sum_t dc_t/dy`` along a constant shift of y for the pools found
+    (c is linear in a shift of y while the pools stay the same: the baseline search's slope)."""
     y = np.asarray(y, np.float64)
     n = len(y)
     if n == 0:
-        return np.zeros(0)
+        return np.zeros(0), 0.0
     shift = np.full(n, lam * (1 - g))  # d/dc of the penalty
     shift[0] = -lam * g
     shift[-1] = lam if n > 1 else 0.0
     z = (y - shift).tolist()
-    # pools: value v, weight w, start t, length l
-    vs, ws, ts, ls = [], [], [], []
+    # pools: value v, weight w = sum g^2k, u = sum g^k, start t, length l
+    vs, ws, us, ts, ls = [], [], [], [], []
     gl = [1.0]  # g^k, extended on demand
     for t in range(n):
-        v, w, length = z[t], 1.0, 1
+        v, w, u, length = z[t], 1.0, 1.0, 1
         while vs:
             lp = ls[-1]
             while len(gl) <= 2 * lp:
                 gl.append(gl[-1] * g)
             if vs[-1] * gl[lp] <= v:  # no violation: the previous pool decays below v
                 break
-            wp, glp = ws.pop(), gl[lp]
-            v = (wp * vs.pop() + glp * w * v) / (wp + gl[2 * lp] * w)
-            w = wp + gl[2 * lp] * w
+            wp, glp, g2 = ws.pop(), gl[lp], gl[2 * lp]
+            v = (wp * vs.pop() + glp * w * v) / (wp + g2 * w)
+            w = wp + g2 * w
+            u = us.pop() + glp * u
             length += lp
             ts.pop()
             ls.pop()
         vs.append(v)
         ws.append(w)
+        us.append(u)
         ts.append(t - length + 1)
         ls.append(length)
-    c = np.empty(n)
+    c = np.zeros(n)
     powers = g ** np.arange(n)
-    for v, t0, length in zip(vs, ts, ls):
-        c[t0: t0 + length] = max(v, 0.0) * powers[:length]
-    return c
+    slope = 0.0
+    for v, w, u, t0, length in zip(vs, ws, us, ts, ls):
+        if v > 0:
+            c[t0: t0 + length] = v * powers[:length]
+            slope += u * u / w
+    return c, slope
 
 
 @dataclass
@@ -239,39 +250,40 @@ def _solve_cvxpy(y: np.ndarray, g: np.ndarray, lam: float) -> tuple[np.ndarray, 
     return np.maximum(np.asarray(c.value), 0), float(b0.value)
 
 
-def _solve_oasis(y: np.ndarray, g: float, lam: float, tol: float) -> tuple[np.ndarray, float]:
-    """AR(1) with a free baseline: b0 is the root of the residual's sum h(b0) (the derivative of the
-    convex objective minimized over c; non-increasing and piecewise linear in b0), found by the
-    Illinois variant of regula falsi around exact solves (typically 4-8 solves)."""
-    def h(b0: float) -> float:
-        return float(np.sum(y - b0 - oasis_ar1(y - b0, g, lam)))
-
+def _solve_oasis(y: np.ndarray, g: float, lam: float, tol: float,
+                 b0: Optional[float] = None) -> tuple[np.ndarray, float]:
+    """AR(1) with a free baseline: b0 is the root of h(b0) = sum(y - b0 - c(b0)), the derivative of the
+    convex objective minimized over c (non-increasing, piecewise linear in b0). Newton steps with the
+    exact local slope (c is linear in b0 while the pools stay the same), kept inside a bracket:
+    usually 2-4 solves, from ``b0`` (a previous estimate) or the 10th percentile of y."""
+    n = len(y)
     spread = max(float(np.ptp(y)), 1e-12)
-    hi = float(np.max(y)) + lam * g  # every shifted value <= 0 there: c = 0, no solve needed
-    f_hi = float(np.sum(y - hi))
-    lo = float(np.percentile(y, 10))
-    f_lo = h(lo)
-    while f_lo < 0:  # the baseline lies lower: widen the bracket
-        hi, f_hi = lo, f_lo
-        lo -= spread
-        f_lo = h(lo)
-    side = 0
-    for _ in range(100):
-        b0 = (lo * f_hi - hi * f_lo) / (f_hi - f_lo)
-        f_b = h(b0)
-        if abs(f_b) <= tol * spread * len(y) ** 0.5 or hi - lo <= tol * spread:
+    lo, hi = -np.inf, float(np.max(y)) + lam * g  # at hi every shifted value is <= 0: c = 0, h < 0
+    b = float(np.percentile(y, 10)) if b0 is None or not np.isfinite(b0) else min(float(b0), hi)
+    c = np.zeros(n)
+    for _ in range(60):
+        c, dsum = _pools(y - b, g, lam)
+        f = float(np.sum(y - b - c))
+        if abs(f) <= tol * spread * n**0.5:
             break
-        if f_b > 0:
-            lo, f_lo = b0, f_b
-            if side == 1:
-                f_hi /= 2
-            side = 1
+        if f > 0:
+            lo = b
         else:
-            hi, f_hi = b0, f_b
-            if side == -1:
-                f_lo /= 2
-            side = -1
-    return oasis_ar1(y - b0, g, lam), b0
+            hi = b
+        slope = n - dsum
+        step = b + f / slope if slope > 1e-12 else np.nan
+        if lo < step < hi:
+            new = step
+        elif np.isfinite(lo):
+            new = 0.5 * (lo + hi)
+        else:
+            new = b - spread  # no lower end yet: step down
+        if abs(new - b) <= tol * spread:
+            b = new
+            c = _pools(y - b, g, lam)[0]
+            break
+        b = new
+    return c, b
 
 
 def deconvolve(y: np.ndarray, p: int = 1, sparse_penal: float = 1.0, backend: Literal["oasis", "cvxpy"] = "oasis",
