@@ -73,7 +73,8 @@ class CNMFParams(StageParams):
     iterations: list[Step] = Field(["spatial", "temporal", "merge", "spatial", "temporal"],
                                    description="Update steps in order.")
     spatial_sweeps: int = Field(30, ge=1, le=1000, description="Coordinate-descent sweeps of a spatial update.")
-    block_frames: int = Field(200, ge=10, le=5000, description="Frames read at once.")
+    block_frames: int = Field(100, ge=10, le=5000, description="Frames read at once (memory: block_frames x "
+                                                                    "height x width x 4 bytes, a few times).")
 
     @field_validator("iterations")
     @classmethod
@@ -136,17 +137,18 @@ class CNMFResult:
 # ------------------------------------------------------------------------------ noise
 
 
-def pixel_noise(movie, p: CNMFParams) -> np.ndarray:
+def pixel_noise(movie, p: CNMFParams, tile: int = 128) -> np.ndarray:
     """float32 (height, width): each pixel's noise standard deviation from the PSD of its first
-    ``noise_frames`` frames, read in bands of rows (memory ~ noise_frames x 64 rows x width x 4 B)."""
+    ``noise_frames`` frames, read in tiles of ``tile`` x ``tile`` pixels (the motion stage's Zarr
+    chunks: each is read once; memory ~ noise_frames x tile^2 x 4 bytes)."""
     n, h, w = movie.shape
     m = min(n, p.noise_frames)
     out = np.zeros((h, w), np.float32)
-    for y in range(0, h, 64):
-        part = movie[:m, y: y + 64]
-        part = np.asarray(part.compute() if hasattr(part, "compute") else part, np.float32)
-        part = np.nan_to_num(part)
-        out[y: y + 64] = dc.noise_sn(part, p.noise_band, nperseg=min(256, m), axis=0)
+    for y in range(0, h, tile):
+        for x in range(0, w, tile):
+            part = movie[:m, y: y + tile, x: x + tile]
+            part = np.nan_to_num(np.asarray(part.compute() if hasattr(part, "compute") else part, np.float32))
+            out[y: y + tile, x: x + tile] = dc.noise_sn(part, p.noise_band, nperseg=min(256, m), axis=0)
     return out
 
 

@@ -60,7 +60,8 @@ class InitParams(StageParams):
     footprint_radius: int = Field(12, ge=1, le=200, description="Half window of a footprint around its seed, pixels.")
     corr_threshold: float = Field(0.7, ge=0, le=1, description="Pixels correlating with the seed above this form "
                                                                  "the initial footprint.")
-    block_frames: int = Field(200, ge=10, le=5000, description="Frames read at once.")
+    block_frames: int = Field(100, ge=10, le=5000, description="Frames read at once (memory: block_frames x "
+                                                                    "height x width x 4 bytes, a few times).")
     random_seed: int = Field(0, description="Random generator seed (random subsets).")
 
 
