@@ -106,3 +106,19 @@ def test_footprints_dense_round_trip_and_products():
     np.testing.assert_allclose(fp.project(frames), np.einsum("kyx,tyx->kt", A, frames), rtol=1e-5)
     np.testing.assert_allclose(fp.gram(), np.einsum("kyx,jyx->kj", A, A), rtol=1e-5)
     np.testing.assert_allclose(fp.area(), (A > 0).sum(axis=(1, 2)))
+
+
+def test_merge_joins_a_unit_split_in_two():
+    """Two overlapping halves of one cell with the same trace become one unit reproducing A C."""
+    rng = np.random.default_rng(1)
+    yy, xx = np.mgrid[0:30, 0:30]
+    cell = np.exp(-((yy - 15) ** 2 + (xx - 15) ** 2) / (2 * 3.0**2)).astype(np.float32)
+    left, right = cell * (xx < 17), cell * (xx >= 13)  # overlapping halves
+    left, right = left / left.max(), right / right.max()
+    trace = np.abs(rng.normal(0, 1, 200)).astype(np.float32)
+    A = Footprints.from_dense(np.stack([left, right]), pad=15)  # boxes hold the whole cell
+    C = np.stack([trace * 2.0, trace * 3.0])
+    merged, C2, groups = cnmf.merge_units(A, C, 0.9)
+    assert groups == [[0, 1]] and len(merged) == 1 and merged.patches.max() == pytest.approx(1.0)
+    np.testing.assert_allclose(np.einsum("kyx,kt->tyx", merged.dense(), C2),
+                               np.einsum("kyx,kt->tyx", A.dense(), C), atol=1e-4 * 3 * trace.max())

@@ -23,7 +23,7 @@ Zhou et al. 2018 (CNMF-E, eLife), as in Minian (Dong et al. 2022):
   rescaling). Units whose footprints overlap (Jaccard index above ``jaccard_threshold``) are solved
   jointly, by block-coordinate descent over the group (``joint_iterations`` passes, each exact for
   one unit given the others); the background trace f is updated last;
-- **merging**: units whose footprints touch and whose traces correlate above ``merge_corr`` become one.
+- **merging**: units whose footprints overlap and whose traces correlate above ``merge_corr`` become one.
 
 The steps run in the order of ``iterations`` (default: spatial, temporal, merge, spatial, temporal).
 Every pass over the movie reads it in blocks of ``block_frames`` frames: memory is the blocks, the
@@ -42,7 +42,7 @@ from pydantic import Field, field_validator
 from scipy import ndimage
 
 from . import deconvolve as dc
-from .footprints import Footprints, frame_blocks
+from .footprints import Footprints, components, frame_blocks
 from .params import StageParams
 
 __all__ = ["PRESETS", "CNMFParams", "CNMFResult", "cnmf", "pixel_noise", "update_spatial", "update_temporal", "merge_units"]
@@ -250,27 +250,16 @@ def update_spatial(movie, A: Footprints, C: np.ndarray, b: np.ndarray, f: np.nda
 
 def _groups(A: Footprints, threshold: float) -> list[list[int]]:
     """Units connected by support overlap (Jaccard index above threshold)."""
-    k = len(A)
     sup = A.patches > 0
-    parent = list(range(k))
-
-    def root(i: int) -> int:
-        while parent[i] != i:
-            parent[i] = parent[parent[i]]
-            i = parent[i]
-        return i
-
+    pairs = []
     for i, others in enumerate(A.overlaps()):
         for j in others[others > i]:
             si, sj = _relative(A, i, j)
             inter = np.logical_and(sup[i][si], sup[j][sj]).sum()
             union = sup[i].sum() + sup[j].sum() - inter
             if union and inter / union > threshold:
-                parent[root(i)] = root(j)
-    groups: dict[int, list[int]] = {}
-    for i in range(k):
-        groups.setdefault(root(i), []).append(i)
-    return list(groups.values())
+                pairs.append((i, j))
+    return components(len(A), pairs)
 
 
 def update_temporal(movie, A: Footprints, C: np.ndarray, b: np.ndarray, f: np.ndarray, p: CNMFParams,
@@ -325,11 +314,12 @@ def update_temporal(movie, A: Footprints, C: np.ndarray, b: np.ndarray, f: np.nd
 
 
 def merge_units(A: Footprints, C: np.ndarray, threshold: float) -> tuple[Footprints, np.ndarray, list[list[int]]]:
-    """Merge units whose footprints touch and whose traces correlate above ``threshold``.
+    """Merge units whose footprints overlap and whose traces correlate above ``threshold``.
 
     The merged footprint is the members' footprints weighted by their trace peaks, in the box of
-    the strongest member (parts outside it are cut), scaled to peak 1; its trace is the weighted
-    mean of the members' traces at that scale (the next updates refine both).
+    the strongest member (parts outside it are cut), scaled to peak 1; its trace reproduces the
+    members' summed contribution at that scale when their traces share one shape (the next updates
+    refine both).
 
     Returns
     -------
@@ -342,27 +332,14 @@ def merge_units(A: Footprints, C: np.ndarray, threshold: float) -> tuple[Footpri
     z = C - C.mean(axis=1, keepdims=True)
     z /= np.maximum(np.linalg.norm(z, axis=1, keepdims=True), 1e-12)
     AA = A.gram()
-    parent = list(range(k))
-
-    def root(i: int) -> int:
-        while parent[i] != i:
-            parent[i] = parent[parent[i]]
-            i = parent[i]
-        return i
-
-    for i in range(k):
-        for j in np.flatnonzero(AA[i, i + 1:] > 0) + i + 1:
-            if float(z[i] @ z[j]) > threshold:
-                parent[root(i)] = root(j)
-    groups: dict[int, list[int]] = {}
-    for i in range(k):
-        groups.setdefault(root(i), []).append(i)
-    merged = [g_ for g_ in groups.values() if len(g_) > 1]
+    groups = components(k, [(i, j) for i in range(k) for j in np.flatnonzero(AA[i, i + 1:] > 0) + i + 1
+                             if float(z[i] @ z[j]) > threshold])
+    merged = [g_ for g_ in groups if len(g_) > 1]
     if not merged:
         return A, C, []
     patches, offsets, traces = [], [], []
     weight = C.max(axis=1)
-    for members in groups.values():
+    for members in groups:
         if len(members) == 1:
             i = members[0]
             patches.append(A.patches[i])
@@ -379,8 +356,8 @@ def merge_units(A: Footprints, C: np.ndarray, threshold: float) -> tuple[Footpri
         peak = patch.max() or 1.0
         patches.append(patch / peak)
         offsets.append(A.offsets[lead])
-        w_ = weight[members]
-        traces.append((w_[:, None] * C[members]).sum(axis=0) / max(w_.sum(), 1e-12) * (peak / max(w_.sum(), 1e-12)))
+        # sum_m A_m C_m = phi * patch when every C_m = w_m phi: the merged trace is peak * phi
+        traces.append(C[members].sum(axis=0) / max(float(weight[members].sum()), 1e-12) * peak)
     return Footprints(np.stack(patches), np.stack(offsets), A.shape), np.stack(traces).astype(np.float32), merged
 
 

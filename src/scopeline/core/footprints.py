@@ -13,7 +13,7 @@ from typing import Callable, Iterator, Optional
 
 import numpy as np
 
-__all__ = ["Footprints", "frame_blocks"]
+__all__ = ["Footprints", "frame_blocks", "components"]
 
 
 def frame_blocks(movie, block: int, progress: Optional[Callable[[int], None]] = None) -> Iterator[tuple[int, np.ndarray]]:
@@ -40,6 +40,21 @@ def frame_blocks(movie, block: int, progress: Optional[Callable[[int], None]] = 
         yield a, frames
         if progress is not None:
             progress(b - a)
+
+
+def components(n: int, pairs) -> list[list[int]]:
+    """Connected components of n items linked by ``pairs`` (i, j), as lists of indices in increasing
+    order (scipy's graph components; singletons included)."""
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+
+    pairs = np.asarray(list(pairs), int).reshape(-1, 2)
+    graph = coo_matrix((np.ones(len(pairs)), (pairs[:, 0], pairs[:, 1])), shape=(n, n))
+    _, labels = connected_components(graph, directed=False)
+    out: dict[int, list[int]] = {}
+    for i, label in enumerate(labels):
+        out.setdefault(int(label), []).append(i)
+    return list(out.values())
 
 
 @dataclass

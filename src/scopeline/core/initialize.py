@@ -32,7 +32,7 @@ from pydantic import Field
 from scipy import ndimage, signal, stats
 from scipy.spatial import cKDTree
 
-from .footprints import Footprints, frame_blocks
+from .footprints import Footprints, components, frame_blocks
 from .params import StageParams
 
 __all__ = ["PRESETS", "InitParams", "InitResult", "initialize", "valid_region", "find_seeds", "seed_pnr", "seed_ks", "merge_seeds"]
@@ -287,22 +287,10 @@ def merge_seeds(seeds: np.ndarray, traces: np.ndarray, fps: float, p: InitParams
     low, _ = _split(traces, fps, p.cutoff_hz)
     z = low - low.mean(axis=1, keepdims=True)
     z /= np.maximum(np.linalg.norm(z, axis=1, keepdims=True), 1e-12)
-    parent = np.arange(len(seeds))
-
-    def root(i: int) -> int:
-        while parent[i] != i:
-            parent[i] = parent[parent[i]]
-            i = parent[i]
-        return i
-
-    for i, j in cKDTree(seeds).query_pairs(p.merge_distance):
-        if float(z[i] @ z[j]) > p.merge_corr:
-            parent[root(i)] = root(j)
-    groups: dict[int, list[int]] = {}
-    for i in range(len(seeds)):
-        groups.setdefault(root(i), []).append(i)
+    groups = components(len(seeds), [(i, j) for i, j in cKDTree(seeds).query_pairs(p.merge_distance)
+                                      if float(z[i] @ z[j]) > p.merge_corr])
     peak = low.max(axis=1)
-    removed = [i for members in groups.values() if len(members) > 1
+    removed = [i for members in groups if len(members) > 1
                for i in members if i != max(members, key=lambda m: peak[m])]
     return np.array(sorted(removed), int)
 
