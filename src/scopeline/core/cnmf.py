@@ -313,8 +313,11 @@ def update_temporal(movie, A: Footprints, C: np.ndarray, b: np.ndarray, f: np.nd
 # ------------------------------------------------------------------------------ merging
 
 
-def merge_units(A: Footprints, C: np.ndarray, threshold: float) -> tuple[Footprints, np.ndarray, list[list[int]]]:
-    """Merge units whose footprints overlap and whose traces correlate above ``threshold``.
+def merge_units(A: Footprints, C: np.ndarray, threshold: float,
+                dilate: int = 0) -> tuple[Footprints, np.ndarray, list[list[int]]]:
+    """Merge units whose footprints, dilated by ``dilate`` pixels, overlap and whose traces correlate
+    above ``threshold`` (a cell found twice often ends as two footprints side by side: the spatial
+    update gives each pixel to one of them).
 
     The merged footprint is the members' footprints weighted by their trace peaks, in the box of
     the strongest member (parts outside it are cut), scaled to peak 1; its trace reproduces the
@@ -331,9 +334,14 @@ def merge_units(A: Footprints, C: np.ndarray, threshold: float) -> tuple[Footpri
         return A, C, []
     z = C - C.mean(axis=1, keepdims=True)
     z /= np.maximum(np.linalg.norm(z, axis=1, keepdims=True), 1e-12)
-    AA = A.gram()
-    groups = components(k, [(i, j) for i in range(k) for j in np.flatnonzero(AA[i, i + 1:] > 0) + i + 1
-                             if float(z[i] @ z[j]) > threshold])
+    sup = _support(A, dilate)
+    pairs = []
+    for i, others in enumerate(A.overlaps()):
+        for j in others[others > i]:
+            si, sj = _relative(A, i, j)
+            if float(z[i] @ z[j]) > threshold and np.logical_and(sup[i][si], sup[j][sj]).any():
+                pairs.append((i, j))
+    groups = components(k, pairs)
     merged = [g_ for g_ in groups if len(g_) > 1]
     if not merged:
         return A, C, []
@@ -418,7 +426,7 @@ def cnmf(movie, A: Footprints, C: np.ndarray, b: np.ndarray, f: np.ndarray, para
             A, C, f = A.subset(keep), temporal["C"][keep], temporal["f"]
             temporal = {k_: (v[keep] if k_ != "f" else v) for k_, v in temporal.items()}
         else:
-            A, C, merged = merge_units(A, C, p.merge_corr)
+            A, C, merged = merge_units(A, C, p.merge_corr, p.dilate)
             if merged:
                 temporal = None
         seconds[step] += time.perf_counter() - t0

@@ -41,7 +41,8 @@ __all__ = ["PRESETS", "InitParams", "InitResult", "initialize", "valid_region", 
 class InitParams(StageParams):
     """Initialization parameters (pixels, frames, Hz); JSON round trip via ``model_dump_json``."""
 
-    diameter: int = Field(12, ge=3, le=100, description="Expected cell diameter, pixels (seed window).")
+    diameter: int = Field(8, ge=3, le=100, description="Expected cell diameter, pixels (seed window: two seeds "
+                                                      "closer than half of it cannot both be local maxima).")
     seed_method: Literal["rolling", "random"] = Field(
         "rolling", description="Frame subsets for max projections: rolling windows or random subsets.")
     window_frames: int = Field(500, ge=10, le=100000, description="Frames per max projection.")
@@ -51,12 +52,13 @@ class InitParams(StageParams):
     cutoff_hz: float = Field(1.0, gt=0, description="Low/high-pass split of seed traces for PNR, Hz.")
     drift_hz: float = Field(0.1, ge=0, description="Slower changes of a seed trace (background drift) do not "
                                                     "count as signal for PNR, Hz (0: off).")
-    pnr_threshold: float = Field(4.0, ge=0, description="Minimum peak-to-noise ratio of a seed.")
+    pnr_threshold: float = Field(5.5, ge=0, description="Minimum peak-to-noise ratio of a seed.")
     ks_alpha: Optional[float] = Field(0.05, gt=0, lt=1, description="Seeds whose trace is normal at this "
                                                                       "significance are noise (None: off).")
     gmm: bool = Field(False, description="Also keep only the high component of a 2-Gaussian mixture on PNR.")
     merge_distance: float = Field(6.0, ge=0, description="Seeds closer than this (pixels) may merge.")
-    merge_corr: float = Field(0.8, ge=-1, le=1, description="... if their low-passed traces correlate above this.")
+    merge_corr: float = Field(0.95, ge=-1, le=1, description="... if their low-passed traces correlate above this "
+                                                             "(overlapping cells share much of their traces).")
     footprint_radius: int = Field(12, ge=1, le=200, description="Half window of a footprint around its seed, pixels.")
     corr_threshold: float = Field(0.7, ge=0, le=1, description="Pixels correlating with the seed above this form "
                                                                  "the initial footprint.")
@@ -65,8 +67,9 @@ class InitParams(StageParams):
     random_seed: int = Field(0, description="Random generator seed (random subsets).")
 
 
-#: shipped parameter sets: Minian's published defaults, and CNMF-E-like (stricter seeds: higher
-#: peak-to-noise and footprint correlation, no normality test)
+#: shipped parameter sets: Minian's steps with defaults measured on simulated recordings
+#: (benchmarks/cnmf.py), and CNMF-E-like (stricter seeds: higher peak-to-noise and footprint
+#: correlation, no normality test)
 PRESETS = {
     "minian": InitParams(),
     "cnmfe": InitParams(pnr_threshold=8.0, corr_threshold=0.8, ks_alpha=None, merge_corr=0.7),
