@@ -372,6 +372,14 @@ def merge_units(A: Footprints, C: np.ndarray, threshold: float,
 # ------------------------------------------------------------------------------ driver
 
 
+def _temporal_step(movie, A: Footprints, C, b, f, p: CNMFParams, progress):
+    """A temporal update, then units whose trace is all zero are dropped."""
+    temporal = update_temporal(movie, A, C, b, f, p, progress)
+    keep = temporal["C"].any(axis=1)
+    temporal = {k_: (v[keep] if k_ != "f" else v) for k_, v in temporal.items()}
+    return A.subset(keep), temporal["C"], temporal["f"], temporal
+
+
 def cnmf(movie, A: Footprints, C: np.ndarray, b: np.ndarray, f: np.ndarray, params: Optional[CNMFParams] = None,
          progress: Optional[Callable[[int], None]] = None) -> CNMFResult:
     """Run the CNMF updates from an initialization.
@@ -421,10 +429,7 @@ def cnmf(movie, A: Footprints, C: np.ndarray, b: np.ndarray, f: np.ndarray, para
             A, C = A.subset(keep), C[keep]
             temporal = None
         elif step == "temporal":
-            temporal = update_temporal(movie, A, C, b, f, p, progress)
-            keep = temporal["C"].any(axis=1)
-            A, C, f = A.subset(keep), temporal["C"][keep], temporal["f"]
-            temporal = {k_: (v[keep] if k_ != "f" else v) for k_, v in temporal.items()}
+            A, C, f, temporal = _temporal_step(movie, A, C, b, f, p, progress)
         else:
             A, C, merged = merge_units(A, C, p.merge_corr, p.dilate)
             if merged:
@@ -432,8 +437,7 @@ def cnmf(movie, A: Footprints, C: np.ndarray, b: np.ndarray, f: np.ndarray, para
         seconds[step] += time.perf_counter() - t0
     if len(A) and temporal is None:  # the last step changed A or C: the traces must come from them
         t0 = time.perf_counter()
-        temporal = update_temporal(movie, A, C, b, f, p, progress)
-        C, f = temporal["C"], temporal["f"]
+        A, C, f, temporal = _temporal_step(movie, A, C, b, f, p, progress)
         seconds["temporal"] += time.perf_counter() - t0
     if len(A) == 0:
         warnings.warn("CNMF ended with no unit", RuntimeWarning, stacklevel=2)
