@@ -245,7 +245,7 @@ def seed_pnr(traces: np.ndarray, fps: float, cutoff_hz: float, drift_hz: float =
     """
     out = np.zeros(len(traces), np.float32)
     for a in range(0, len(traces), 256):
-        low, high = _split(traces[a: a + 256], fps, cutoff_hz, drift_hz)
+        low, high = _split(traces[a: a + 256].astype(np.float32), fps, cutoff_hz, drift_hz)
         peak = low.max(axis=1) - np.median(low, axis=1)
         mad = 1.4826 * np.median(np.abs(high - np.median(high, axis=1, keepdims=True)), axis=1)
         out[a: a + 256] = np.where(mad > 0, peak / np.where(mad > 0, mad, 1), 0)
@@ -273,6 +273,7 @@ def seed_ks(traces: np.ndarray) -> np.ndarray:
     normal distribution (small: not noise alone)."""
     out = np.ones(len(traces), np.float32)
     for i, y in enumerate(traces):
+        y = y.astype(np.float32)
         sd = y.std()
         if sd > 0:
             out[i] = stats.kstest((y - y.mean()) / sd, "norm").pvalue
@@ -304,7 +305,7 @@ def merge_seeds(seeds: np.ndarray, traces: np.ndarray, fps: float, p: InitParams
     highest low-passed peak of each group stays."""
     if len(seeds) < 2 or p.merge_distance <= 0:
         return np.zeros(0, int)
-    low, _ = _split(traces, fps, p.cutoff_hz)
+    low, _ = _split(traces.astype(np.float32), fps, p.cutoff_hz)
     z = low - low.mean(axis=1, keepdims=True)
     z /= np.maximum(np.linalg.norm(z, axis=1, keepdims=True), 1e-12)
     groups = components(len(seeds), [(i, j) for i, j in cKDTree(seeds).query_pairs(p.merge_distance)
@@ -319,9 +320,13 @@ def merge_seeds(seeds: np.ndarray, traces: np.ndarray, fps: float, p: InitParams
 
 
 def _seed_traces(movie, seeds: np.ndarray, mean: np.ndarray, p: InitParams, progress) -> tuple[np.ndarray, np.ndarray]:
-    """Seed traces (seeds, frames) and the background trace f (frames,) in one pass."""
+    """Seed traces (seeds, frames) and the background trace f (frames,) in one pass.
+
+    The traces are kept as float16, the corrected movie's own precision (so nothing is lost), at
+    half the memory of float32: every candidate's trace is held until refinement.
+    """
     n = movie.shape[0]
-    traces = np.empty((len(seeds), n), np.float32)
+    traces = np.empty((len(seeds), n), np.float16)
     f = np.empty(n, np.float32)
     norm = float((mean.astype(np.float64) ** 2).sum()) or 1.0
     for a, frames in frame_blocks(movie, p.block_frames, progress):
@@ -467,7 +472,7 @@ def initialize(movie, fps: float, params: Optional[InitParams] = None,
         A = Footprints.empty((h, w), 2 * p.footprint_radius + 1)
         if progress is not None:
             progress(n)
-    C = traces[alive]
+    C = traces[alive].astype(np.float32)
     C = np.maximum(C - np.percentile(C, 10, axis=1, keepdims=True), 0) if len(C) else np.zeros((0, n), np.float32)
     seconds["footprints"] = time.perf_counter() - t0
     if len(alive) == 0:
