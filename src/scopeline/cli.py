@@ -256,7 +256,7 @@ def _recordings(subject, session, recording) -> list[dict]:
 
 @task_app.command("motion")
 def task_motion(
-    paramset: str = typer.Option("minian", "--paramset", "-p", help="Parameter set name, or a shipped preset."),
+    paramset: str = typer.Option("default", "--paramset", "-p", help="Parameter set name, or a shipped preset."),
     subject: Optional[str] = typer.Option(None, "--subject", "-s"),
     session: Optional[str] = typer.Option(None, "--session", "-d"),
     recording: Optional[int] = typer.Option(None, "--recording", "-r"),
@@ -277,7 +277,7 @@ def task_motion(
 def task_cnmf(
     paramset: str = typer.Option("minian", "--paramset", "-p", help="CNMF parameter set, or a shipped preset."),
     init: str = typer.Option("minian", "--init", help="Initialization parameter set, or a shipped preset."),
-    motion_paramset: str = typer.Option("minian", "--motion", help="Motion parameter set, or a shipped preset."),
+    motion_paramset: str = typer.Option("default", "--motion", help="Motion parameter set, or a shipped preset."),
     subject: Optional[str] = typer.Option(None, "--subject", "-s"),
     session: Optional[str] = typer.Option(None, "--session", "-d"),
     recording: Optional[int] = typer.Option(None, "--recording", "-r"),
@@ -348,7 +348,7 @@ def figure_motion(
     subject: str = typer.Option(..., "--subject", "-s"),
     session: str = typer.Option(..., "--session", "-d"),
     recording: int = typer.Option(0, "--recording", "-r"),
-    paramset: str = typer.Option("minian", "--paramset", "-p"),
+    paramset: str = typer.Option("default", "--paramset", "-p"),
 ):
     """Motion shifts over time and summary images (mean, max, std, correlation, PNR)."""
     from scopeline.figures import motion_figure
@@ -373,7 +373,7 @@ def figure_cnmf(
     recording: int = typer.Option(0, "--recording", "-r"),
     paramset: str = typer.Option("minian", "--paramset", "-p", help="CNMF parameter set."),
     init: str = typer.Option("minian", "--init", help="Initialization parameter set."),
-    motion_paramset: str = typer.Option("minian", "--motion", help="Motion parameter set."),
+    motion_paramset: str = typer.Option("default", "--motion", help="Motion parameter set."),
 ):
     """Footprint contours on the max projection, and sample traces with their deconvolved activity."""
     from scopeline.pipeline import activate
@@ -459,16 +459,16 @@ def demo(
     ingest(sim_dir, subject="sim01", session="2026_01_05", pattern=None, fps=None)
     subjects.append(("sim01", "2026_01_05"))
     for subject, session in subjects:
-        task_cnmf(paramset="minian", init="minian", motion_paramset="minian", subject=subject, session=session,
+        task_cnmf(paramset="minian", init="minian", motion_paramset="default", subject=subject, session=session,
                   recording=None)
     populate(retry_errors=False, workers=2, scheduler="threads")
     figures = settings.home() / "demo" / "figures"
     figures.mkdir(parents=True, exist_ok=True)
     for subject, session in subjects:
-        key = {"subject": subject, "session": session, "recording_id": 0, "motion_paramset": "minian"}
+        key = {"subject": subject, "session": session, "recording_id": 0, "motion_paramset": "default"}
         row = (motion.MotionCorrection & key).to_dicts()[0]
         ts = (acquisition.RecordingInfo & key).fetch1("timestamps")
-        path = motion_figure(row, ts, figures / f"{subject}_motion.png", title=f"{subject} / {session} / minian")
+        path = motion_figure(row, ts, figures / f"{subject}_motion.png", title=f"{subject} / {session} / default")
         console.print(f"{subject}: {row['n_frames']} frames motion-corrected in {row['compute_time']:.1f} s, "
                       f"{len(row['corrupted_frames'])} corrupted frames; figure {path}")
         ckey = {**key, "init_paramset": "minian", "cnmf_paramset": "minian"}

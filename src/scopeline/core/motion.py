@@ -130,10 +130,14 @@ class MotionParams(StageParams):
 
 
 
-#: Shipped parameter sets. "minian" follows Minian's demo preprocessing (median denoising with a
-#: 7-pixel window, top-hat background removal with a 15-pixel disk); "fast" trades a little precision
-#: for speed (3-pixel median, 10-pixel top-hat, 1/10 pixel, smaller template, larger blocks).
+#: Shipped parameter sets. "default": the defaults, with which the accuracy of initialization and
+#: CNMF was measured (5-pixel median, 10-pixel top-hat; benchmarks/cnmf.py), the CLI's default for
+#: the whole chain; "minian" follows Minian's demo preprocessing (median denoising with a 7-pixel
+#: window, top-hat background removal with a 15-pixel disk: more background is left for CNMF, which
+#: then finds more units that are not cells); "fast" trades a little precision for speed (3-pixel
+#: median, 10-pixel top-hat, 1/10 pixel, smaller template, larger blocks).
 PRESETS: dict[str, MotionParams] = {
+    "default": MotionParams(),
     "minian": MotionParams(
         preprocess=pp.PreprocessParams(denoise="median", denoise_window=7, background="tophat", background_radius=15),
         registration=RegistrationParams(upsample=20),
