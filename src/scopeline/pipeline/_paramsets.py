@@ -7,8 +7,6 @@ import json
 
 from pydantic import BaseModel, ValidationError
 
-from scopeline._dj import dj
-
 __all__ = ["ParamSetError", "validate_params", "parse_params", "ParamSetTable"]
 
 

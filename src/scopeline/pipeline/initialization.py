@@ -17,7 +17,7 @@ from scopeline.core import initialize as core_init
 from scopeline.pipeline import acquisition, motion
 from scopeline.pipeline._objects import open_zarr
 from scopeline.pipeline._paramsets import ParamSetTable, parse_params
-from scopeline.pipeline._util import load_npy, progress_bar
+from scopeline.pipeline._util import progress_bar
 
 schema = dj.Schema()
 
@@ -144,13 +144,13 @@ class Initialization(dj.Computed):
             res = core_init.initialize(movie, fps, p, progress=bar.update,
                                        valid=core_init.valid_region(movie.shape[1:], np.asarray(shifts)))
         bar.close()
-        kept = [i for i, r in enumerate(res.removed_by) if r == ""]
+        unit_of = {seed: unit for unit, seed in enumerate(i for i, r in enumerate(res.removed_by) if r == "")}
         row = dict(key, n_seeds=len(res.seeds), n_units=len(res.A), noise=res.noise, footprints=res.A.patches,
                    offsets=res.A.offsets, c_init=res.C, b=res.b, f=res.f,
                    seconds={k: round(v, 3) for k, v in res.seconds.items()},
                    compute_time=time.perf_counter() - t0, scopeline_version=scopeline.__version__)
         seeds = [dict(key, seed_id=i, seed_y=int(y), seed_x=int(x), pnr=float(res.pnr[i]), ks_p=float(res.ks_p[i]),
-                      removed_by=res.removed_by[i], unit_index=kept.index(i) if i in kept else None)
+                      removed_by=res.removed_by[i], unit_index=unit_of.get(i))
                  for i, (y, x) in enumerate(res.seeds)]
         return row, seeds
 
@@ -158,14 +158,6 @@ class Initialization(dj.Computed):
         self.insert1(row)
         if seeds:
             self.Seed.insert(seeds)
-
-    def footprints(self):
-        """The initial footprints of one row as :class:`scopeline.core.footprints.Footprints`."""
-        from scopeline.core.footprints import Footprints
-
-        patches, offsets = self.fetch1("footprints", "offsets")
-        shape = (motion.MotionCorrection & self.fetch1("KEY")).fetch1("height", "width")
-        return Footprints(load_npy(patches), offsets, shape)
 
 
 def _rate_factor(motion_params: dict) -> float:
