@@ -122,3 +122,17 @@ def test_merge_joins_a_unit_split_in_two():
     assert groups == [[0, 1]] and len(merged) == 1 and merged.patches.max() == pytest.approx(1.0)
     np.testing.assert_allclose(np.einsum("kyx,kt->tyx", merged.dense(), C2),
                                np.einsum("kyx,kt->tyx", A.dense(), C), atol=1e-4 * 3 * trace.max())
+
+
+def test_initialization_with_candidate_traces_on_disk_is_unchanged(corrected, monkeypatch):
+    """Long recordings hold the candidate seeds' traces on disk (memory flat in frames): same result."""
+    from scopeline.core import scratch
+
+    movie, shifts, gt, offset, fps = corrected
+    valid = initialize.valid_region(movie.shape[1:], shifts)
+    in_memory = initialize.initialize(movie, fps, valid=valid)
+    monkeypatch.setattr(scratch, "BUDGET_MB", 0)
+    on_disk = initialize.initialize(movie, fps, valid=valid)
+    assert len(in_memory.A) > 20
+    assert on_disk.removed_by == in_memory.removed_by
+    assert np.array_equal(on_disk.C, in_memory.C) and np.array_equal(on_disk.A.patches, in_memory.A.patches)

@@ -34,6 +34,7 @@ from scipy.spatial import cKDTree
 
 from .footprints import Footprints, components, frame_blocks
 from .params import StageParams
+from .scratch import ColumnWriter, Scratch, row_blocks, take_rows
 
 __all__ = ["PRESETS", "InitParams", "InitResult", "initialize", "valid_region", "pnr_scale", "find_seeds", "seed_pnr", "seed_ks", "merge_seeds"]
 
@@ -229,8 +230,8 @@ def seed_pnr(traces: np.ndarray, fps: float, cutoff_hz: float, drift_hz: float =
 
     Parameters
     ----------
-    traces : numpy.ndarray
-        float32 (seeds, frames).
+    traces : numpy.ndarray or zarr.Array
+        (seeds, frames), any float dtype; read 256 seeds at a time.
     fps : float
         Frame rate, Hz.
     cutoff_hz : float
@@ -243,12 +244,12 @@ def seed_pnr(traces: np.ndarray, fps: float, cutoff_hz: float, drift_hz: float =
     numpy.ndarray
         float32 (seeds,); 0 where the noise is 0.
     """
-    out = np.zeros(len(traces), np.float32)
-    for a in range(0, len(traces), 256):
-        low, high = _split(traces[a: a + 256].astype(np.float32), fps, cutoff_hz, drift_hz)
+    out = np.zeros(traces.shape[0], np.float32)
+    for a, block in row_blocks(traces):
+        low, high = _split(block, fps, cutoff_hz, drift_hz)
         peak = low.max(axis=1) - np.median(low, axis=1)
         mad = 1.4826 * np.median(np.abs(high - np.median(high, axis=1, keepdims=True)), axis=1)
-        out[a: a + 256] = np.where(mad > 0, peak / np.where(mad > 0, mad, 1), 0)
+        out[a: a + len(block)] = np.where(mad > 0, peak / np.where(mad > 0, mad, 1), 0)
     return out
 
 
@@ -268,15 +269,15 @@ def pnr_scale(n_frames: int, fps: float, cutoff_hz: float, reference: int = 1000
     return peak(n_frames) / peak(reference)
 
 
-def seed_ks(traces: np.ndarray) -> np.ndarray:
-    """float32 (seeds,): p-values of a Kolmogorov-Smirnov test of each standardized trace against a
-    normal distribution (small: not noise alone)."""
-    out = np.ones(len(traces), np.float32)
-    for i, y in enumerate(traces):
-        y = y.astype(np.float32)
-        sd = y.std()
-        if sd > 0:
-            out[i] = stats.kstest((y - y.mean()) / sd, "norm").pvalue
+def seed_ks(traces) -> np.ndarray:
+    """float32 (seeds,): p-values of a Kolmogorov-Smirnov test of each standardized trace (rows of a
+    (seeds, frames) numpy or Zarr array) against a normal distribution (small: not noise alone)."""
+    out = np.ones(traces.shape[0], np.float32)
+    for a, block in row_blocks(traces):
+        for i, y in enumerate(block, start=a):
+            sd = y.std()
+            if sd > 0:
+                out[i] = stats.kstest((y - y.mean()) / sd, "norm").pvalue
     return out
 
 
@@ -299,18 +300,43 @@ def _gmm_high(values: np.ndarray, iterations: int = 100) -> np.ndarray:
     return resp[:, hi] > 0.5
 
 
-def merge_seeds(seeds: np.ndarray, traces: np.ndarray, fps: float, p: InitParams) -> np.ndarray:
+def merge_seeds(seeds: np.ndarray, traces: np.ndarray, fps: float, p: InitParams,
+                scratch: Optional[Scratch] = None) -> np.ndarray:
     """Indices (into ``seeds``) removed by merging: seeds within ``merge_distance`` whose low-passed
     traces correlate above ``merge_corr`` form groups (connected components); the seed with the
-    highest low-passed peak of each group stays."""
+    highest low-passed peak of each group stays.
+
+    ``traces``: (seeds, frames). The low-passed traces of the seeds that have a neighbour are held in
+    ``scratch`` (memory or disk) and their correlations summed over blocks of frames, so memory does
+    not grow with the recording.
+    """
     if len(seeds) < 2 or p.merge_distance <= 0:
         return np.zeros(0, int)
-    low, _ = _split(traces.astype(np.float32), fps, p.cutoff_hz)
-    z = low - low.mean(axis=1, keepdims=True)
-    z /= np.maximum(np.linalg.norm(z, axis=1, keepdims=True), 1e-12)
-    groups = components(len(seeds), [(i, j) for i, j in cKDTree(seeds).query_pairs(p.merge_distance)
-                                      if float(z[i] @ z[j]) > p.merge_corr])
-    peak = low.max(axis=1)
+    pairs = cKDTree(seeds).query_pairs(p.merge_distance, output_type="ndarray")
+    if len(pairs) == 0:
+        return np.zeros(0, int)
+    near = np.unique(pairs)
+    pi, pj = np.searchsorted(near, pairs[:, 0]), np.searchsorted(near, pairs[:, 1])
+    n = traces.shape[1]
+    own = scratch is None
+    scratch = scratch or Scratch()
+    try:
+        z = scratch.array((len(near), n), np.float32)
+        peak = np.zeros(len(seeds))
+        for a, block in row_blocks(traces, near):
+            low, _ = _split(block, fps, p.cutoff_hz)
+            peak[near[a: a + len(block)]] = low.max(axis=1)
+            low -= low.mean(axis=1, keepdims=True)
+            low /= np.maximum(np.linalg.norm(low, axis=1, keepdims=True), 1e-12)
+            z[a: a + len(block)] = low
+        corr = np.zeros(len(pairs))
+        for t in range(0, n, 1000):
+            zt = np.asarray(z[:, t: t + 1000], np.float32)
+            corr += np.einsum("ij,ij->i", zt[pi], zt[pj])
+    finally:
+        if own:
+            scratch.close()
+    groups = components(len(seeds), [tuple(e) for e in pairs[corr > p.merge_corr]])
     removed = [i for members in groups if len(members) > 1
                for i in members if i != max(members, key=lambda m: peak[m])]
     return np.array(sorted(removed), int)
@@ -319,19 +345,21 @@ def merge_seeds(seeds: np.ndarray, traces: np.ndarray, fps: float, p: InitParams
 # ------------------------------------------------------------------------------ footprints
 
 
-def _seed_traces(movie, seeds: np.ndarray, mean: np.ndarray, p: InitParams, progress) -> tuple[np.ndarray, np.ndarray]:
+def _seed_traces(movie, seeds: np.ndarray, mean: np.ndarray, p: InitParams, progress,
+                 scratch: Scratch) -> tuple:
     """Seed traces (seeds, frames) and the background trace f (frames,) in one pass.
 
-    The traces are kept as float16, the corrected movie's own precision (so nothing is lost), at
-    half the memory of float32: every candidate's trace is held until refinement.
+    The traces are float16, the corrected movie's own precision (so nothing is lost), in ``scratch``:
+    every candidate's trace is held until refinement, on disk when they do not fit its budget.
     """
     n = movie.shape[0]
-    traces = np.empty((len(seeds), n), np.float16)
+    traces = scratch.array((len(seeds), n), np.float16)
     f = np.empty(n, np.float32)
     norm = float((mean.astype(np.float64) ** 2).sum()) or 1.0
-    for a, frames in frame_blocks(movie, p.block_frames, progress):
-        traces[:, a: a + len(frames)] = frames[:, seeds[:, 0], seeds[:, 1]].T
-        f[a: a + len(frames)] = np.tensordot(frames, mean, axes=([1, 2], [0, 1])) / norm
+    with ColumnWriter(traces) as out:
+        for a, frames in frame_blocks(movie, p.block_frames, progress):
+            out.write(a, frames[:, seeds[:, 0], seeds[:, 1]].T.astype(np.float16))
+            f[a: a + len(frames)] = np.tensordot(frames, mean, axes=([1, 2], [0, 1])) / norm
     return traces, f
 
 
@@ -345,15 +373,16 @@ def _footprints(movie, seeds: np.ndarray, traces: np.ndarray, p: InitParams, pro
     sxy = np.zeros((k, *size))
     sx = np.zeros((k, *size))
     sxx = np.zeros((k, *size))
-    s = traces.astype(np.float64)
     for a, frames in frame_blocks(movie, p.block_frames, progress):
+        s = traces[:, a: a + len(frames)].astype(np.float64)
         for i in range(k):
             y0, x0 = offsets[i]
             patch = frames[:, y0: y0 + size[0], x0: x0 + size[1]]
-            sxy[i] += np.tensordot(s[i, a: a + len(frames)], patch, axes=(0, 0))
+            sxy[i] += np.tensordot(s[i], patch, axes=(0, 0))
             sx[i] += patch.sum(axis=0)
             sxx[i] += np.einsum("tyx,tyx->yx", patch, patch)
-    ms, vs = s.mean(axis=1), s.var(axis=1)
+    ms = traces.mean(axis=1, dtype=np.float64)
+    vs = traces.var(axis=1, dtype=np.float64)
     mx = sx / n
     cov = sxy / n - ms[:, None, None] * mx
     vx = np.maximum(sxx / n - mx**2, 0)
@@ -446,34 +475,39 @@ def initialize(movie, fps: float, params: Optional[InitParams] = None,
     seeds, mean, noise = find_seeds(movie, p, progress, valid)
     seconds["seeds"] = time.perf_counter() - t0
     t0 = time.perf_counter()
-    traces, f = _seed_traces(movie, seeds, mean, p, progress)
-    removed = np.array([""] * len(seeds), dtype=object)
-    pnr = seed_pnr(traces, fps, p.cutoff_hz, p.drift_hz)
-    removed[(pnr < p.pnr_threshold * pnr_scale(n, fps, p.cutoff_hz))] = "pnr"
-    ks_p = seed_ks(traces) if p.ks_alpha is not None else np.zeros(len(seeds), np.float32)
-    if p.ks_alpha is not None:
-        removed[(removed == "") & (ks_p >= p.ks_alpha)] = "ks"
-    if p.gmm:
+    with Scratch() as scratch:
+        candidates, f = _seed_traces(movie, seeds, mean, p, progress, scratch)
+        removed = np.array([""] * len(seeds), dtype=object)
+        pnr = seed_pnr(candidates, fps, p.cutoff_hz, p.drift_hz)
+        removed[(pnr < p.pnr_threshold * pnr_scale(n, fps, p.cutoff_hz))] = "pnr"
+        ks_p = seed_ks(candidates) if p.ks_alpha is not None else np.zeros(len(seeds), np.float32)
+        if p.ks_alpha is not None:
+            removed[(removed == "") & (ks_p >= p.ks_alpha)] = "ks"
+        if p.gmm:
+            alive = np.flatnonzero(removed == "")
+            high = _gmm_high(pnr[alive])
+            removed[alive[~high]] = "gmm"
         alive = np.flatnonzero(removed == "")
-        high = _gmm_high(pnr[alive])
-        removed[alive[~high]] = "gmm"
-    alive = np.flatnonzero(removed == "")
-    removed[alive[merge_seeds(seeds[alive], traces[alive], fps, p)]] = "merge"
-    alive = np.flatnonzero(removed == "")
+        traces = take_rows(candidates, alive)  # survivors only: (units, frames), the size of C
+        del candidates
+        merged = merge_seeds(seeds[alive], traces, fps, p, scratch)
+    removed[alive[merged]] = "merge"
+    keep = np.setdiff1d(np.arange(len(alive)), merged)
+    alive, traces = alive[keep], traces[keep]
     seconds["refine"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     if len(alive):
-        A, _ = _footprints(movie, seeds[alive], traces[alive], p, progress)
+        A, _ = _footprints(movie, seeds[alive], traces, p, progress)
         empty = A.area() == 0
         removed[alive[empty]] = "footprint"
         A = A.subset(~empty)
-        alive = alive[~empty]
+        alive, traces = alive[~empty], traces[~empty]
     else:
         A = Footprints.empty((h, w), 2 * p.footprint_radius + 1)
         if progress is not None:
             progress(n)
-    C = traces[alive].astype(np.float32)
-    C = np.maximum(C - np.percentile(C, 10, axis=1, keepdims=True), 0) if len(C) else np.zeros((0, n), np.float32)
+    C = np.maximum(traces - np.percentile(traces, 10, axis=1, keepdims=True), 0) if len(traces) \
+        else np.zeros((0, n), np.float32)
     seconds["footprints"] = time.perf_counter() - t0
     if len(alive) == 0:
         warnings.warn("initialization found no cell: no seed passed the refinement", RuntimeWarning, stacklevel=2)
