@@ -9,6 +9,7 @@ Each test run uses its own schema prefix and drops its schemas at the end.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import sys
@@ -98,11 +99,15 @@ def _configure(backend: str, url: str, store: Path) -> dj.Connection:
     return dj.conn(reset=True)
 
 
-def db_env(backend: str, url: str, prefix: str) -> dict:
-    """Environment for a scopeline subprocess that must use the test server and schemas."""
+def db_env(backend: str, url: str, prefix: str, store: Path | None = None) -> dict:
+    """Environment for a scopeline subprocess that must use the test server and schemas (and the
+    test's object store, when given, so that the test reads back what the subprocess stored)."""
     host, port, user, password = url.split(":", 3)
-    return {**os.environ, "DJ_BACKEND": backend, "DJ_HOST": host, "DJ_PORT": port, "DJ_USER": user,
-            "DJ_PASS": password, "DJ_USE_TLS": "false", "SCOPELINE_SCHEMA_PREFIX": prefix}
+    env = {**os.environ, "DJ_BACKEND": backend, "DJ_HOST": host, "DJ_PORT": port, "DJ_USER": user,
+           "DJ_PASS": password, "DJ_USE_TLS": "false", "SCOPELINE_SCHEMA_PREFIX": prefix}
+    if store is not None:
+        env["DJ_STORES"] = json.dumps({"default": "test", "test": {"protocol": "file", "location": str(store)}})
+    return env
 
 
 @pytest.fixture(scope="session", params=BACKENDS)
@@ -112,11 +117,12 @@ def pipeline_db(request, server_urls, tmp_path_factory):
 
     backend = request.param
     url = server_urls(backend)
-    conn = _configure(backend, url, tmp_path_factory.mktemp(f"store_{backend}"))
+    store = tmp_path_factory.mktemp(f"store_{backend}")
+    conn = _configure(backend, url, store)
     prefix = f"sltest_{uuid.uuid4().hex[:8]}_"
     pl.deactivate()
     pl.activate(prefix, connection=conn)
-    yield {"backend": backend, "url": url, "prefix": prefix, "connection": conn}
+    yield {"backend": backend, "url": url, "prefix": prefix, "connection": conn, "store": store}
     pl.activate(prefix, connection=conn)
     pl.drop(force=True)
 

@@ -36,12 +36,15 @@ def _clear_errors():
     """Turn the errors a user can cause (bad recordings, identity, database access) into one line."""
     from scopeline._dj import dj
     from scopeline.core.io import RecordingError
+    from scopeline.pipeline._paramsets import ParamSetError
     from scopeline.pipeline.ingest import IngestError
+    from scopeline.pipeline.presets import PresetError
     from scopeline.server import ServerError
 
     try:
         yield
-    except (RecordingError, IngestError, ServerError, dj.DataJointError) as err:
+    except (RecordingError, IngestError, ServerError, ParamSetError, PresetError, FileExistsError,
+            dj.DataJointError) as err:
         _fail(f"{type(err).__name__}: {err}" if isinstance(err, dj.DataJointError) else str(err))
 
 
@@ -233,14 +236,9 @@ def paramset_add(
 
 def _paramset(stage: str, name: str) -> dict:
     """The key of a parameter set, inserting a shipped preset of that name when missing."""
-    t = _paramset_tables()[stage]
-    key = {t.name_attr: name}
-    if not (t & key):
-        if name not in t.presets:
-            _fail(f"no {stage} paramset {name!r} (in the database: {sorted(t.to_arrays(t.name_attr))}; "
-                  f"presets: {sorted(t.presets)})")
-        t.add_preset(name)
-    return key
+    from scopeline.pipeline.presets import ensure_paramset
+
+    return ensure_paramset(stage, name)
 
 
 def _recordings(subject, session, recording) -> list[dict]:
@@ -287,17 +285,13 @@ def task_cnmf(
     Work already queued or done is shared: a second CNMF parameter set reuses the motion correction
     and initialization of the first.
     """
-    from scopeline.pipeline import activate, cnmf, initialization, motion
+    from scopeline.pipeline import activate, presets
 
     with _clear_errors():
         activate()
-        m, i, c = _paramset("motion", motion_paramset), _paramset("init", init), _paramset("cnmf", paramset)
         keys = _recordings(subject, session, recording)
-        before = len(cnmf.CNMFTask())
-        motion.MotionTask.insert([{**k, **m} for k in keys], skip_duplicates=True)
-        initialization.InitTask.insert([{**k, **m, **i} for k in keys], skip_duplicates=True)
-        cnmf.CNMFTask.insert([{**k, **m, **i, **c} for k in keys], skip_duplicates=True)
-    console.print(f"{len(cnmf.CNMFTask()) - before} CNMF task(s) added ({len(keys)} matching recording(s))")
+        added = presets.queue(keys, motion_paramset, init, paramset)
+    console.print(f"{added} CNMF task(s) added ({len(keys)} matching recording(s))")
 
 
 @app.command()
@@ -313,92 +307,47 @@ def populate(
 
     Safe on many machines at once: jobs are reserved in the database, so each runs once.
     """
-    from scopeline.pipeline import acquisition, activate, cnmf, initialization, motion
+    from scopeline.pipeline import activate
 
     with _clear_errors():
         activate()
+    if _populate(None, retry_errors, workers, scheduler):
+        console.print("fix the cause, then: scopeline populate --retry-errors")
+        raise typer.Exit(1)
+
+
+def _errors(table, restriction) -> list[dict]:
+    """Failed jobs of a table, those matching any of the restriction's dicts (all when None)."""
+    jobs = table.jobs.errors.to_dicts()
+    if restriction is None:
+        return jobs
+    return [j for j in jobs if any(all(j[k] == v for k, v in r.items() if k in j) for r in restriction)]
+
+
+def _populate(restriction, retry_errors: bool = False, workers: int = 2, scheduler: str = "threads") -> int:
+    """Populate RecordingInfo, MotionCorrection, Initialization and CNMF (restricted to any of the
+    ``restriction`` dicts, if given) with progress bars; print each table's outcome and failures; return the number of failed jobs."""
+    from scopeline.pipeline import acquisition, cnmf, initialization, motion
+
     motion.MotionCorrection.workers = workers
     motion.MotionCorrection.scheduler = scheduler
+    where = () if restriction is None else (restriction,)
     failed = 0
     for table in (acquisition.RecordingInfo, motion.MotionCorrection, initialization.Initialization, cnmf.CNMF):
         name = table.__name__
         if retry_errors:
-            table.jobs.errors.delete_quick()
+            for job in _errors(table, restriction):
+                (table.jobs & {k: job[k] for k in table.primary_key}).delete_quick()
         t0 = time.monotonic()
-        out = table.populate(reserve_jobs=True, suppress_errors=True, display_progress=True)
-        errors = table.jobs.errors.to_dicts()
+        out = table.populate(*where, reserve_jobs=True, suppress_errors=True, display_progress=True)
+        errors = _errors(table, restriction)
         console.print(f"{name}: {out['success_count']} done in {time.monotonic() - t0:.1f} s, "
                       f"{len(table())} in total, {len(errors)} failed")
         for job in errors:
             key = "/".join(str(job[k]) for k in table.primary_key)
             console.print(f"  [red]failed[/] {key}: {job['error_message']}", highlight=False)
         failed += len(errors)
-    if failed:
-        console.print("fix the cause, then: scopeline populate --retry-errors")
-        raise typer.Exit(1)
-
-
-figure_app = typer.Typer(help="Diagnostic figures of stored results (PNG).", no_args_is_help=True)
-app.add_typer(figure_app, name="figure")
-
-
-@figure_app.command("motion")
-def figure_motion(
-    out: Path = typer.Argument(..., help="PNG file to write."),
-    subject: str = typer.Option(..., "--subject", "-s"),
-    session: str = typer.Option(..., "--session", "-d"),
-    recording: int = typer.Option(0, "--recording", "-r"),
-    paramset: str = typer.Option("default", "--paramset", "-p"),
-):
-    """Motion shifts over time and summary images (mean, max, std, correlation, PNR)."""
-    from scopeline.figures import motion_figure
-    from scopeline.pipeline import acquisition, activate, motion
-
-    key = {"subject": subject, "session": session, "recording_id": recording, "motion_paramset": paramset}
-    with _clear_errors():
-        activate()
-        rows = (motion.MotionCorrection & key).to_dicts()
-        if not rows:
-            _fail(f"no motion correction for {key}: add a task and run `scopeline populate`")
-        ts = (acquisition.RecordingInfo & key).fetch1("timestamps")
-    path = motion_figure(rows[0], ts, out, title=f"{subject} / {session} / recording {recording} / {paramset}")
-    console.print(f"wrote {path}")
-
-
-@figure_app.command("cnmf")
-def figure_cnmf(
-    out: Path = typer.Argument(..., help="PNG file to write."),
-    subject: str = typer.Option(..., "--subject", "-s"),
-    session: str = typer.Option(..., "--session", "-d"),
-    recording: int = typer.Option(0, "--recording", "-r"),
-    paramset: str = typer.Option("minian", "--paramset", "-p", help="CNMF parameter set."),
-    init: str = typer.Option("minian", "--init", help="Initialization parameter set."),
-    motion_paramset: str = typer.Option("default", "--motion", help="Motion parameter set."),
-):
-    """Footprint contours on the max projection, and sample traces with their deconvolved activity."""
-    from scopeline.pipeline import activate
-
-    key = {"subject": subject, "session": session, "recording_id": recording, "motion_paramset": motion_paramset,
-           "init_paramset": init, "cnmf_paramset": paramset}
-    with _clear_errors():
-        activate()
-        path = _cnmf_figure(key, out)
-    console.print(f"wrote {path}")
-
-
-def _cnmf_figure(key: dict, out: Path) -> Path:
-    from scopeline.figures import cnmf_figure
-    from scopeline.pipeline import acquisition, cnmf, motion
-
-    if not (cnmf.CNMF & key):
-        _fail(f"no CNMF result for {key}: add a task (`scopeline task cnmf`) and run `scopeline populate`")
-    res = (cnmf.CNMF & key).result()
-    max_image, frame_index = (motion.MotionCorrection & key).fetch1("max_image", "frame_index")
-    ts = (acquisition.RecordingInfo & key).fetch1("timestamps")
-    times = ts[frame_index] - ts[0] if ts is not None and len(ts) > frame_index.max(initial=0) else None
-    title = " / ".join(str(key[k]) for k in ("subject", "session", "recording_id", "motion_paramset",
-                                              "init_paramset", "cnmf_paramset"))
-    return cnmf_figure(res["A"], max_image, res["C"], res["S"], times, out, title=title, unit_ids=res["unit_id"])
+    return failed
 
 
 # -------------------------------------------------------------------------------------- ls
@@ -421,6 +370,227 @@ def ls():
     console.print(table)
 
 
+# ------------------------------------------------------------------------------------- run
+
+
+def _process(recordings: list[dict], preset: str, out_dir: Path, nwb: bool = True) -> list[dict]:
+    """Queue a pipeline preset for the recordings, populate, write figures and NWB files; return one
+    summary row per recording (``error`` set when its chain failed)."""
+    from scopeline import report
+    from scopeline.pipeline import presets
+
+    names = presets.stage_paramsets(preset)
+    presets.queue(recordings, names["motion"], names["init"], names["cnmf"])
+    keys = [presets.result_key(r, preset) for r in recordings]
+    _populate(keys, retry_errors=True)
+    rows = []
+    for key in keys:
+        try:
+            row = report.summary(key)
+        except LookupError as err:
+            rows.append({**key, "error": str(err)})
+            continue
+        out = out_dir / key["subject"] / key["session"]
+        row["figures"] = [str(p) for p in report.write_figures(key, out).values()]
+        if nwb:
+            row["nwb"] = str(_export_once(key, out / f"{report.result_name(key)}.nwb"))
+        rows.append(row)
+    return rows
+
+
+def _export_once(key: dict, path: Path) -> Path:
+    """The result's NWB file, written unless it exists (re-running is a no-op)."""
+    from scopeline.pipeline.nwb import export_nwb
+
+    if not path.exists():
+        export_nwb(key, path)
+    return path.resolve()
+
+
+def _print_summary(rows: list[dict], seconds: float) -> None:
+    table = Table("subject", "session", "rec", "frames", "fps", "units", "motion s", "init s", "cnmf s")
+    for r in rows:
+        if "error" in r:
+            table.add_row(r["subject"], r["session"], str(r["recording_id"]), "-", "-", "[red]failed[/]", "", "", "")
+            continue
+        table.add_row(r["subject"], r["session"], str(r["recording_id"]), str(r["n_frames"]), f"{r['fps']:.2f}",
+                      str(r["n_units"]), f"{r['motion_s']:.1f}", f"{r['init_s']:.1f}", f"{r['cnmf_s']:.1f}")
+    console.print(table)
+    for r in rows:
+        if "error" in r:
+            continue
+        for path in r["figures"] + ([r["nwb"]] if r.get("nwb") else []):
+            console.print(f"  {path}", highlight=False, soft_wrap=True)
+    console.print(f"done in {seconds:.1f} s")
+
+
+@app.command()
+def run(
+    path: Path = typer.Argument(..., help="Recording folder or file (Miniscope V4/V3 folder, TIFF, AVI)."),
+    subject: str = typer.Option(..., "--subject", "-s", help="Subject id."),
+    session: str = typer.Option(..., "--session", "-d", help="Session id."),
+    preset: str = typer.Option("default", "--preset", help="Pipeline preset: default | minian | cnmfe | fast."),
+    out: Path = typer.Option(Path("scopeline-results"), "--out", "-o", help="Folder for figures and NWB files."),
+    fps: Optional[float] = typer.Option(None, "--fps", help="Frame rate (Hz) for TIFF/AVI without a clock."),
+    no_nwb: bool = typer.Option(False, "--no-nwb", help="Skip the NWB export."),
+):
+    """Ingest one recording and run the whole pipeline on it: motion correction, initialization and
+    CNMF with the preset's parameter sets, figures, NWB file, summary.
+
+    Re-running is a no-op for work already done (failed steps are retried).
+    """
+    from scopeline import database
+    from scopeline.pipeline import activate, presets
+    from scopeline.pipeline.ingest import ingest as run_ingest
+
+    t0 = time.monotonic()
+    with _clear_errors():
+        presets.stage_paramsets(preset)  # unknown preset: fail before any work
+        if not path.exists():
+            _fail(f"{path}: no such file or folder")
+        where = database.configure()
+        activate()
+        console.print(f"database: {where['backend']} at {where['host']}:{where['port']} ({where['source']})")
+        ingested = run_ingest(path, subject, session, pattern=None, fps=fps)
+        rows = _process([r.key for r in ingested], preset, out, nwb=not no_nwb)
+    _print_summary(rows, time.monotonic() - t0)
+    if any("error" in r for r in rows):
+        raise typer.Exit(1)
+
+
+@app.command()
+def report(
+    subject: str = typer.Option(..., "--subject", "-s"),
+    session: str = typer.Option(..., "--session", "-d"),
+    recording: int = typer.Option(0, "--recording", "-r"),
+    preset: Optional[str] = typer.Option(None, "--preset", help="Pipeline preset (names all three parameter sets)."),
+    motion_paramset: Optional[str] = typer.Option(None, "--motion"),
+    init: Optional[str] = typer.Option(None, "--init"),
+    paramset: Optional[str] = typer.Option(None, "--paramset", "-p", help="CNMF parameter set."),
+    out: Path = typer.Option(Path("scopeline-results"), "--out", "-o", help="Folder for the figures."),
+):
+    """Figures (motion shifts, summary images, footprint contours, traces with activity) and a summary
+    of one result. Parameter sets not given are inferred when only one result matches."""
+    from scopeline import report as rep
+    from scopeline.pipeline import activate, presets
+
+    key = {"subject": subject, "session": session, "recording_id": recording}
+    with _clear_errors():
+        if preset:
+            key = presets.result_key(key, preset)
+        key.update({k: v for k, v in (("motion_paramset", motion_paramset), ("init_paramset", init),
+                                      ("cnmf_paramset", paramset)) if v is not None})
+        activate()
+        try:
+            paths = rep.write_figures(key, out / subject / session)
+            info = rep.summary(key) if "cnmf" in paths else None
+        except LookupError as err:
+            _fail(str(err))
+    if info:
+        console.print(f"{info['n_frames']} frames ({info['size']} pixels) at {info['fps']:.2f} Hz, "
+                      f"{info['corrupted_frames']} corrupted; {info['n_seeds']} seeds, {info['n_units']} units; "
+                      f"motion {info['motion_s']:.1f} s, initialization {info['init_s']:.1f} s, "
+                      f"CNMF {info['cnmf_s']:.1f} s")
+    for p in paths.values():
+        console.print(f"wrote {p}", highlight=False, soft_wrap=True)
+
+
+@app.command("export-nwb")
+def export_nwb_cmd(
+    out: Path = typer.Argument(..., help="NWB file to write."),
+    subject: str = typer.Option(..., "--subject", "-s"),
+    session: str = typer.Option(..., "--session", "-d"),
+    recording: int = typer.Option(0, "--recording", "-r"),
+    preset: Optional[str] = typer.Option(None, "--preset", help="Pipeline preset (names all three parameter sets)."),
+    motion_paramset: Optional[str] = typer.Option(None, "--motion"),
+    init: Optional[str] = typer.Option(None, "--init"),
+    paramset: Optional[str] = typer.Option(None, "--paramset", "-p", help="CNMF parameter set."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing file."),
+    embed_movie: bool = typer.Option(False, "--embed-movie", help="Also store the corrected movie in the file."),
+    inspect: bool = typer.Option(True, "--inspect/--no-inspect", help="Check the file with nwbinspector (DANDI)."),
+):
+    """Export one CNMF result (with its recording, motion correction and provenance) as an NWB file.
+
+    The file is written under a temporary name and renamed when complete: an interrupted export
+    leaves nothing under OUT.
+    """
+    from scopeline.pipeline import activate, presets
+    from scopeline.pipeline.nwb import export_nwb, inspect_nwb
+
+    key = {"subject": subject, "session": session, "recording_id": recording}
+    with _clear_errors():
+        if preset:
+            key = presets.result_key(key, preset)
+        key.update({k: v for k, v in (("motion_paramset", motion_paramset), ("init_paramset", init),
+                                      ("cnmf_paramset", paramset)) if v is not None})
+        activate()
+        try:
+            path = export_nwb(key, out, overwrite=overwrite, embed_movie=embed_movie)
+        except ValueError as err:
+            _fail(str(err))
+    console.print(f"wrote {path}", highlight=False)
+    if inspect:
+        messages = inspect_nwb(path)
+        serious = [m for m in messages if m.importance.name in ("CRITICAL", "BEST_PRACTICE_VIOLATION")]
+        for m in messages:
+            console.print(f"  nwbinspector {m.importance.name}: {m.message} ({m.object_type} {m.location})",
+                          highlight=False, soft_wrap=True)
+        console.print(f"nwbinspector (DANDI): {len(messages)} message(s), {len(serious)} critical or violations")
+
+
+@app.command()
+def status(as_json: bool = typer.Option(False, "--json", help="Print JSON.")):
+    """Progress of every stage across the database: done, pending, reserved (running) and failed jobs."""
+    from scopeline import query
+    from scopeline.pipeline import activate
+
+    with _clear_errors():
+        activate()
+        frame = query.status()
+    if as_json:
+        print(frame.to_json(orient="records"))
+        return
+    table = Table("table", "done", "pending", "reserved", "error")
+    for r in frame.to_dict("records"):
+        table.add_row(r["table"], str(r["done"]), str(r["pending"]), str(r["reserved"]),
+                      f"[red]{r['error']}[/]" if r["error"] else "0")
+    console.print(table)
+    if frame["error"].sum():
+        console.print("see the failures: scopeline populate (prints them); retry: scopeline populate --retry-errors")
+
+
+@app.command()
+def results(
+    subject: Optional[str] = typer.Option(None, "--subject", "-s"),
+    session: Optional[str] = typer.Option(None, "--session", "-d"),
+    paramset: Optional[str] = typer.Option(None, "--paramset", "-p", help="CNMF parameter set."),
+    init: Optional[str] = typer.Option(None, "--init"),
+    motion_paramset: Optional[str] = typer.Option(None, "--motion"),
+    units: bool = typer.Option(False, "--units", help="One row per unit instead of per result."),
+    csv: Optional[Path] = typer.Option(None, "--csv", help="Also write the table as CSV."),
+):
+    """CNMF results (or their units) restricted by subject, session and parameter sets."""
+    from scopeline import query
+
+    with _clear_errors():
+        args = dict(subject=subject, session=session, motion_paramset=motion_paramset, init_paramset=init,
+                    cnmf_paramset=paramset)
+        frame = query.units(**args) if units else query.results(**args)
+    if csv:
+        frame.to_csv(csv, index=False)
+    _print_frame(frame, "no result matches" if not units else "no unit matches")
+
+
+def _print_frame(frame, empty: str) -> None:
+    if frame.empty:
+        console.print(empty)
+        return
+    table = Table(*[str(c) for c in frame.columns])
+    for r in frame.itertuples(index=False):
+        table.add_row(*[f"{v:.2f}" if isinstance(v, float) else str(v) for v in r])
+    console.print(table)
+
+
 # ------------------------------------------------------------------------------------ demo
 
 
@@ -428,56 +598,45 @@ def ls():
 def demo(
     frames: int = typer.Option(2000, help="Frames of the simulated session."),
     shared_data: Optional[Path] = typer.Option(None, help="Folder of the real data (default ../shared/data)."),
+    out: Path = typer.Option(None, "--out", "-o", help="Folder for figures and NWB files (default: "
+                                                       "scopeline's home / demo)."),
 ):
-    """Local database, the real CA1 recording and a simulated V4 session: ingest, motion correction,
-    initialization and CNMF, figures."""
-    from scopeline import database, settings
+    """Local database (unless one is configured), the real CA1 recording and a simulated V4 session:
+    the same steps as `run` on each, then a query of the results."""
+    from scopeline import database, query, settings
     from scopeline.core import simulate as sim
-    from scopeline.figures import motion_figure
-    from scopeline.pipeline import acquisition, activate, cnmf, initialization, motion
+    from scopeline.pipeline import activate
+    from scopeline.pipeline.ingest import ingest as run_ingest
 
     t0 = time.monotonic()
+    out = out or settings.home() / "demo"
     with _clear_errors():
         where = database.configure()
         activate()
     console.print(f"database: {where['backend']} at {where['host']}:{where['port']} ({where['source']})")
     data = shared_data or _find_shared_data()
     real = data / "ca1_miniscope_v3" / "ca1_500x240x376_uint8.tif" if data else None
-    subjects = []
-    if real is not None and real.exists():
-        ingest(real, subject="ca1", session="minian_demo", pattern=None, fps=15.0)
-        subjects.append(("ca1", "minian_demo"))
-    else:
-        console.print("real recording not found (../shared/data/ca1_miniscope_v3): skipped")
-    sim_dir = settings.home() / "demo" / f"sim_v4_{frames}"
-    if not (sim_dir / sim.GROUND_TRUTH).exists():
-        import shutil
+    recordings = []
+    with _clear_errors():
+        if real is not None and real.exists():
+            recordings += [r.key for r in run_ingest(real, "ca1", "minian_demo", pattern=None, fps=15.0)]
+        else:
+            console.print("real recording not found (../shared/data/ca1_miniscope_v3): only the simulated session")
+        sim_dir = settings.home() / "demo" / f"sim_v4_{frames}"
+        if not (sim_dir / sim.GROUND_TRUTH).exists():
+            import shutil
 
-        shutil.rmtree(sim_dir, ignore_errors=True)
-        sim.simulate(sim_dir, sim.SimulationParams(height=256, width=256, n_frames=frames, n_cells=60,
-                                                   seed=0), progress=True)
-    ingest(sim_dir, subject="sim01", session="2026_01_05", pattern=None, fps=None)
-    subjects.append(("sim01", "2026_01_05"))
-    for subject, session in subjects:
-        task_cnmf(paramset="minian", init="minian", motion_paramset="default", subject=subject, session=session,
-                  recording=None)
-    populate(retry_errors=False, workers=2, scheduler="threads")
-    figures = settings.home() / "demo" / "figures"
-    figures.mkdir(parents=True, exist_ok=True)
-    for subject, session in subjects:
-        key = {"subject": subject, "session": session, "recording_id": 0, "motion_paramset": "default"}
-        row = (motion.MotionCorrection & key).to_dicts()[0]
-        ts = (acquisition.RecordingInfo & key).fetch1("timestamps")
-        path = motion_figure(row, ts, figures / f"{subject}_motion.png", title=f"{subject} / {session} / default")
-        console.print(f"{subject}: {row['n_frames']} frames motion-corrected in {row['compute_time']:.1f} s, "
-                      f"{len(row['corrupted_frames'])} corrupted frames; figure {path}")
-        ckey = {**key, "init_paramset": "minian", "cnmf_paramset": "minian"}
-        n_units, seconds = (cnmf.CNMF & ckey).fetch1("n_units", "compute_time")
-        init_s = (initialization.Initialization & ckey).fetch1("compute_time")
-        path = _cnmf_figure(ckey, figures / f"{subject}_cnmf.png")
-        console.print(f"{subject}: {n_units} units (initialization {init_s:.1f} s, CNMF {seconds:.1f} s); figure {path}")
+            shutil.rmtree(sim_dir, ignore_errors=True)
+            sim.simulate(sim_dir, sim.SimulationParams(height=256, width=256, n_frames=frames, n_cells=60,
+                                                       seed=0), progress=True)
+        recordings += [r.key for r in run_ingest(sim_dir, "sim01", "2026_01_05", pattern=None, fps=None)]
+        rows = _process(recordings, "default", out)
+    _print_summary(rows, time.monotonic() - t0)
+    console.print("query: scopeline.query.results() / `scopeline results`")
+    _print_frame(query.results(), "no result")
     ls()
-    console.print(f"demo done in {time.monotonic() - t0:.1f} s")
+    if any("error" in r for r in rows):
+        raise typer.Exit(1)
 
 
 def _find_shared_data() -> Path | None:

@@ -1,0 +1,104 @@
+"""Per-result reports: the figures of a stored result (motion shifts and summary images; footprint
+contours on the max projection with sample traces and activity) and a one-line-per-stage summary.
+
+Reads the database only; every figure is drawn by :mod:`scopeline.figures`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from scopeline.figures import cnmf_figure, motion_figure
+from scopeline.pipeline import acquisition, cnmf, initialization, motion
+
+__all__ = ["result_name", "summary", "write_figures"]
+
+_MOTION_KEY = ["subject", "session", "recording_id", "motion_paramset"]
+_KEY = _MOTION_KEY + ["init_paramset", "cnmf_paramset"]
+
+
+def _one(table, key: dict, what: str) -> dict:
+    """The full primary key of the single row of ``table & key``.
+
+    Raises
+    ------
+    LookupError
+        If there is no such row (with what to run) or several (with the fields to add).
+    """
+    n = len(table & key)
+    if n == 0:
+        raise LookupError(f"no {what} for {key}: queue it (`scopeline run` or `scopeline task cnmf`) "
+                          f"and run `scopeline populate`")
+    if n > 1:
+        free = [k for k in table.primary_key if k not in key]
+        raise LookupError(f"{key} matches {n} {what} results: also give {', '.join(free)}")
+    return (table & key).fetch1("KEY")
+
+
+def result_name(key: dict) -> str:
+    """File-name stem of a result: subject_session_recording_motion_init_cnmf."""
+    return "_".join(str(key[k]) for k in _KEY if k in key)
+
+
+def _frame_times(key: dict) -> np.ndarray | None:
+    ts = (acquisition.RecordingInfo & key).fetch1("timestamps")
+    return None if ts is None else np.asarray(ts, np.float64)
+
+
+def write_figures(key: dict, out_dir: str | Path) -> dict[str, Path]:
+    """Write the motion figure and, when CNMF is done, the CNMF figure of one result.
+
+    Parameters
+    ----------
+    key : dict
+        Restricts MotionCorrection (and CNMF, if it has the init/cnmf parameter sets) to one row.
+    out_dir : str or pathlib.Path
+        Folder for the PNG files (created).
+
+    Returns
+    -------
+    dict
+        ``{"motion": path, "cnmf": path}`` (``cnmf`` only when a CNMF result matches).
+
+    Raises
+    ------
+    LookupError
+        If no motion correction matches ``key``, or several do.
+    """
+    mkey = _one(motion.MotionCorrection, {k: v for k, v in key.items() if k in _MOTION_KEY}, "motion correction")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    row = (motion.MotionCorrection & mkey).fetch1()
+    ts = _frame_times(mkey)
+    title = " / ".join(str(mkey[k]) for k in _MOTION_KEY)
+    paths = {"motion": motion_figure(row, ts, out / f"{result_name(mkey)}_motion.png", title=title)}
+    if "cnmf_paramset" in key or len(cnmf.CNMF & key) == 1:
+        ckey = _one(cnmf.CNMF, key, "CNMF")
+        res = (cnmf.CNMF & ckey).result()
+        idx = row["frame_index"]
+        times = ts[idx] - ts[0] if ts is not None and len(ts) > idx.max(initial=0) else None
+        paths["cnmf"] = cnmf_figure(res["A"], row["max_image"], res["C"], res["S"], times,
+                                    out / f"{result_name(ckey)}_cnmf.png",
+                                    title=" / ".join(str(ckey[k]) for k in _KEY), unit_ids=res["unit_id"])
+    return paths
+
+
+def summary(key: dict) -> dict:
+    """One CNMF result in numbers: its key, frames, fps (Hz), duration (s), corrupted frames, units,
+    and the compute time of each stage (s).
+
+    Raises
+    ------
+    LookupError
+        If ``key`` matches no CNMF result or several.
+    """
+    ckey = _one(cnmf.CNMF, key, "CNMF")
+    info = (acquisition.RecordingInfo & ckey).fetch1("fps", "duration")
+    m = (motion.MotionCorrection & ckey).fetch1("n_frames", "height", "width", "corrupted_frames", "compute_time")
+    init_s, n_seeds = (initialization.Initialization & ckey).fetch1("compute_time", "n_seeds")
+    n_units, cnmf_s = (cnmf.CNMF & ckey).fetch1("n_units", "compute_time")
+    return {**ckey, "n_frames": int(m[0]), "size": f"{m[1]}x{m[2]}", "fps": float(info[0]),
+            "duration_s": float(info[1]), "corrupted_frames": int(len(m[3])), "n_seeds": int(n_seeds),
+            "n_units": int(n_units), "motion_s": float(m[4]), "init_s": float(init_s), "cnmf_s": float(cnmf_s)}

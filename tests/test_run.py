@@ -1,0 +1,108 @@
+"""`scopeline run`, `results`, `status`, `report` as a user runs them (subprocesses against the test
+database), and the query interface: one command from a recording folder to stored results, figures
+and an NWB file; re-running is a no-op; two parameter sets are told apart by a query."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from conftest import db_env
+
+from scopeline import query
+from scopeline.core import simulate as sim
+from scopeline.pipeline import acquisition, cnmf, initialization, motion, presets
+from scopeline.pipeline.ingest import ingest
+
+pytestmark = pytest.mark.db
+
+
+def _cli(args, env, ok=True):
+    out = subprocess.run([sys.executable, "-m", "scopeline.cli", *map(str, args)], capture_output=True,
+                         text=True, env=env, timeout=600)
+    if ok:
+        assert out.returncode == 0, out.stderr[-3000:] + out.stdout[-3000:]
+    return out
+
+
+@pytest.fixture(scope="module")
+def cells(tmp_path_factory):
+    out = tmp_path_factory.mktemp("run_v4")
+    sim.simulate(out, sim.SimulationParams(height=96, width=96, n_frames=400, n_cells=8, frames_per_file=200,
+                                           signal_level=1.4, seed=21))
+    return out
+
+
+def test_run_from_folder_to_results_figures_and_nwb(db, cells, tmp_path):
+    env = db_env(db["backend"], db["url"], db["prefix"], db["store"])
+    out = tmp_path / "results"
+    first = _cli(["run", cells, "--subject", "r1", "--session", "d1", "--out", out], env)
+    key = presets.result_key({"subject": "r1", "session": "d1", "recording_id": 0}, "default")
+    n_units = (cnmf.CNMF & key).fetch1("n_units")
+    assert 6 <= n_units <= 12, n_units  # 8 simulated cells
+    # the summary names frames, fps, units and where the outputs are
+    assert "400" in first.stdout and f" {n_units} " in first.stdout
+    files = sorted(p.name for p in (out / "r1" / "d1").iterdir())
+    stem = "r1_d1_0_default_minian_minian"
+    assert files == [f"{stem}.nwb", f"{stem}_cnmf.png", "r1_d1_0_default_motion.png"]  # motion: shared
+    nwb = out / "r1" / "d1" / f"{stem}.nwb"
+    mtime = nwb.stat().st_mtime_ns
+    # again: nothing recomputed, nothing rewritten
+    second = _cli(["run", cells, "--subject", "r1", "--session", "d1", "--out", out], env)
+    assert "MotionCorrection: 0 done" in second.stdout and "CNMF: 0 done" in second.stdout
+    assert nwb.stat().st_mtime_ns == mtime
+    assert len(motion.MotionCorrection()) == len(cnmf.CNMF()) == 1
+
+    # the query interface sees the result
+    res = query.results(subject="r1")
+    assert len(res) == 1 and res.loc[0, "n_units"] == n_units and res.loc[0, "n_frames"] == 400
+    u = query.units(subject="r1", cnmf_paramset="minian")
+    assert len(u) == n_units and (u["area"] > 0).all() and u["centroid_y"].between(0, 96).all()
+    tr = query.traces(subject="r1")
+    assert len(tr) == n_units and tr.loc[0, "C"].shape == (400,) and np.all(np.diff(tr.loc[0, "time"]) > 0)
+    wide = query.trace_matrix(key, "S")
+    assert wide.shape == (400, n_units) and wide.index.name == "time"
+    sessions = query.sessions()
+    assert sessions.loc[0, "cnmf_results"] == 1 and sessions.loc[0, "n_frames"] == 400
+
+    status = _cli(["status", "--json"], env).stdout
+    assert '"table":"CNMF","done":1,"pending":0' in status
+    listed = _cli(["results", "--subject", "r1", "--units"], env).stdout
+    assert listed.count("minian") >= n_units
+    rep = _cli(["report", "-s", "r1", "-d", "d1", "--out", tmp_path / "rep"], env)
+    assert f"{n_units} units" in rep.stdout
+    assert (tmp_path / "rep" / "r1" / "d1" / f"{stem}_cnmf.png").stat().st_size > 10_000
+
+
+def test_two_parameter_sets_share_upstream_work_and_are_told_apart(db, cells):
+    (rec,) = ingest(cells, "r2", "d1")
+    cnmf.CNMFParamSet.insert1({"cnmf_paramset": "sparser", "params": {"sparse_penal": 5.0}})
+    presets.queue([rec.key], "default", "minian", "minian")
+    presets.queue([rec.key], "default", "minian", "sparser")
+    assert query.status().set_index("table").loc["CNMF", "pending"] == 2
+    for table in (motion.MotionCorrection, initialization.Initialization, cnmf.CNMF):
+        table.populate(reserve_jobs=True)
+    assert len(motion.MotionCorrection & rec.key) == 1 and len(initialization.Initialization & rec.key) == 1
+    both = query.results(subject="r2")
+    assert sorted(both["cnmf_paramset"]) == ["minian", "sparser"]
+    a, b = (query.traces(subject="r2", cnmf_paramset=name) for name in ("minian", "sparser"))
+    assert set(a["cnmf_paramset"]) == {"minian"} and set(b["cnmf_paramset"]) == {"sparser"}
+    # a larger sparsity penalty gives sparser activity
+    assert sum((s > 0).sum() for s in b["S"]) < sum((s > 0).sum() for s in a["S"])
+    assert query.status().set_index("table").loc["CNMF", "pending"] == 0
+
+
+def test_run_bad_input(db, tmp_path):
+    env = db_env(db["backend"], db["url"], db["prefix"])
+    (tmp_path / "empty").mkdir()
+    out = _cli(["run", tmp_path / "empty", "-s", "x", "-d", "y", "--out", tmp_path / "o"], env, ok=False)
+    assert out.returncode == 1 and "no recording found" in out.stderr
+    out = _cli(["run", tmp_path / "empty", "-s", "x", "-d", "y", "--preset", "nope"], env, ok=False)
+    assert out.returncode == 1 and "unknown preset 'nope'" in out.stderr and "default" in out.stderr
+    out = _cli(["run", tmp_path / "absent", "-s", "x", "-d", "y"], env, ok=False)
+    assert out.returncode == 1 and "no such file or folder" in out.stderr
+    assert not (acquisition.Recording & {"subject": "x"}) and not (tmp_path / "o").exists()
+    out = _cli(["report", "-s", "x", "-d", "y"], env, ok=False)
+    assert out.returncode == 1 and "no motion correction" in out.stderr
