@@ -75,6 +75,12 @@ def test_run_from_folder_to_results_figures_and_nwb(db, cells, tmp_path):
     assert f"{n_units} units" in rep.stdout
     assert (tmp_path / "rep" / "r1" / "d1" / f"{stem}_cnmf.png").stat().st_size > 10_000
 
+    # export-nwb: an existing file is kept unless --overwrite; the written file passes nwbinspector
+    refused = _cli(["export-nwb", "-s", "r1", "-d", "d1", "--preset", "default", "--out", nwb], env, ok=False)
+    assert refused.returncode == 1 and "overwrite" in refused.stderr and nwb.stat().st_mtime_ns == mtime
+    again = _cli(["export-nwb", "-s", "r1", "-d", "d1", "--preset", "default", "--out", tmp_path / "x.nwb"], env)
+    assert "0 critical or violations" in again.stdout and (tmp_path / "x.nwb").exists()
+
 
 def test_two_parameter_sets_share_upstream_work_and_are_told_apart(db, cells):
     (rec,) = ingest(cells, "r2", "d1")

@@ -497,7 +497,7 @@ def report(
 
 @app.command("export-nwb")
 def export_nwb_cmd(
-    out: Path = typer.Argument(..., help="NWB file to write."),
+    out: Path = typer.Option(..., "--out", "-o", help="NWB file to write."),
     subject: str = typer.Option(..., "--subject", "-s"),
     session: str = typer.Option(..., "--session", "-d"),
     recording: int = typer.Option(0, "--recording", "-r"),
@@ -512,7 +512,7 @@ def export_nwb_cmd(
     """Export one CNMF result (with its recording, motion correction and provenance) as an NWB file.
 
     The file is written under a temporary name and renamed when complete: an interrupted export
-    leaves nothing under OUT.
+    leaves nothing under --out.
     """
     from scopeline.pipeline import activate, presets
     from scopeline.pipeline.nwb import export_nwb, inspect_nwb
