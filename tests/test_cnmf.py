@@ -37,8 +37,9 @@ def test_initialization_and_cnmf_recover_the_simulated_cells(corrected):
     assert init.removed_by.count("") == len(init.A) and "pnr" in init.removed_by
     res = cnmf.cnmf(movie, init.A, init.C, init.b, init.f)
     acc = quality.accuracy(res.A.dense(), res.C, res.S, gt["A"], gt["C"], gt["S"], offset=offset)
-    # measured: F1 0.95, footprints 0.99, traces 0.93 (the true footprints give 0.92 on this movie)
-    assert acc.f1 >= 0.9 and acc.footprint_corr >= 0.97 and acc.trace_corr >= 0.88 and acc.spike_corr >= 0.6, acc
+    # measured: F1 0.97, footprints 1.00, traces 0.97, S 0.76 (with the raw-minimum glow removal that
+    # was the default before: traces 0.95; on long recordings much worse, see core.preprocess)
+    assert acc.f1 >= 0.92 and acc.footprint_corr >= 0.97 and acc.trace_corr >= 0.95 and acc.spike_corr >= 0.65, acc
     assert res.C.shape == res.S.shape == res.YrA.shape == (len(res.A), 600)
     assert (res.C >= 0).all() and (res.S >= 0).all() and np.allclose(res.A.patches.max(axis=(1, 2)), 1)
     assert ((res.g[:, 0] > 0.5) & (res.g[:, 0] < 1)).all() and (res.snr > 1).all()

@@ -11,6 +11,7 @@ import zarr
 from conftest import shared_data
 
 from scopeline.core import io, motion
+from scopeline.core import preprocess as pp
 from scopeline.core import simulate as sim
 
 
@@ -168,7 +169,8 @@ def test_black_block_does_not_erase_glow(tmp_path):
     movie = io.read_metadata(io.discover(tmp_path / "movie.tif")[0]).movie().compute()
     movie[240:] = 0  # the last block (10 frames) is black
     params = motion.MotionParams(registration=motion.RegistrationParams(template_frames=50), block_frames=60,
-                                 chunk_frames=30, glow_samples=0)
+                                 chunk_frames=30, glow_samples=0,
+                                 preprocess=pp.PreprocessParams(remove_glow=True, glow_sigma=0))
     res = motion.correct_motion(movie, params)
     assert sorted(res.corrupted) == list(range(240, 250))
     np.testing.assert_array_equal(res.glow, movie[:240].min(axis=0))

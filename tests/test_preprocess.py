@@ -108,10 +108,25 @@ def test_tophat_keeps_cells_removes_background():
 def test_glow_removal_subtracts_minimum():
     block = np.stack([np.full((16, 16), v, np.float32) for v in (10, 12, 15)])
     block[:, 0, 0] += 40
-    p = pp.PreprocessParams(denoise="none", background="none")
+    p = pp.PreprocessParams(remove_glow=True, denoise="none", background="none")
     out = np.stack([pp.preprocess_frame(f, p, block.min(axis=0)) for f in block])
     np.testing.assert_allclose(out[:, 3, 3], [0, 2, 5])
     np.testing.assert_allclose(out[:, 0, 0], [0, 2, 5])
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.float32])
+def test_smoothed_glow_keeps_the_vignette_and_drops_the_texture(dtype):
+    """The glow is the smooth part of the minimum, never above it (no clipping after subtraction)."""
+    yy, xx = np.mgrid[0:128, 0:128].astype(np.float32)
+    vignette = 60 + 40 * np.exp(-((yy - 64) ** 2 + (xx - 64) ** 2) / (2 * 40.0**2))
+    texture = np.where((xx.astype(int) % 16) < 2, -20, 0) + 15 * np.exp(-((yy - 30) ** 2 + (xx - 90) ** 2) / 8)
+    minimum = (vignette + texture).astype(dtype)
+    glow = pp.glow_image(minimum, 10.0)
+    assert glow.dtype == minimum.dtype and (glow <= minimum).all()
+    # what is left after subtraction: the texture plus a constant, not the vignette
+    rest = minimum.astype(np.float32) - glow
+    assert np.ptp(rest[texture == 0]) < 0.25 * np.ptp(vignette)
+    assert pp.glow_image(minimum, 0) is minimum
 
 
 @pytest.mark.parametrize("window,radius", [(3, 5), (7, 15)])

@@ -139,7 +139,8 @@ class MotionParams(StageParams):
 PRESETS: dict[str, MotionParams] = {
     "default": MotionParams(),
     "minian": MotionParams(
-        preprocess=pp.PreprocessParams(denoise="median", denoise_window=7, background="tophat", background_radius=15),
+        preprocess=pp.PreprocessParams(remove_glow=True, glow_sigma=0, denoise="median", denoise_window=7,
+                                       background="tophat", background_radius=15),
         registration=RegistrationParams(upsample=20),
     ),
     "fast": MotionParams(
@@ -870,7 +871,8 @@ def correct_motion(movie, params: MotionParams, out_array=None, *, workers: int 
             if not mins:
                 raise MotionError("every sampled frame is corrupted: raise glow_samples or check the recording")
             minimum = np.min(np.stack(mins), axis=0)
-            job.min_image = minimum if minimum.dtype == np.uint8 else minimum.astype(np.float32)
+            minimum = minimum if minimum.dtype == np.uint8 else minimum.astype(np.float32)
+            job.min_image = pp.glow_image(minimum, pre.glow_sigma)
             seconds["glow"] = time.perf_counter() - t0
 
             corrupted: dict[int, str] = {}

@@ -5,7 +5,12 @@ The steps, in the order :mod:`scopeline.core.motion` applies them to each block 
 1. crop to a rectangle and downsample in space and time (block mean, or subset);
 2. corrupted frames (wireless transmission errors, dropped-to-black frames) are detected by
    :func:`frame_scores` / :func:`flag_corrupted` and then interpolated from their neighbours or dropped;
-3. glow / vignetting removal: the per-pixel minimum over time is subtracted (Minian, Dong et al. 2022);
+3. glow / vignetting removal (optional, off by default): the per-pixel minimum over time, Gaussian-smoothed,
+   is subtracted (Minian, Dong et al. 2022, subtract the raw minimum: ``glow_sigma=0``). The raw minimum
+   of a moving movie also holds the tissue's texture (cells, vessels) at every position the brain
+   took; once the frames are registered, that imprint moves with each shift and reads as
+   motion-correlated activity next to cells (measured: 35 false units of 335 and trace correlation
+   0.92 with the raw minimum, 6 and 0.97 with none, 512 x 512 x 2,000 frames, 300 cells);
 4. denoising of each frame: median filter (default), Gaussian, bilateral or anisotropic diffusion;
 5. background removal of each frame: morphological top-hat with a disk (Minian; MIN1PIPE, Lu et al.
    2018), or subtraction of a uniform (box) filter.
@@ -40,6 +45,10 @@ __all__ = [
 ]
 
 
+#: Default smoothing of the glow (per-pixel minimum), pixels; see ``PreprocessParams.glow_sigma``.
+GLOW_SIGMA = 10.0
+
+
 class CorruptionParams(BaseModel):
     """Detection of corrupted frames (broken rows or blocks, dropped-to-black frames)."""
 
@@ -65,7 +74,16 @@ class PreprocessParams(BaseModel):
     temporal_downsample: int = Field(1, ge=1, le=100, description="Temporal downsampling factor.")
     downsample_method: Literal["mean", "subset"] = Field("mean", description="Block mean, or every n-th pixel/frame.")
     corruption: CorruptionParams = Field(default_factory=CorruptionParams)
-    remove_glow: bool = Field(True, description="Subtract the per-pixel minimum over time.")
+    remove_glow: bool = Field(
+        False, description="Subtract the glow: the per-pixel minimum over time, smoothed by glow_sigma. Off by default: "
+                           "the top-hat takes out smooth glow anyway, and on simulated recordings traces correlate "
+                           "better without it (0.98 vs 0.97 smoothed vs 0.92 raw minimum, 300 cells, 1,000 frames).")
+    glow_sigma: float = Field(
+        GLOW_SIGMA, ge=0, le=200,
+        description="Gaussian smoothing of the per-pixel minimum before it is subtracted, pixels after "
+                    "downsampling. The sensor's glow and vignetting are smooth; the minimum of a moving movie also "
+                    "holds the tissue's texture, which then moves with every shift in the corrected movie and turns "
+                    "into motion-correlated false units. 0: the raw minimum (Minian).")
     denoise: Literal["median", "gaussian", "bilateral", "anisotropic", "none"] = Field(
         "median", description="Per-frame denoising filter.")
     denoise_window: int = Field(5, ge=1, le=31, description="Denoising window, pixels (odd for median).")
@@ -290,6 +308,36 @@ def _disk(radius: int) -> np.ndarray:
     if radius not in _DISKS:
         _DISKS[radius] = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius + 1, 2 * radius + 1))
     return _DISKS[radius]
+
+
+def glow_image(minimum: np.ndarray, sigma: float) -> np.ndarray:
+    """The glow subtracted from every frame: the per-pixel minimum over time, Gaussian-smoothed and
+    lowered until it lies nowhere above the minimum.
+
+    Smoothing keeps the sensor's glow and vignetting (smooth) and drops the tissue's texture that the
+    minimum of a moving movie holds; lowering it by its largest excess over the minimum keeps every
+    sampled pixel above 0 after subtraction (8-bit subtraction clips at 0, which would distort dark
+    texture such as vessel shadows). A constant offset does not matter: the background removal that
+    follows takes it out.
+
+    Parameters
+    ----------
+    minimum : numpy.ndarray
+        uint8 or float32 (height, width): per-pixel minimum of (sampled) raw frames.
+    sigma : float
+        Gaussian standard deviation, pixels; 0 returns ``minimum`` unchanged.
+
+    Returns
+    -------
+    numpy.ndarray
+        Same dtype and shape as ``minimum``; never above it.
+    """
+    if sigma <= 0:
+        return minimum
+    low = minimum.astype(np.float32)
+    smooth = cv2.GaussianBlur(low, (0, 0), sigmaX=sigma, borderType=cv2.BORDER_REFLECT)
+    smooth = np.maximum(smooth - float((smooth - low).max()), 0)
+    return np.floor(smooth).astype(np.uint8) if minimum.dtype == np.uint8 else smooth
 
 
 def remove_background(frame: np.ndarray, method: str, radius: int) -> np.ndarray:
