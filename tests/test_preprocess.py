@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import cv2
 import numpy as np
 import pytest
 from conftest import shared_data
@@ -140,3 +141,12 @@ def test_8bit_path_equals_float_path(window, radius):
     fast = pp.preprocess_frame(frame, p, minimum)
     slow = pp.preprocess_frame(frame.astype(np.float32), p, minimum.astype(np.float32))
     np.testing.assert_array_equal(fast, slow)
+
+
+@pytest.mark.parametrize("radius", [1, 3, 10, 15])
+@pytest.mark.parametrize("shape", [(512, 512), (240, 376), (9, 40), (40, 7)])
+def test_decomposed_tophat_equals_opencv(radius, shape):
+    rng = np.random.default_rng(radius)
+    frame = cv2.GaussianBlur((rng.random(shape) * 255).astype(np.uint8), (0, 0), 1.5)
+    expected = cv2.morphologyEx(frame, cv2.MORPH_TOPHAT, pp._disk(radius))
+    np.testing.assert_array_equal(pp.tophat_uint8(frame, radius), expected)
