@@ -32,6 +32,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal, Optional
 
+import numba
 import numpy as np
 import scipy.fft as sfft
 from scipy import signal
@@ -143,44 +144,53 @@ def oasis_ar1(y: np.ndarray, g: float, lam: float) -> np.ndarray:
 def _pools(y: np.ndarray, g: float, lam: float) -> tuple[np.ndarray, float]:
     """:func:`oasis_ar1`'s c, and ``sum_t dc_t/dy`` along a constant shift of y for the pools found
     (c is linear in a shift of y while the pools stay the same: the baseline search's slope)."""
-    y = np.asarray(y, np.float64)
+    y = np.ascontiguousarray(y, np.float64)
     n = len(y)
     if n == 0:
         return np.zeros(0), 0.0
     shift = np.full(n, lam * (1 - g))  # d/dc of the penalty
     shift[0] = -lam * g
     shift[-1] = lam if n > 1 else 0.0
-    z = (y - shift).tolist()
-    # pools: value v, weight w = sum g^2k, u = sum g^k, start t, length l
-    vs, ws, us, ts, ls = [], [], [], [], []
-    gl = [1.0]  # g^k, extended on demand
+    return _pool_kernel(y - shift, float(g))
+
+
+@numba.njit(cache=True, nogil=True)
+def _pool_kernel(z: np.ndarray, g: float) -> tuple:
+    """Pool-adjacent-violators for AR(1) on the penalty-shifted trace z (compiled: the loop over
+    frames is sequential by nature). Pools are kept on a stack: value v, weight w = sum g^2k,
+    u = sum g^k, first frame t and length l."""
+    n = len(z)
+    gl = np.empty(2 * n + 1)  # g^k
+    gl[0] = 1.0
+    for k in range(1, 2 * n + 1):
+        gl[k] = gl[k - 1] * g
+    vs = np.empty(n)
+    ws = np.empty(n)
+    us = np.empty(n)
+    ts = np.empty(n, np.int64)
+    ls = np.empty(n, np.int64)
+    top = 0
     for t in range(n):
         v, w, u, length = z[t], 1.0, 1.0, 1
-        while vs:
-            lp = ls[-1]
-            while len(gl) <= 2 * lp:
-                gl.append(gl[-1] * g)
-            if vs[-1] * gl[lp] <= v:  # no violation: the previous pool decays below v
+        while top > 0:
+            lp = ls[top - 1]
+            if vs[top - 1] * gl[lp] <= v:  # no violation: the previous pool decays below v
                 break
-            wp, glp, g2 = ws.pop(), gl[lp], gl[2 * lp]
-            v = (wp * vs.pop() + glp * w * v) / (wp + g2 * w)
+            top -= 1
+            wp, glp, g2 = ws[top], gl[lp], gl[2 * lp]
+            v = (wp * vs[top] + glp * w * v) / (wp + g2 * w)
             w = wp + g2 * w
-            u = us.pop() + glp * u
+            u = us[top] + glp * u
             length += lp
-            ts.pop()
-            ls.pop()
-        vs.append(v)
-        ws.append(w)
-        us.append(u)
-        ts.append(t - length + 1)
-        ls.append(length)
+        vs[top], ws[top], us[top], ts[top], ls[top] = v, w, u, t - length + 1, length
+        top += 1
     c = np.zeros(n)
-    powers = g ** np.arange(n)
     slope = 0.0
-    for v, w, u, t0, length in zip(vs, ws, us, ts, ls):
-        if v > 0:
-            c[t0: t0 + length] = v * powers[:length]
-            slope += u * u / w
+    for i in range(top):
+        if vs[i] > 0:
+            for k in range(ls[i]):
+                c[ts[i] + k] = vs[i] * gl[k]
+            slope += us[i] * us[i] / ws[i]
     return c, slope
 
 
