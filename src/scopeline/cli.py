@@ -525,8 +525,8 @@ def export_nwb_cmd(
                                       ("cnmf_paramset", paramset)) if v is not None})
         activate()
         try:
-            path = export_nwb(key, out, overwrite=overwrite, embed_movie=embed_movie)
-        except ValueError as err:
+            path = export_nwb(key, out, overwrite=overwrite, embed_movie=embed_movie, progress=embed_movie)
+        except (ValueError, FileExistsError, FileNotFoundError, IsADirectoryError) as err:
             _fail(str(err))
     console.print(f"wrote {path}", highlight=False)
     if inspect:

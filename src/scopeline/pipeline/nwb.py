@@ -185,7 +185,7 @@ def _check_target(out: str | Path, overwrite: bool) -> Path:
     """The absolute target path, refusing an existing file (without overwrite) or a missing folder."""
     out = Path(out).expanduser().absolute()
     if out.exists() and not overwrite:
-        raise FileExistsError(f"{out}: already exists; pass overwrite=True to replace it")
+        raise FileExistsError(f"{out}: already exists; pass overwrite=True (scopeline export-nwb --overwrite) to replace it")
     if out.is_dir():
         raise IsADirectoryError(f"{out}: is a folder, not an NWB file path")
     if not out.parent.is_dir():
