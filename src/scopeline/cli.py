@@ -458,6 +458,20 @@ def run(
         raise typer.Exit(1)
 
 
+def _result_key(subject: str, session: str, recording: int, preset: Optional[str], motion_paramset: Optional[str],
+                init: Optional[str], paramset: Optional[str]) -> dict:
+    """A result's key from the CLI's options: a pipeline preset names all three parameter sets, and
+    the single-stage options override it; stages left open match any parameter set."""
+    from scopeline.pipeline import presets
+
+    key = {"subject": subject, "session": session, "recording_id": recording}
+    if preset:
+        key = presets.result_key(key, preset)
+    key.update({k: v for k, v in (("motion_paramset", motion_paramset), ("init_paramset", init),
+                                  ("cnmf_paramset", paramset)) if v is not None})
+    return key
+
+
 @app.command()
 def report(
     subject: str = typer.Option(..., "--subject", "-s"),
@@ -472,14 +486,10 @@ def report(
     """Figures (motion shifts, summary images, footprint contours, traces with activity) and a summary
     of one result. Parameter sets not given are inferred when only one result matches."""
     from scopeline import report as rep
-    from scopeline.pipeline import activate, presets
+    from scopeline.pipeline import activate
 
-    key = {"subject": subject, "session": session, "recording_id": recording}
     with _clear_errors():
-        if preset:
-            key = presets.result_key(key, preset)
-        key.update({k: v for k, v in (("motion_paramset", motion_paramset), ("init_paramset", init),
-                                      ("cnmf_paramset", paramset)) if v is not None})
+        key = _result_key(subject, session, recording, preset, motion_paramset, init, paramset)
         activate()
         try:
             paths = rep.write_figures(key, out / subject / session)
@@ -514,15 +524,11 @@ def export_nwb_cmd(
     The file is written under a temporary name and renamed when complete: an interrupted export
     leaves nothing under --out.
     """
-    from scopeline.pipeline import activate, presets
+    from scopeline.pipeline import activate
     from scopeline.pipeline.nwb import export_nwb, inspect_nwb
 
-    key = {"subject": subject, "session": session, "recording_id": recording}
     with _clear_errors():
-        if preset:
-            key = presets.result_key(key, preset)
-        key.update({k: v for k, v in (("motion_paramset", motion_paramset), ("init_paramset", init),
-                                      ("cnmf_paramset", paramset)) if v is not None})
+        key = _result_key(subject, session, recording, preset, motion_paramset, init, paramset)
         activate()
         try:
             path = export_nwb(key, out, overwrite=overwrite, embed_movie=embed_movie, progress=embed_movie)
