@@ -109,6 +109,13 @@ def test_footprints_dense_round_trip_and_products():
     np.testing.assert_allclose(fp.area(), (A > 0).sum(axis=(1, 2)))
 
 
+def test_empty_footprints_answer_with_empty_arrays():
+    """A result without units (a movie without cells) must still give areas, centroids and products."""
+    A = Footprints.empty((64, 80), 25)
+    assert A.area().shape == (0,) and A.centroids().shape == (0, 2) and A.gram().shape == (0, 0)
+    assert A.dense().shape == (0, 64, 80)
+
+
 def test_merge_joins_a_unit_split_in_two():
     """Two overlapping halves of one cell with the same trace become one unit reproducing A C."""
     rng = np.random.default_rng(1)

@@ -139,4 +139,4 @@ def test_cli_task_and_populate(db, small_v4, tmp_path):
     assert "MotionCorrection: 1 done" in out.stdout
     assert (motion.MotionCorrection & {"subject": "mm4"}).fetch1("n_frames") == 150
     bad = run("task", "motion", "--paramset", "no_such_set")
-    assert bad.returncode == 1 and "no motion paramset 'no_such_set'" in bad.stderr
+    assert bad.returncode == 1 and "no motion parameter set 'no_such_set'" in bad.stderr

@@ -137,17 +137,17 @@ class Footprints:
 
     def area(self) -> np.ndarray:
         """int (units,): non-zero pixels of each footprint."""
-        return (self.patches > 0).reshape(len(self), -1).sum(axis=1)
+        return (self.patches > 0).sum(axis=(1, 2))
 
     def centroids(self) -> np.ndarray:
         """float64 (units, 2): weighted (y, x) centre of each footprint, pixels; NaN when empty."""
         sy, sx = self.patches.shape[1:]
         yy, xx = np.mgrid[0:sy, 0:sx]
-        mass = self.patches.reshape(len(self), -1).sum(axis=1)
+        mass = self.patches.sum(axis=(1, 2))
         with np.errstate(invalid="ignore", divide="ignore"):
-            cy = (self.patches * yy).reshape(len(self), -1).sum(axis=1) / mass + self.offsets[:, 0]
-            cx = (self.patches * xx).reshape(len(self), -1).sum(axis=1) / mass + self.offsets[:, 1]
-        return np.stack([cy, cx], axis=1)
+            cy = (self.patches * yy).sum(axis=(1, 2)) / mass + self.offsets[:, 0]
+            cx = (self.patches * xx).sum(axis=(1, 2)) / mass + self.offsets[:, 1]
+        return np.stack([cy, cx], axis=1).reshape(len(self), 2)
 
     def overlaps(self) -> list[np.ndarray]:
         """For each unit, the other units whose boxes overlap its box."""
@@ -164,7 +164,7 @@ class Footprints:
         """float64 (units, units): A^T A."""
         k = len(self)
         G = np.zeros((k, k))
-        flat = self.patches.reshape(k, -1).astype(np.float64)
+        flat = self.patches.reshape(k, self.patches.shape[1] * self.patches.shape[2]).astype(np.float64)
         G[np.arange(k), np.arange(k)] = (flat**2).sum(axis=1)
         for i, others in enumerate(self.overlaps()):
             for j in others[others > i]:
