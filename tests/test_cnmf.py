@@ -144,3 +144,12 @@ def test_initialization_with_candidate_traces_on_disk_is_unchanged(corrected, mo
     assert len(in_memory.A) > 20
     assert on_disk.removed_by == in_memory.removed_by
     assert np.array_equal(on_disk.C, in_memory.C) and np.array_equal(on_disk.A.patches, in_memory.A.patches)
+
+
+def test_border_pixels_excludes_seeds_at_the_edge(corrected):
+    movie, shifts, gt, offset, fps = corrected
+    valid = initialize.valid_region(movie.shape[1:], shifts)
+    edge = 30
+    init = initialize.initialize(movie, fps, initialize.InitParams(border_pixels=edge), valid=valid)
+    h, w = movie.shape[1:]
+    assert len(init.seeds) and (init.seeds.min(axis=0) >= edge).all() and (init.seeds.max(axis=0) < (h - edge, w - edge)).all()

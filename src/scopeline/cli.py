@@ -429,7 +429,9 @@ def run(
     path: Path = typer.Argument(..., help="Recording folder or file (Miniscope V4/V3 folder, TIFF, AVI)."),
     subject: str = typer.Option(..., "--subject", "-s", help="Subject id."),
     session: str = typer.Option(..., "--session", "-d", help="Session id."),
-    preset: str = typer.Option("default", "--preset", help="Pipeline preset: default | minian | cnmfe | fast."),
+    preset: str = typer.Option("default", "--preset",
+                               help="Pipeline preset: default | minian | cnmfe | fast | registered (a movie "
+                                    "registered before: edges excluded)."),
     out: Path = typer.Option(Path("scopeline-results"), "--out", "-o", help="Folder for figures and NWB files."),
     fps: Optional[float] = typer.Option(None, "--fps", help="Frame rate (Hz) for TIFF/AVI without a clock."),
     no_nwb: bool = typer.Option(False, "--no-nwb", help="Skip the NWB export."),
@@ -635,8 +637,9 @@ def demo(
             shutil.rmtree(sim_dir, ignore_errors=True)
             sim.simulate(sim_dir, sim.SimulationParams(height=256, width=256, n_frames=frames, n_cells=60,
                                                        seed=0), progress=True)
-        recordings += [r.key for r in run_ingest(sim_dir, "sim01", "2026_01_05", pattern=None, fps=None)]
-        rows = _process(recordings, "default", out)
+        simulated = [r.key for r in run_ingest(sim_dir, "sim01", "2026_01_05", pattern=None, fps=None)]
+        # the real recording was motion-corrected before it was shared: its edges are not cells
+        rows = (_process(recordings, "registered", out) if recordings else []) + _process(simulated, "default", out)
     _print_summary(rows, time.monotonic() - t0)
     console.print("query: scopeline.query.results() / `scopeline results`")
     _print_frame(query.results(), "no result")

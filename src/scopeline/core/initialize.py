@@ -61,6 +61,9 @@ class InitParams(StageParams):
     merge_distance: float = Field(6.0, ge=0, description="Seeds closer than this (pixels) may merge.")
     merge_corr: float = Field(0.95, ge=-1, le=1, description="... if their low-passed traces correlate above this "
                                                              "(overlapping cells share much of their traces).")
+    border_pixels: int = Field(0, ge=0, le=200, description="Seeds within this many pixels of the frame's edge are "
+                               "not used (CaImAn's border_pix): for movies registered before scopeline saw them, "
+                               "whose edges move with the earlier shifts.")
     footprint_radius: int = Field(12, ge=1, le=200, description="Half window of a footprint around its seed, pixels.")
     corr_threshold: float = Field(0.7, ge=0, le=1, description="Pixels correlating with the seed above this form "
                                                                  "the initial footprint.")
@@ -75,6 +78,8 @@ class InitParams(StageParams):
 PRESETS = {
     "minian": InitParams(),
     "cnmfe": InitParams(pnr_threshold=8.0, corr_threshold=0.8, ks_alpha=None, merge_corr=0.7),
+    # movies registered before scopeline saw them: their edges move with the earlier shifts
+    "registered": InitParams(border_pixels=10),
 }
 
 
@@ -472,6 +477,10 @@ def initialize(movie, fps: float, params: Optional[InitParams] = None,
         raise ValueError(f"the frame rate must be positive, not {fps}")
     seconds = {}
     t0 = time.perf_counter()
+    if p.border_pixels:
+        inner = np.zeros((h, w), bool)
+        inner[p.border_pixels: h - p.border_pixels, p.border_pixels: w - p.border_pixels] = True
+        valid = inner if valid is None else valid & inner
     seeds, mean, noise = find_seeds(movie, p, progress, valid)
     seconds["seeds"] = time.perf_counter() - t0
     t0 = time.perf_counter()
