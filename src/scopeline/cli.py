@@ -186,13 +186,6 @@ app.add_typer(paramset_app, name="paramset")
 app.add_typer(task_app, name="task")
 
 
-def _paramset_tables() -> dict:
-    """stage name -> its parameter-set table."""
-    from scopeline.pipeline import cnmf, initialization, motion
-
-    return {"motion": motion.MotionParamSet, "init": initialization.InitParamSet, "cnmf": cnmf.CNMFParamSet}
-
-
 @paramset_app.command("ls")
 def paramset_ls():
     """List the parameter sets of every stage in the database, and the shipped presets."""
@@ -201,7 +194,8 @@ def paramset_ls():
     with _clear_errors():
         activate()
     table = Table("stage", "paramset", "description", "hash")
-    tables = _paramset_tables()
+    from scopeline.pipeline.presets import PARAMSET_TABLES as tables
+
     for stage, t in tables.items():
         for r in t.to_dicts(order_by=t.name_attr):
             table.add_row(stage, r[t.name_attr], r["description"], r["params_hash"][:10])
@@ -220,7 +214,8 @@ def paramset_add(
     """Add a parameter set from a JSON file (validated against schemas/<stage>.schema.json)."""
     from scopeline.pipeline import activate
 
-    tables = _paramset_tables()
+    from scopeline.pipeline.presets import PARAMSET_TABLES as tables
+
     if stage not in tables:
         _fail(f"unknown stage {stage!r}: use one of {', '.join(tables)}")
     try:
@@ -232,13 +227,6 @@ def paramset_add(
         t = tables[stage]
         t.insert1({t.name_attr: name, "description": description, "params": params})
     console.print(f"added {stage} paramset {name!r}")
-
-
-def _paramset(stage: str, name: str) -> dict:
-    """The key of a parameter set, inserting a shipped preset of that name when missing."""
-    from scopeline.pipeline.presets import ensure_paramset
-
-    return ensure_paramset(stage, name)
 
 
 def _recordings(subject, session, recording) -> list[dict]:
@@ -260,11 +248,11 @@ def task_motion(
     recording: Optional[int] = typer.Option(None, "--recording", "-r"),
 ):
     """Add motion-correction tasks for the matching recordings (all when no filter is given)."""
-    from scopeline.pipeline import activate, motion
+    from scopeline.pipeline import activate, motion, presets
 
     with _clear_errors():
         activate()
-        m = _paramset("motion", paramset)
+        m = presets.ensure_paramset("motion", paramset)
         rows = [{**k, **m} for k in _recordings(subject, session, recording)]
         before = len(motion.MotionTask())
         motion.MotionTask.insert(rows, skip_duplicates=True)
@@ -460,6 +448,16 @@ def run(
         raise typer.Exit(1)
 
 
+# options naming one result (report, export-nwb)
+_SUBJECT = typer.Option(..., "--subject", "-s")
+_SESSION = typer.Option(..., "--session", "-d")
+_RECORDING = typer.Option(0, "--recording", "-r")
+_PRESET = typer.Option(None, "--preset", help="Pipeline preset (names all three parameter sets).")
+_MOTION = typer.Option(None, "--motion", help="Motion parameter set.")
+_INIT = typer.Option(None, "--init", help="Initialization parameter set.")
+_CNMF = typer.Option(None, "--paramset", "-p", help="CNMF parameter set.")
+
+
 def _result_key(subject: str, session: str, recording: int, preset: Optional[str], motion_paramset: Optional[str],
                 init: Optional[str], paramset: Optional[str]) -> dict:
     """A result's key from the CLI's options: a pipeline preset names all three parameter sets, and
@@ -476,13 +474,13 @@ def _result_key(subject: str, session: str, recording: int, preset: Optional[str
 
 @app.command()
 def report(
-    subject: str = typer.Option(..., "--subject", "-s"),
-    session: str = typer.Option(..., "--session", "-d"),
-    recording: int = typer.Option(0, "--recording", "-r"),
-    preset: Optional[str] = typer.Option(None, "--preset", help="Pipeline preset (names all three parameter sets)."),
-    motion_paramset: Optional[str] = typer.Option(None, "--motion"),
-    init: Optional[str] = typer.Option(None, "--init"),
-    paramset: Optional[str] = typer.Option(None, "--paramset", "-p", help="CNMF parameter set."),
+    subject: str = _SUBJECT,
+    session: str = _SESSION,
+    recording: int = _RECORDING,
+    preset: Optional[str] = _PRESET,
+    motion_paramset: Optional[str] = _MOTION,
+    init: Optional[str] = _INIT,
+    paramset: Optional[str] = _CNMF,
     out: Path = typer.Option(Path("scopeline-results"), "--out", "-o", help="Folder for the figures."),
 ):
     """Figures (motion shifts, summary images, footprint contours, traces with activity) and a summary
@@ -510,13 +508,13 @@ def report(
 @app.command("export-nwb")
 def export_nwb_cmd(
     out: Path = typer.Option(..., "--out", "-o", help="NWB file to write."),
-    subject: str = typer.Option(..., "--subject", "-s"),
-    session: str = typer.Option(..., "--session", "-d"),
-    recording: int = typer.Option(0, "--recording", "-r"),
-    preset: Optional[str] = typer.Option(None, "--preset", help="Pipeline preset (names all three parameter sets)."),
-    motion_paramset: Optional[str] = typer.Option(None, "--motion"),
-    init: Optional[str] = typer.Option(None, "--init"),
-    paramset: Optional[str] = typer.Option(None, "--paramset", "-p", help="CNMF parameter set."),
+    subject: str = _SUBJECT,
+    session: str = _SESSION,
+    recording: int = _RECORDING,
+    preset: Optional[str] = _PRESET,
+    motion_paramset: Optional[str] = _MOTION,
+    init: Optional[str] = _INIT,
+    paramset: Optional[str] = _CNMF,
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing file."),
     embed_movie: bool = typer.Option(False, "--embed-movie", help="Also store the corrected movie in the file."),
     inspect: bool = typer.Option(True, "--inspect/--no-inspect", help="Check the file with nwbinspector (DANDI)."),

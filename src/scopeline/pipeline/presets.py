@@ -10,7 +10,8 @@ from __future__ import annotations
 
 from scopeline.pipeline import cnmf, initialization, motion
 
-__all__ = ["PIPELINE_PRESETS", "PresetError", "stage_paramsets", "queue", "result_key"]
+__all__ = ["PIPELINE_PRESETS", "PARAMSET_TABLES", "PresetError", "stage_paramsets", "ensure_paramset", "queue",
+           "result_key"]
 
 #: preset -> {"motion", "init", "cnmf"} parameter-set names
 PIPELINE_PRESETS: dict[str, dict[str, str]] = {
@@ -23,7 +24,8 @@ PIPELINE_PRESETS: dict[str, dict[str, str]] = {
     "registered": {"motion": "default", "init": "registered", "cnmf": "minian"},
 }
 
-_TABLES = {"motion": motion.MotionParamSet, "init": initialization.InitParamSet, "cnmf": cnmf.CNMFParamSet}
+#: stage name -> its parameter-set table
+PARAMSET_TABLES = {"motion": motion.MotionParamSet, "init": initialization.InitParamSet, "cnmf": cnmf.CNMFParamSet}
 
 
 class PresetError(ValueError):
@@ -52,7 +54,7 @@ def ensure_paramset(stage: str, name: str) -> dict:
     PresetError
         If ``name`` is neither in the database nor a shipped preset of the stage.
     """
-    table = _TABLES[stage]
+    table = PARAMSET_TABLES[stage]
     key = {table.name_attr: name}
     if not (table & key):
         if name not in table.presets:
