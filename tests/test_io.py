@@ -258,3 +258,31 @@ def test_reader_memory_flat_in_frames(tmp_path):
             peaks[n] = _peak_bytes(lambda: movie.max(axis=0).compute())
     assert peaks[960] < 1.3 * peaks[240], peaks
     assert peaks[960] < 0.2 * 960 * 128 * 128  # far below the movie's size
+
+
+def test_video_readers_continue_where_blocks_end(tmp_path):
+    """Blocks read through the kept readers hold exactly the file's frames whatever the order (next
+    block, a few frames on, backwards, far ahead), and a block starting where another ended reuses
+    that reader instead of seeking."""
+    rng = np.random.default_rng(0)
+    frames = rng.integers(0, 256, (120, 24, 32), dtype=np.uint8)
+    path = tmp_path / "0.avi"
+    _write_avi(path, frames)
+    io._VIDEO_READERS.clear()
+    for a, b in [(0, 10), (10, 30), (35, 50), (5, 15), (100, 120), (50, 51), (0, 120)]:
+        block = io._read_avi(str(path), a, b, 24, 32, "uint8")
+        assert np.array_equal(block, frames[a:b]), (a, b)
+    io._VIDEO_READERS.clear()
+    io._read_avi(str(path), 0, 10, 24, 32, "uint8")
+    io._read_avi(str(path), 10, 20, 24, 32, "uint8")
+    assert [pos for _, pos, _ in io._VIDEO_READERS._idle] == [20]  # one reader, carried on
+
+
+def test_video_readers_see_a_rewritten_file(tmp_path):
+    """A file replaced on disk is read anew, not through a reader opened on the old one."""
+    path = tmp_path / "0.avi"
+    _write_avi(path, np.zeros((20, 16, 16), np.uint8))
+    io._read_avi(str(path), 0, 10, 16, 16, "uint8")
+    _write_avi(path, np.full((30, 16, 16), 200, np.uint8))
+    assert (io._read_avi(str(path), 10, 20, 16, 16, "uint8") == 200).all()
+    io._VIDEO_READERS.clear()

@@ -267,3 +267,19 @@ def test_worker_processes_match_threads(tmp_path):
     np.testing.assert_array_equal(zt, zp)
     np.testing.assert_allclose(rt.summary["correlation"], rp.summary["correlation"], atol=1e-5)
     assert np.abs(zp.astype(np.float32)).sum() > 0
+
+
+def test_block_order_runs_per_thread():
+    """Blocks are handed out as one contiguous run per thread, interleaved: every block once, and the
+    block after each one (in its run) comes exactly one round later."""
+    starts = list(range(0, 2300, 100))
+    for n in (1, 2, 3, 30):
+        order = motion._runs(starts, n)
+        assert sorted(order) == starts
+        k = min(n, len(starts))
+        size = -(-len(starts) // k)
+        runs = [starts[r * size:(r + 1) * size] for r in range(k)]
+        for run in runs:
+            pos = [order.index(a) for a in run]
+            assert pos == sorted(pos)
+    assert motion._runs(starts, 2)[:4] == [0, 1200, 100, 1300]

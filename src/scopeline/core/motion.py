@@ -290,16 +290,33 @@ def shift_frame(frame: np.ndarray, dy: float, dx: float, border: str = "zero") -
                           borderMode=mode, borderValue=value)
 
 
-def build_template(highpassed: np.ndarray, p: RegistrationParams, map_=map) -> np.ndarray:
+def _project(frames, stat: str) -> np.ndarray:
+    """Mean or max (``stat``) of an iterable of float32 (height, width) frames, accumulated frame by
+    frame (float64 sum) so the frames need not be stacked."""
+    acc, n = None, 0
+    for f in frames:
+        if acc is None:
+            acc = f.astype(np.float64) if stat == "mean" else f.copy()
+        elif stat == "mean":
+            cv2.accumulate(f, acc)
+        else:
+            cv2.max(acc, f, dst=acc)
+        n += 1
+    return (acc / n if stat == "mean" else acc).astype(np.float32)
+
+
+def build_template(highpassed, p: RegistrationParams, map_=map) -> np.ndarray:
     """Template from the first frames of a movie.
 
     The frames are registered to their mean, then to the projection (``p.template_stat``) of the
     registered frames, ``p.template_iterations`` times; all but the last iteration use whole pixels.
+    Projections are accumulated as the registered frames come (memory: the frames and their spectra).
 
     Parameters
     ----------
-    highpassed : numpy.ndarray
-        float32 (frames, height, width), frames through :meth:`Filter.highpass`.
+    highpassed : numpy.ndarray or sequence of numpy.ndarray
+        float32 (frames, height, width), or a sequence of float32 (height, width) frames, through
+        :meth:`Filter.highpass`.
     p : RegistrationParams
     map_ : callable
         ``map``-like function applying the per-frame steps (e.g. a thread pool's ``map``).
@@ -309,21 +326,21 @@ def build_template(highpassed: np.ndarray, p: RegistrationParams, map_=map) -> n
     numpy.ndarray
         float32 (height, width), the high-passed template.
     """
-    filt = Filter(highpassed.shape[1:], p.filter_low, p.filter_high)
-    width = highpassed.shape[2]
-    specs = list(map_(filt.spectrum, highpassed))
-    template = highpassed.mean(axis=0)
+    frames = list(highpassed)
+    filt = Filter(frames[0].shape, p.filter_low, p.filter_high)
+    width = frames[0].shape[1]
+    specs = list(map_(filt.spectrum, frames))
+    template = _project(frames, "mean")
     for it in range(p.template_iterations):
         upsample = p.upsample if it == p.template_iterations - 1 else 1
         tconj = np.conj(filt.spectrum(template))
 
         def moved(i: int, tconj=tconj, upsample=upsample) -> np.ndarray:
             dy, dx = register(specs[i], tconj, width, p.max_shift, upsample)
-            return shift_frame(highpassed[i], dy, dx, "reflect")
+            return shift_frame(frames[i], dy, dx, "reflect")
 
-        frames = np.stack(list(map_(moved, range(len(highpassed)))))
-        template = frames.max(axis=0) if p.template_stat == "max" else frames.mean(axis=0)
-    return template.astype(np.float32)
+        template = _project(map_(moved, range(len(frames))), p.template_stat)
+    return template
 
 
 def patch_boxes(height: int, width: int, grid: tuple[int, int]) -> list[tuple[int, int, int, int]]:
@@ -731,7 +748,7 @@ def _template(job: _Job, shape: tuple[int, int], threads: int, read: dict) -> np
         with ThreadPoolExecutor(threads) as pool, threadpool_limits(1):
             parts = pool.map(load, range(0, n_raw, job.block_raw))
             first = np.concatenate(list(parts))
-            template = build_template(np.stack(list(pool.map(filt.highpass, first))), reg, pool.map)
+            template = build_template(list(pool.map(filt.highpass, first)), reg, pool.map)
     finally:
         cv2.setNumThreads(previous)
     if not np.any(template):
@@ -763,6 +780,19 @@ def _ship(client, job: _Job):
     return client.scatter(job, broadcast=True, hash=False)
 
 
+def _runs(starts: list[int], n: int) -> list[int]:
+    """Block starts in the order they should run on ``n`` parallel threads: ``n`` contiguous runs,
+    interleaved (run 0's first block, run 1's first block, ..., run 0's second block, ...).
+
+    Each thread then mostly takes the block after its previous one, and the video reader its previous
+    block left there continues without seeking (:class:`scopeline.core.io._VideoReaders`); blocks in
+    plain order would have the threads read neighbouring blocks at the same time, each seeking.
+    """
+    n = max(1, min(n, len(starts)))
+    size = math.ceil(len(starts) / n)
+    return [starts[r * size + k] for k in range(size) for r in range(n) if r * size + k < len(starts)]
+
+
 def _stream(client, fn, job_future, starts: list[int], report: Callable[[int], None], blocks: Optional[dict] = None):
     """Submit one task per block start; yield ``(start, result)`` as each finishes (memory bounded by
     what runs); ``report`` gets the result's last item, the raw frames done. ``blocks``: raw blocks
@@ -770,8 +800,9 @@ def _stream(client, fn, job_future, starts: list[int], report: Callable[[int], N
     from distributed import as_completed
 
     blocks = blocks or {}
+    order = _runs(starts, sum(w["nthreads"] for w in client.scheduler_info()["workers"].values()))
     futures = {client.submit(fn, job_future, a, *([client.scatter(blocks[a], hash=False)] if a in blocks else []),
-                             pure=False): a for a in starts}
+                             pure=False, priority=len(order) - i): a for i, a in enumerate(order)}
     for future in as_completed(futures):
         result = future.result()
         future.release()
