@@ -183,7 +183,7 @@ def test_search_window_never_wraps():
     moved = np.roll(img, 12, axis=1)
     filt = motion.Filter((32, 32), 0.5, 3.0)
     dy, dx = motion.register(filt.spectrum(filt.highpass(moved)), np.conj(filt.spectrum(filt.highpass(img))),
-                             32, 20, 1)
+                             filt, 20, 1)
     assert abs(dx) <= 15 and dy == 0
 
 
@@ -240,11 +240,11 @@ def test_register_subpixel_exact():
     moved = cv2.warpAffine(img, np.float32([[1, 0, 3.3], [0, 1, -2.6]]), (128, 128), flags=cv2.INTER_LANCZOS4)
     filt = motion.Filter((128, 128), 1.0, 4.0)
     tconj = np.conj(filt.spectrum(filt.highpass(img)))
-    dy, dx = motion.register(filt.spectrum(filt.highpass(moved)), tconj, 128, 20, 20)
+    dy, dx = motion.register(filt.spectrum(filt.highpass(moved)), tconj, filt, 20, 20)
     assert (dy, dx) == pytest.approx((-2.6, 3.3), abs=0.06)
     # the border taper keeps small shifts from being pulled towards zero
     small = cv2.warpAffine(img, np.float32([[1, 0, 0.4], [0, 1, 0.25]]), (128, 128), flags=cv2.INTER_LANCZOS4)
-    assert motion.register(filt.spectrum(filt.highpass(small)), tconj, 128, 20, 20) == pytest.approx((0.25, 0.4), abs=0.06)
+    assert motion.register(filt.spectrum(filt.highpass(small)), tconj, filt, 20, 20) == pytest.approx((0.25, 0.4), abs=0.06)
 
 
 def test_worker_processes_match_threads(tmp_path):

@@ -176,12 +176,24 @@ def taper(shape: tuple[int, int], width: int) -> np.ndarray:
     return _TAPERS[key]
 
 
+#: Relative weight below which the cross-power spectrum's high frequencies are dropped (see :class:`Filter`).
+CROP_WEIGHT = 1e-2
+
+
 class Filter:
-    """The filtered copy's spectrum: high pass, border taper, real FFT, Gaussian low pass.
+    """The filtered copy's spectrum: high pass, border taper, real FFT, Gaussian low pass, band kept.
 
     High pass: the frame minus two passes of a box filter of width ``2 round(1.22 high) + 1``
     (variance close to a Gaussian of sigma ``high``; O(1) per pixel). Low pass: a Gaussian of sigma
     ``low`` applied as a product in the Fourier domain. The taper (:func:`taper`) goes between them.
+
+    Only the band the low pass leaves is kept: the cross-power spectrum of two low-passed images
+    weighs frequency ``f`` (cycles/pixel) by ``exp(-4 pi^2 low^2 f^2)``, below :data:`CROP_WEIGHT`
+    beyond ``f_c = sqrt(ln(1 / CROP_WEIGHT)) / (2 pi low)`` (0.34 for ``low`` = 1 px), so frequencies
+    up to ``f_c`` are kept, laid out as the spectrum of a smaller grid (``grid``, padded with zeros
+    to a fast FFT size). The cross-correlation computed on that grid samples the full one every
+    ``height / grid[0]`` pixels (1.4 px for ``low`` = 1 px); :func:`register` refines its peak
+    from the same frequencies. With ``low`` = 0 nothing is dropped.
 
     Parameters
     ----------
@@ -189,13 +201,49 @@ class Filter:
         Frame (or patch) size, pixels.
     low, high : float
         Gaussian sigmas of the band, pixels.
+
+    Attributes
+    ----------
+    shape : (int, int)
+        The frame size.
+    grid : (int, int)
+        Size of the (coarse) cross-correlation grid; ``shape`` when nothing is dropped.
+    ky, kx : numpy.ndarray
+        float32 (grid[0],) and (grid[1] // 2 + 1,): the frequency (in cycles per frame) of each row
+        and column of :meth:`spectrum` (0 on padding).
+    kx_weight : numpy.ndarray
+        float32 (grid[1] // 2 + 1,): how many times each column counts in a real inverse DFT (2 for
+        the columns whose conjugates the real FFT leaves out, 1 for 0 and the Nyquist column, 0 on
+        padding).
     """
 
     def __init__(self, shape: tuple[int, int], low: float, high: float) -> None:
+        h, w = self.shape = tuple(shape)
         self.box = 2 * int(round(1.22 * high)) + 1
         self.win = taper(shape, int(math.ceil(2 * high)))
-        fy = sfft.fftfreq(shape[0])[:, None]
-        fx = sfft.rfftfreq(shape[1])[None, :]
+        f_c = 0.5 if low <= 0 else math.sqrt(math.log(1 / CROP_WEIGHT)) / (2 * math.pi * low)
+        my, mx = int(math.ceil(f_c * h)), int(math.ceil(f_c * w))
+        if 2 * my + 1 < h and 2 * mx + 1 < w:
+            gy, gx = sfft.next_fast_len(2 * my + 1), sfft.next_fast_len(2 * mx + 1, real=True)
+            self.grid = (gy, gx)
+            self._rows = np.r_[0:my + 1, h - my:h]  # kept rows of the full spectrum ...
+            self._at = np.r_[0:my + 1, gy - my:gy]  # ... and where they go
+            self._cols = mx + 1
+            self.ky = np.zeros(gy, np.float32)
+            self.ky[self._at] = np.r_[0:my + 1, -my:0]
+            self.kx = np.zeros(gx // 2 + 1, np.float32)
+            self.kx[:mx + 1] = np.arange(mx + 1)
+            self.kx_weight = np.zeros(gx // 2 + 1, np.float32)
+            self.kx_weight[:mx + 1] = 2.0
+        else:
+            self.grid, self._rows = (h, w), None
+            self.ky = (sfft.fftfreq(h) * h).astype(np.float32)
+            self.kx = np.arange(w // 2 + 1, dtype=np.float32)
+            self.kx_weight = np.full(w // 2 + 1, 2.0, np.float32)
+            if w % 2 == 0:
+                self.kx_weight[-1] = 1.0
+        self.kx_weight[0] = 1.0
+        fy, fx = (self.ky / h)[:, None], (self.kx / w)[None, :]
         self.lowpass = np.exp(-2 * np.pi**2 * low**2 * (fy**2 + fx**2)).astype(np.float32)
 
     def highpass(self, frame: np.ndarray) -> np.ndarray:
@@ -205,40 +253,59 @@ class Filter:
         return f - cv2.blur(cv2.blur(f, k, borderType=cv2.BORDER_REFLECT), k, borderType=cv2.BORDER_REFLECT)
 
     def spectrum(self, highpassed: np.ndarray) -> np.ndarray:
-        """complex64 (height, width // 2 + 1): real FFT of the tapered, high-passed image, low-passed."""
-        return (sfft.rfft2(highpassed * self.win) * self.lowpass).astype(np.complex64)
+        """complex64 (grid[0], grid[1] // 2 + 1): real FFT of the tapered, high-passed image, low-passed,
+        the band kept."""
+        full = sfft.rfft2(highpassed * self.win)
+        if self._rows is None:
+            return (full * self.lowpass).astype(np.complex64)
+        out = np.zeros(self.lowpass.shape, np.complex64)
+        out[self._at, : self._cols] = full[self._rows, : self._cols]
+        out *= self.lowpass
+        return out
 
 
-def _upsampled_dft(half_spectrum: np.ndarray, width: int, ys: np.ndarray, xs: np.ndarray) -> np.ndarray:
-    """Real inverse DFT of a real-FFT half spectrum at fractional positions (ys x xs), by two products."""
-    h, wh = half_spectrum.shape
-    ky = (sfft.fftfreq(h) * h).astype(np.float32)
-    kx = np.arange(wh, dtype=np.float32)
-    weight = np.full(wh, 2.0, np.float32)  # the other half of the spectrum: complex conjugates
-    weight[0] = 1.0
-    if width % 2 == 0:
-        weight[-1] = 1.0
-    ey = np.exp((2j * np.pi / h) * np.outer(ys, ky)).astype(np.complex64)
-    ex = (np.exp((2j * np.pi / width) * np.outer(kx, xs)) * weight[:, None]).astype(np.complex64)
-    return (ey @ half_spectrum @ ex).real
+def _upsampled_dft(spectrum: np.ndarray, filt: Filter, ys: np.ndarray, xs: np.ndarray) -> np.ndarray:
+    """Real inverse DFT of a :meth:`Filter.spectrum`-laid-out spectrum at fractional positions
+    (``ys`` x ``xs``, pixels of the full frame), by two matrix products (Guizar-Sicairos et al. 2008)."""
+    h, w = filt.shape
+    ey = np.exp((2j * np.pi / h) * np.outer(ys, filt.ky)).astype(np.complex64)
+    ex = (np.exp((2j * np.pi / w) * np.outer(filt.kx, xs)) * filt.kx_weight[:, None]).astype(np.complex64)
+    return (ey @ spectrum @ ex).real
 
 
-def register(frame_spec: np.ndarray, template_spec_conj: np.ndarray, width: int, max_shift: float,
+def _peak(spectrum: np.ndarray, filt: Filter, y: float, x: float, step: float, half: float) -> tuple[float, float]:
+    """Position of the largest value of the cross-correlation on a grid of ``step`` pixels within
+    ``half`` pixels of (y, x)."""
+    offs = np.arange(-round(half / step), round(half / step) + 1) * step
+    local = _upsampled_dft(spectrum, filt, y + offs, x + offs)
+    jy, jx = np.unravel_index(int(np.argmax(local)), local.shape)
+    return y + offs[jy], x + offs[jx]
+
+
+def register(frame_spec: np.ndarray, template_spec_conj: np.ndarray, filt: Filter, max_shift: float,
              upsample: int) -> tuple[float, float]:
-    """Sub-pixel shift of a frame relative to a template, from their real-FFT spectra.
+    """Sub-pixel shift of a frame relative to a template, from their spectra.
+
+    The peak of the cross-correlation is found on the coarse grid of the kept band
+    (:attr:`Filter.grid`), within ``max_shift``; then the correlation is evaluated around it by the
+    matrix-multiply DFT (Guizar-Sicairos, Thurman & Fienup 2008, Opt. Lett. 33:156): at whole pixels
+    within 2 px when ``upsample`` is 1 (none needed when no band was dropped), else every 1/4 pixel
+    within 1.25 px and then every ``1 / upsample`` pixel within 1/4 pixel of the best (one stage when
+    ``upsample`` <= 4). Cost per 512 x 512 frame: a 360 x 360 inverse FFT and about 1.3 million
+    complex products (the single-stage DFT over the full spectrum: 3.9 million).
 
     Parameters
     ----------
     frame_spec : numpy.ndarray
-        complex (height, width // 2 + 1), :meth:`Filter.spectrum` of the frame.
+        complex64 (grid[0], grid[1] // 2 + 1), :meth:`Filter.spectrum` of the frame.
     template_spec_conj : numpy.ndarray
-        complex (height, width // 2 + 1), complex conjugate of the template's spectrum.
-    width : int
-        Image width, pixels (the real FFT does not keep it).
+        complex64, same shape: complex conjugate of the template's spectrum (same filter).
+    filt : Filter
+        The filter that made both spectra (it knows the frame size and the band kept).
     max_shift : float
         Search radius, pixels; clamped to under half the image so the search window cannot wrap.
     upsample : int
-        Sub-pixel refinement factor (precision 1 / upsample pixel); 1 for integer shifts.
+        Sub-pixel refinement factor (precision 1 / upsample pixel); 1 for whole-pixel shifts.
 
     Returns
     -------
@@ -246,21 +313,22 @@ def register(frame_spec: np.ndarray, template_spec_conj: np.ndarray, width: int,
         (dy, dx) in pixels: the frame's content sits at ``template position + (dy, dx)``.
     """
     spectrum = frame_spec * template_spec_conj
-    corr = sfft.irfft2(spectrum, s=(spectrum.shape[0], width))
-    h, w = corr.shape
-    r = min(int(math.floor(max_shift)), (h - 1) // 2, (w - 1) // 2)
-    dys = np.arange(-r, r + 1)
-    dxs = np.arange(-r, r + 1)
-    window = corr[np.ix_(dys % h, dxs % w)]
+    gy, gx = filt.grid
+    h, w = filt.shape
+    corr = sfft.irfft2(spectrum, s=(gy, gx))
+    r = min(max_shift, (h - 1) // 2, (w - 1) // 2)
+    iys = np.arange(-int(r * gy / h), int(r * gy / h) + 1)
+    ixs = np.arange(-int(r * gx / w), int(r * gx / w) + 1)
+    window = corr[np.ix_(iys % gy, ixs % gx)]
     iy, ix = np.unravel_index(int(np.argmax(window)), window.shape)
-    dy, dx = float(dys[iy]), float(dxs[ix])
-    if upsample > 1:
-        n = int(math.ceil(1.5 * upsample))
-        offs = (np.arange(n) - n // 2) / upsample
-        local = _upsampled_dft(spectrum, width, dy + offs, dx + offs)
-        jy, jx = np.unravel_index(int(np.argmax(local)), local.shape)
-        dy, dx = dy + offs[jy], dx + offs[jx]
-    return dy, dx
+    dy, dx = iys[iy] * h / gy, ixs[ix] * w / gx  # within about half a coarse step of the peak
+    if upsample == 1:
+        dy, dx = float(round(dy)), float(round(dx))
+        return (dy, dx) if (gy, gx) == (h, w) else _peak(spectrum, filt, dy, dx, 1.0, 2.0)
+    if upsample <= 4:
+        return _peak(spectrum, filt, dy, dx, 1.0 / upsample, 1.25)
+    dy, dx = _peak(spectrum, filt, dy, dx, 0.25, 1.25)
+    return _peak(spectrum, filt, dy, dx, 1.0 / upsample, 0.25)
 
 
 _BORDERS = {"zero": (cv2.BORDER_CONSTANT, 0.0), "nan": (cv2.BORDER_CONSTANT, float("nan")),
@@ -328,7 +396,6 @@ def build_template(highpassed, p: RegistrationParams, map_=map) -> np.ndarray:
     """
     frames = list(highpassed)
     filt = Filter(frames[0].shape, p.filter_low, p.filter_high)
-    width = frames[0].shape[1]
     specs = list(map_(filt.spectrum, frames))
     template = _project(frames, "mean")
     for it in range(p.template_iterations):
@@ -336,7 +403,7 @@ def build_template(highpassed, p: RegistrationParams, map_=map) -> np.ndarray:
         tconj = np.conj(filt.spectrum(template))
 
         def moved(i: int, tconj=tconj, upsample=upsample) -> np.ndarray:
-            dy, dx = register(specs[i], tconj, width, p.max_shift, upsample)
+            dy, dx = register(specs[i], tconj, filt, p.max_shift, upsample)
             return shift_frame(frames[i], dy, dx, "reflect")
 
         template = _project(map_(moved, range(len(frames))), p.template_stat)
@@ -386,7 +453,7 @@ class _Registrar:
                             for f, (y0, y1, x0, x1) in zip(self.patch_filters, self.boxes)]
 
     def rigid(self, highpassed: np.ndarray) -> tuple[float, float]:
-        return register(self.filter.spectrum(highpassed), self.tconj, self.shape[1], self.p.max_shift,
+        return register(self.filter.spectrum(highpassed), self.tconj, self.filter, self.p.max_shift,
                         self.p.upsample)
 
     def patches(self, highpassed: np.ndarray, rigid: tuple[float, float]) -> np.ndarray:
@@ -394,7 +461,7 @@ class _Registrar:
         moved = shift_frame(highpassed, *rigid, border="reflect")
         out = np.empty((len(self.boxes), 2), np.float32)
         for k, ((y0, y1, x0, x1), filt, tconj) in enumerate(zip(self.boxes, self.patch_filters, self.patch_tconj)):
-            r = register(filt.spectrum(moved[y0:y1, x0:x1]), tconj, x1 - x0, self.p.max_deviation, self.p.upsample)
+            r = register(filt.spectrum(moved[y0:y1, x0:x1]), tconj, filt, self.p.max_deviation, self.p.upsample)
             out[k] = (rigid[0] + r[0], rigid[1] + r[1])
         return out
 
