@@ -276,6 +276,8 @@ def test_video_readers_continue_where_blocks_end(tmp_path):
     io._read_avi(str(path), 0, 10, 24, 32, "uint8")
     io._read_avi(str(path), 10, 20, 24, 32, "uint8")
     assert [pos for _, pos, _ in io._VIDEO_READERS._idle] == [20]  # one reader, carried on
+    io.close_video_readers()
+    assert io._VIDEO_READERS._idle == []
 
 
 def test_video_readers_see_a_rewritten_file(tmp_path):

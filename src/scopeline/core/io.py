@@ -69,6 +69,7 @@ __all__ = [
     "read_v3_timestamps",
     "frame_timing",
     "load_movie",
+    "close_video_readers",
 ]
 
 TIFF_SUFFIXES = (".tif", ".tiff")
@@ -473,6 +474,13 @@ class _VideoReaders:
 
 
 _VIDEO_READERS = _VideoReaders()
+
+
+def close_video_readers() -> None:
+    """Close the video readers this process keeps open between blocks (see ``_VideoReaders``); the
+    motion stage calls it when it ends, so no file stays open after it."""
+    _VIDEO_READERS.clear()
+
 if hasattr(os, "register_at_fork"):  # a forked worker must not share its parent's decoders
     os.register_at_fork(after_in_child=lambda: _VIDEO_READERS._idle.clear())
 

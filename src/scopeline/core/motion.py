@@ -52,6 +52,7 @@ import scipy.fft as sfft
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from threadpoolctl import threadpool_limits
 
+from scopeline.core import io
 from scopeline.core import preprocess as pp
 from scopeline.core.params import StageParams
 
@@ -1007,6 +1008,7 @@ def correct_motion(movie, params: MotionParams, out_array=None, *, workers: int 
             seconds["correct"] = time.perf_counter() - t0
     finally:
         cv2.setNumThreads(previous_threads)
+        io.close_video_readers()
     ordered = [by_start[a] for a in starts]
     registrar_boxes = patch_boxes(h, w, reg.patch_grid) if reg.mode == "piecewise" else []
     seconds["total"] = time.perf_counter() - t_start
