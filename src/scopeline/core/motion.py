@@ -41,6 +41,7 @@ from __future__ import annotations
 import contextlib
 import math
 import os
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -689,7 +690,7 @@ class _Job:
         """Raw frames [a, b) cropped (``raw`` if already read), corrupted ones found and repaired (from up
         to 3 neighbours outside the block), downsampled; and the corrupted frames."""
         raw = self.raw(a, b) if raw is None else raw
-        if np.isnan(raw).any():
+        if raw.dtype.kind == "f" and np.isnan(raw).any():  # isnan on 8 bits: 0.7 ms per 512 x 512 frame
             raise MotionError(f"frames {a}-{b - 1} hold NaN values")
         found = self.flags(raw, a)
         if found:
@@ -736,7 +737,7 @@ def _glow_block(job: _Job, a: int) -> tuple:
     good = ~bad.reshape(len(small), job.t).any(axis=1)
     _, means = pp.frame_scores(raw)
     minimum = small[good].min(axis=0) if good.any() else None  # an all-bad block says nothing
-    return minimum, means, float(raw.min()), float(raw.max()), bool(np.isnan(raw).any()), raw, b - a
+    return minimum, means, float(raw.min()), float(raw.max()), bool(raw.dtype.kind == "f" and np.isnan(raw).any()), raw, b - a
 
 
 @_single_threaded
@@ -762,7 +763,7 @@ def _correct_block(job: _Job, a: int, raw: Optional[np.ndarray] = None) -> tuple
     h, w = small.shape[1:]
     shifts = np.empty((len(kept), 2), np.float32)
     patch = np.empty((len(kept), len(registrar.boxes), 2), np.float32) if registrar.boxes else None
-    out = np.empty((len(kept), h, w), job.params.store_dtype)
+    out = _block_buffer((len(kept), h, w), job.params.store_dtype)
     stats = SummaryStats(h, w, np.float32)
     for i, j in enumerate(kept):
         hp = registrar.filter.highpass(small[j])
@@ -779,6 +780,19 @@ def _correct_block(job: _Job, a: int, raw: Optional[np.ndarray] = None) -> tuple
         p0 = int(job.out_pos[j0 + kept[0]])
         job.out[p0: p0 + len(out)] = out
     return shifts, patch, found, stats, b - a
+
+
+_BUFFERS = threading.local()
+
+
+def _block_buffer(shape: tuple[int, int, int], dtype) -> np.ndarray:
+    """An output block of this thread, reused from block to block: the block is written to the Zarr
+    array before the next one starts, and a fresh 50 MB array per block costs its page faults again
+    (measured: storing into fresh memory 0.6 ms per 512 x 512 frame, into reused memory 0.2 ms)."""
+    buf = getattr(_BUFFERS, "out", None)
+    if buf is None or buf.shape[1:] != shape[1:] or buf.dtype != np.dtype(dtype) or len(buf) < shape[0]:
+        buf = _BUFFERS.out = np.empty(shape, dtype)
+    return buf[: shape[0]]
 
 
 _READ_BUDGET = 256 * 2**20  # bytes of raw blocks kept from the glow pass
