@@ -843,6 +843,7 @@ def _client(workers: int, scheduler: str):
     """A dask.distributed client: local threads, local processes, or a scheduler address."""
     import logging
 
+    import dask
     from distributed import Client, LocalCluster
 
     logging.getLogger("distributed").setLevel(logging.ERROR)
@@ -851,8 +852,11 @@ def _client(workers: int, scheduler: str):
             yield client
         return
     processes = scheduler == "processes"
-    with LocalCluster(n_workers=workers if processes else 1, threads_per_worker=1 if processes else workers,
-                      processes=processes, dashboard_address=None, memory_limit=0) as cluster, \
+    # no statistical profiler in the local workers: it walks every thread's stack each 10 ms holding
+    # the GIL, and its records grow with the run (no dashboard shows them here)
+    with dask.config.set({"distributed.worker.profile.enabled": False}), \
+            LocalCluster(n_workers=workers if processes else 1, threads_per_worker=1 if processes else workers,
+                         processes=processes, dashboard_address=None, memory_limit=0) as cluster, \
             Client(cluster) as client:
         yield client
 
@@ -876,20 +880,37 @@ def _runs(starts: list[int], n: int) -> list[int]:
 
 
 def _stream(client, fn, job_future, starts: list[int], report: Callable[[int], None], blocks: Optional[dict] = None):
-    """Submit one task per block start; yield ``(start, result)`` as each finishes (memory bounded by
-    what runs); ``report`` gets the result's last item, the raw frames done. ``blocks``: raw blocks
-    already read, by start, passed to ``fn`` as a third argument."""
+    """Run ``fn(job, start[, block])`` for each block start; yield ``(start, result)`` as each finishes.
+
+    Blocks go in the order of :func:`_runs`, at most two per thread submitted at a time (the next is
+    submitted as one finishes), so memory is bounded by what runs and what waits to be consumed,
+    whatever the movie's length. ``report`` gets the result's last item, the raw frames done.
+    ``blocks``: raw blocks already read, by start, passed to ``fn`` as a third argument.
+    """
     from distributed import as_completed
 
     blocks = blocks or {}
-    order = _runs(starts, sum(w["nthreads"] for w in client.scheduler_info()["workers"].values()))
-    futures = {client.submit(fn, job_future, a, *([client.scatter(blocks[a], hash=False)] if a in blocks else []),
-                             pure=False, priority=len(order) - i): a for i, a in enumerate(order)}
-    for future in as_completed(futures):
+    threads = sum(w["nthreads"] for w in client.scheduler_info()["workers"].values())
+    order = _runs(starts, threads)
+    futures = {}
+
+    def submit(i: int):
+        a = order[i]
+        extra = [client.scatter(blocks[a], hash=False)] if a in blocks else []
+        future = client.submit(fn, job_future, a, *extra, pure=False, priority=len(order) - i)
+        futures[future] = a
+        return future
+
+    window = min(len(order), 2 * max(threads, 1))
+    pending = as_completed([submit(i) for i in range(window)])
+    for future in pending:
         result = future.result()
         future.release()
+        if window < len(order):
+            pending.add(submit(window))
+            window += 1
         report(result[-1])
-        yield futures[future], result
+        yield futures.pop(future), result
 
 
 def correct_motion(movie, params: MotionParams, out_array=None, *, workers: int = 2, scheduler: str = "threads",
