@@ -890,7 +890,7 @@ def _stream(client, fn, job_future, starts: list[int], report: Callable[[int], N
     from distributed import as_completed
 
     blocks = blocks or {}
-    threads = sum(w["nthreads"] for w in client.scheduler_info()["workers"].values())
+    threads = sum(client.nthreads().values())
     order = _runs(starts, threads)
     futures = {}
 
