@@ -31,9 +31,11 @@ frame by ``-shift``.
 Streaming: the movie is processed in blocks of frames, in parallel on a dask.distributed cluster
 (threads, local worker processes, or a remote scheduler); each block is read, preprocessed,
 registered, written to the output Zarr array and summarized frame by frame, so memory is bounded by
-``block_frames`` x workers and does not grow with the recording. The raw movie is decoded once in
-full, plus a sample of evenly spaced blocks (the glow minimum and brightness) and the template's
-first frames; dropping corrupted frames adds a first full pass that finds them.
+``block_frames`` x workers and does not grow with the recording. The raw movie is decoded once: a
+sample of evenly spaced blocks (the glow minimum and brightness) and the template's first frames are
+read first and kept (up to 256 MiB) for the correction, which reads the rest; dropping corrupted
+frames adds a first full pass that finds them. Each thread takes one contiguous run of blocks, so
+a block mostly starts where the thread's video reader stopped and needs no seek.
 """
 
 from __future__ import annotations
