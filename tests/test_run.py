@@ -112,3 +112,22 @@ def test_run_bad_input(db, tmp_path):
     assert not (acquisition.Recording & {"subject": "x"}) and not (tmp_path / "o").exists()
     out = _cli(["report", "-s", "x", "-d", "y"], env, ok=False)
     assert out.returncode == 1 and "no motion correction" in out.stderr
+
+
+def test_changed_shipped_preset_warns_and_the_database_one_is_kept(db):
+    """A preset name stored by an earlier version with other parameters stays as stored (results are
+    tied to it), and the user is told it differs from this version's preset; an unchanged one is quiet."""
+    import json
+    import warnings
+
+    table = motion.MotionParamSet
+    earlier = json.loads(table.presets["fast"].canonical_json())
+    earlier["registration"]["upsample"] = 5
+    table.insert1({"motion_paramset": "fast", "description": "an earlier version's", "params": earlier})
+    with pytest.warns(presets.PresetWarning, match=r"motion parameter set 'fast' in the database differs"):
+        key = presets.ensure_paramset("motion", "fast")
+    assert (table & key).fetch1("params")["registration"]["upsample"] == 5
+    presets.ensure_paramset("motion", "default")  # inserted now: this version's
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        presets.ensure_paramset("motion", "default")

@@ -33,19 +33,33 @@ def _fail(message: str, code: int = 1):
 
 @contextlib.contextmanager
 def _clear_errors():
-    """Turn the errors a user can cause (bad recordings, identity, database access) into one line."""
+    """Turn the errors a user can cause (bad recordings, identity, database access) into one line, and
+    show scopeline's own warnings (a changed preset) as one line too."""
+    import warnings
+
     from scopeline._dj import dj
     from scopeline.core.io import RecordingError
     from scopeline.pipeline._paramsets import ParamSetError
     from scopeline.pipeline.ingest import IngestError
-    from scopeline.pipeline.presets import PresetError
+    from scopeline.pipeline.presets import PresetError, PresetWarning
     from scopeline.server import ServerError
 
+    shown = warnings.showwarning
+
+    def show(message, category, filename, lineno, file=None, line=None):
+        if issubclass(category, PresetWarning):
+            err_console.print(f"[bold yellow]warning:[/] {message}", highlight=False, soft_wrap=True)
+        else:
+            shown(message, category, filename, lineno, file, line)
+
+    warnings.showwarning = show
     try:
         yield
     except (RecordingError, IngestError, ServerError, ParamSetError, PresetError, FileExistsError,
             dj.DataJointError) as err:
         _fail(f"{type(err).__name__}: {err}" if isinstance(err, dj.DataJointError) else str(err))
+    finally:
+        warnings.showwarning = shown
 
 
 # --------------------------------------------------------------------------------------- db

@@ -8,10 +8,14 @@ or done: a second preset that differs only in CNMF reuses the motion correction 
 
 from __future__ import annotations
 
-from scopeline.pipeline import cnmf, initialization, motion
+import json
+import warnings
 
-__all__ = ["PIPELINE_PRESETS", "PARAMSET_TABLES", "PresetError", "stage_paramsets", "ensure_paramset", "queue",
-           "result_key"]
+from scopeline.pipeline import cnmf, initialization, motion
+from scopeline.pipeline._paramsets import validate_params
+
+__all__ = ["PIPELINE_PRESETS", "PARAMSET_TABLES", "PresetError", "PresetWarning", "stage_paramsets",
+           "ensure_paramset", "queue", "result_key"]
 
 #: preset -> {"motion", "init", "cnmf"} parameter-set names
 PIPELINE_PRESETS: dict[str, dict[str, str]] = {
@@ -26,10 +30,16 @@ PIPELINE_PRESETS: dict[str, dict[str, str]] = {
 
 #: stage name -> its parameter-set table
 PARAMSET_TABLES = {"motion": motion.MotionParamSet, "init": initialization.InitParamSet, "cnmf": cnmf.CNMFParamSet}
+#: stage name -> its folder of shipped presets under schemas/presets/
+PRESET_FOLDERS = {"motion": "motion", "init": "initialization", "cnmf": "cnmf"}
 
 
 class PresetError(ValueError):
     """An unknown pipeline preset or stage parameter set."""
+
+
+class PresetWarning(UserWarning):
+    """A shipped preset's name is in the database with other parameters (an earlier version's)."""
 
 
 def stage_paramsets(preset: str) -> dict[str, str]:
@@ -49,6 +59,10 @@ def ensure_paramset(stage: str, name: str) -> dict:
     """The primary key of a stage's parameter set, inserting the shipped preset of that name if it is
     not in the database yet.
 
+    A preset's name already in the database keeps its stored parameters (results stay tied to what
+    made them); when they differ from this version's preset of that name, a :class:`PresetWarning`
+    says so.
+
     Raises
     ------
     PresetError
@@ -61,6 +75,15 @@ def ensure_paramset(stage: str, name: str) -> dict:
             raise PresetError(f"no {stage} parameter set {name!r} in the database and no such preset "
                               f"(presets: {', '.join(table.presets)}; add one with `scopeline paramset add`)")
         table.add_preset(name)
+    elif name in table.presets:
+        _, shipped = validate_params(table.model, json.loads(table.presets[name].canonical_json()), stage)
+        if (table & key).fetch1("params_hash") != shipped:
+            warnings.warn(PresetWarning(
+                f"{stage} parameter set {name!r} in the database differs from the preset of that name shipped "
+                f"with this version of scopeline (an earlier version's); the database's is used, as for the "
+                f"results already made with it. To run this version's, add it under another name: scopeline "
+                f"paramset add NEW schemas/presets/{PRESET_FOLDERS[stage]}/{name}.json --stage {stage}"),
+                stacklevel=2)
     return key
 
 
