@@ -144,6 +144,16 @@ def db(pipeline_db):
 
 
 @pytest.fixture(scope="session")
+def sim_cells(tmp_path_factory) -> Path:
+    """A small simulated V4 recording with clear cells (96 x 96, 400 frames in 2 files, 8 cells, signal
+    1.4) for the end-to-end chain tests; read only."""
+    out = tmp_path_factory.mktemp("sim_cells")
+    sim.simulate(out, sim.SimulationParams(height=96, width=96, n_frames=400, n_cells=8, frames_per_file=200,
+                                           signal_level=1.4, seed=21))
+    return out
+
+
+@pytest.fixture(scope="session")
 def sim_v4(tmp_path_factory) -> Path:
     """A small simulated V4 recording split into 5 files of 40 frames, with 2 dropped-frame gaps."""
     out = tmp_path_factory.mktemp("sim_v4")

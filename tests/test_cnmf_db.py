@@ -16,14 +16,6 @@ pytestmark = pytest.mark.db
 MOTION = {"registration": {"template_frames": 50}, "block_frames": 100, "chunk_frames": 50}
 
 
-@pytest.fixture(scope="module")
-def cells_v4(tmp_path_factory):
-    out = tmp_path_factory.mktemp("cnmf_v4")
-    sim.simulate(out, sim.SimulationParams(height=96, width=96, n_frames=400, n_cells=8, frames_per_file=200,
-                                           signal_level=1.4, seed=21))
-    return out
-
-
 def _chain(rec_key: dict, cnmf_sets: list[str]) -> None:
     motion.MotionParamSet.insert1({"motion_paramset": "m", "params": MOTION})
     initialization.InitParamSet.add_preset("minian")
@@ -35,8 +27,8 @@ def _chain(rec_key: dict, cnmf_sets: list[str]) -> None:
                           for c in cnmf_sets])
 
 
-def test_chain_finds_the_cells_and_shares_upstream_work(db, cells_v4):
-    (rec,) = ingest(cells_v4, "cn1", "d1")
+def test_chain_finds_the_cells_and_shares_upstream_work(db, sim_cells):
+    (rec,) = ingest(sim_cells, "cn1", "d1")
     cnmf.CNMFParamSet.insert1({"cnmf_paramset": "sparser", "params": {"sparse_penal": 3.0}})
     _chain(rec.key, ["minian", "sparser"])
     # tasks exist before the work: populate runs the chain in order
@@ -54,7 +46,7 @@ def test_chain_finds_the_cells_and_shares_upstream_work(db, cells_v4):
     assert [s["unit_index"] for s in kept] == list(range(init["n_units"]))
     assert all(s["unit_index"] is None for s in seeds if s["removed_by"])
 
-    gt = sim.load_ground_truth(cells_v4)
+    gt = sim.load_ground_truth(sim_cells)
     shifts = (motion.MotionCorrection & rec.key).fetch1("shifts")
     offset = tuple(-np.median(shifts - gt["shifts"], axis=0))
     both = cnmf.CNMF & rec.key

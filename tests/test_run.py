@@ -12,7 +12,6 @@ import pytest
 from conftest import db_env
 
 from scopeline import query
-from scopeline.core import simulate as sim
 from scopeline.pipeline import acquisition, cnmf, initialization, motion, presets
 from scopeline.pipeline.ingest import ingest
 
@@ -27,18 +26,10 @@ def _cli(args, env, ok=True):
     return out
 
 
-@pytest.fixture(scope="module")
-def cells(tmp_path_factory):
-    out = tmp_path_factory.mktemp("run_v4")
-    sim.simulate(out, sim.SimulationParams(height=96, width=96, n_frames=400, n_cells=8, frames_per_file=200,
-                                           signal_level=1.4, seed=21))
-    return out
-
-
-def test_run_from_folder_to_results_figures_and_nwb(db, cells, tmp_path):
+def test_run_from_folder_to_results_figures_and_nwb(db, sim_cells, tmp_path):
     env = db_env(db["backend"], db["url"], db["prefix"], db["store"])
     out = tmp_path / "results"
-    first = _cli(["run", cells, "--subject", "r1", "--session", "d1", "--out", out], env)
+    first = _cli(["run", sim_cells, "--subject", "r1", "--session", "d1", "--out", out], env)
     key = presets.result_key({"subject": "r1", "session": "d1", "recording_id": 0}, "default")
     n_units = (cnmf.CNMF & key).fetch1("n_units")
     assert 6 <= n_units <= 12, n_units  # 8 simulated cells
@@ -50,7 +41,7 @@ def test_run_from_folder_to_results_figures_and_nwb(db, cells, tmp_path):
     nwb = out / "r1" / "d1" / f"{stem}.nwb"
     mtime = nwb.stat().st_mtime_ns
     # again: nothing recomputed, nothing rewritten
-    second = _cli(["run", cells, "--subject", "r1", "--session", "d1", "--out", out], env)
+    second = _cli(["run", sim_cells, "--subject", "r1", "--session", "d1", "--out", out], env)
     assert "MotionCorrection: 0 done" in second.stdout and "CNMF: 0 done" in second.stdout
     assert nwb.stat().st_mtime_ns == mtime
     assert len(motion.MotionCorrection()) == len(cnmf.CNMF()) == 1
@@ -82,8 +73,8 @@ def test_run_from_folder_to_results_figures_and_nwb(db, cells, tmp_path):
     assert "0 critical or violations" in again.stdout and (tmp_path / "x.nwb").exists()
 
 
-def test_two_parameter_sets_share_upstream_work_and_are_told_apart(db, cells):
-    (rec,) = ingest(cells, "r2", "d1")
+def test_two_parameter_sets_share_upstream_work_and_are_told_apart(db, sim_cells):
+    (rec,) = ingest(sim_cells, "r2", "d1")
     cnmf.CNMFParamSet.insert1({"cnmf_paramset": "sparser", "params": {"sparse_penal": 5.0}})
     presets.queue([rec.key], "default", "minian", "minian")
     presets.queue([rec.key], "default", "minian", "sparser")
