@@ -30,6 +30,30 @@ Everything streams: frames are rendered in chunks and written to disk as they ar
 ground truth (``ground_truth.zarr``) is written chunk by chunk, so memory does not grow with the
 number of frames.
 
+Artifacts of real recordings (all off by default; :meth:`SimulationParams.realistic` turns every one on
+at the strengths measured on the real recordings in ``shared/data`` or, where we have no real data,
+at typical values; :data:`ARTIFACTS` lists them, so each can be switched on alone):
+
+- ``line_noise``: horizontal line noise, per-row offsets redrawn every frame (sensor read-out), and
+  bursts of strongly striped frames (wireless transmission);
+- ``lens``: a circular GRIN-lens field of view fixed to the optics: vignetting inside, dark outside,
+  with a soft edge; cells are placed as without a lens, and those outside it are invisible
+  (``visible_fraction`` in the ground truth);
+- ``defective_pixels``: hot pixels (stuck bright) and dead pixels (stuck at 0);
+- ``warmup``: dim and unstable first frames while the LED warms up;
+- ``bleaching``: a slow exponential decay of the tissue's and cells' fluorescence;
+- ``diffuse``: large out-of-focus sources whose intensity follows the cells around them;
+- ``heterogeneous``: cells of different brightness and size.
+
+With artifacts, a frame is::
+
+    Y(t) = baseline + T * (led_t * vignette + gain_t * shift_t[tissue + background(t) + A @ (C(t) + b0)
+           + D @ d(t)]) + row_offsets_t + noise,    then hot / dead pixels
+
+with ``T`` the lens transmission, ``gain_t = led_t * bleach_t``, ``D, d`` the diffuse sources. Their
+random draws come from a generator of their own, so a recording with every artifact off is the same,
+pixel for pixel, as one simulated before artifacts existed.
+
 Layouts written: UCLA Miniscope V4 (default; split ``0.avi, 1.avi ...`` in FFV1, ``metaData.json``,
 ``timeStamps.csv``, and a session-level ``metaData.json``), Miniscope V3 (``msCam1.avi ...`` and
 ``timestamp.dat`` with a behaviour camera's rows interleaved), or a multi-page TIFF stack.
@@ -53,13 +77,15 @@ import tifffile  # noqa: E402
 import zarr  # noqa: E402
 from scipy.signal import lfilter  # noqa: E402
 
-__all__ = ["SimulationParams", "Cells", "make_cells", "simulate", "simulate_sessions", "load_ground_truth",
-           "true_displacement"]
+__all__ = ["SimulationParams", "ARTIFACTS", "Cells", "make_cells", "simulate", "simulate_sessions",
+           "load_ground_truth", "true_displacement", "lens_transmission"]
 
 LAYOUTS = ("v4", "v3", "tiff")
 DEVICE_FOLDER = "My_V4_Miniscope"
 GROUND_TRUTH = "ground_truth.zarr"
 _BG_DOWNSAMPLE = 8  # background sources are smooth: rendered on a grid this many times coarser
+_OPTIONAL_TRUTH = ("amplitude", "visible_fraction", "row_offsets", "striped", "led", "bleach", "diffuse_C",
+                   "diffuse_centers", "diffuse_sigmas", "transmission", "defects")
 
 
 @dataclass
@@ -132,6 +158,47 @@ class SimulationParams:
         Seed of the random generator; the same parameters give the same recording.
     chunk_frames : int
         Frames rendered at once (memory ~ chunk_frames * height * width * 4 bytes * 3).
+    line_noise_sd : float
+        Horizontal line noise: standard deviation of the per-row offset added to every frame (redrawn
+        each frame), 8-bit units (0: off).
+    line_noise_rows : float
+        Correlation of the row offsets across neighbouring rows: Gaussian smoothing sigma, rows.
+    stripe_burst_prob : float
+        Probability per frame that a burst of strongly striped frames starts.
+    stripe_burst_frames : int
+        Frames per burst.
+    stripe_burst_sd : float
+        Standard deviation of the row offsets in a burst, 8-bit units.
+    lens_radius : float
+        GRIN lens: radius of the lens disk as a fraction of half the larger frame side (1: inscribed in a
+        square frame, corners dark; 0: no lens).
+    lens_edge : float
+        Width of the lens disk's soft edge, pixels.
+    lens_outside : float
+        Transmission outside the lens (fraction of the light inside it).
+    lens_vignetting : float
+        Transmission lost towards the lens edge: ``1 - lens_vignetting * (r / R)^2`` inside.
+    hot_pixels, dead_pixels : float
+        Fractions of pixels stuck bright (uniform 150-255) or at 0.
+    warmup_depth : float
+        LED warm-up: the first frames' light is ``1 - warmup_depth * exp(-t / warmup_tau)`` of the
+        steady level (0: off).
+    warmup_tau : float
+        Time constant of the warm-up, seconds.
+    warmup_flicker : float
+        Relative frame-to-frame flicker of the light during warm-up (decays with the same time constant).
+    bleach_tau : float
+        Photobleaching: fluorescence decays as ``exp(-t / bleach_tau)``, seconds (0: off).
+    diffuse_per_cell : float
+        Diffuse out-of-focus sources per cell (0: none).
+    diffuse_sigma : float
+        Width (Gaussian sigma) of a diffuse source, pixels.
+    diffuse_amplitude : float
+        Peak of a diffuse source when the cells around it are at a calcium peak, as a fraction of a
+        cell's peak.
+    cell_brightness_sd : float
+        Heterogeneous brightness: standard deviation of the log of each cell's amplitude factor (0: all
+        cells equally bright).
     """
 
     height: int = 256
@@ -166,6 +233,25 @@ class SimulationParams:
     timestamp_jitter: float = 0.5
     seed: int = 0
     chunk_frames: int = 100
+    line_noise_sd: float = 0.0
+    line_noise_rows: float = 1.0
+    stripe_burst_prob: float = 0.0
+    stripe_burst_frames: int = 3
+    stripe_burst_sd: float = 15.0
+    lens_radius: float = 0.0
+    lens_edge: float = 4.0
+    lens_outside: float = 0.05
+    lens_vignetting: float = 0.3
+    hot_pixels: float = 0.0
+    dead_pixels: float = 0.0
+    warmup_depth: float = 0.0
+    warmup_tau: float = 1.0
+    warmup_flicker: float = 0.05
+    bleach_tau: float = 0.0
+    diffuse_per_cell: float = 0.0
+    diffuse_sigma: float = 10.0
+    diffuse_amplitude: float = 0.5
+    cell_brightness_sd: float = 0.0
 
     def __post_init__(self) -> None:
         checks = {
@@ -178,10 +264,54 @@ class SimulationParams:
             "n_dropped": 0 <= self.n_dropped <= self.n_frames - 2, "chunk_frames": self.chunk_frames >= 1,
             "n_background": self.n_background >= 0, "n_vessels": self.n_vessels >= 0,
             "vessel_contrast": 0 <= self.vessel_contrast <= 1, "vessel_width": self.vessel_width > 0,
+            "line_noise_sd": self.line_noise_sd >= 0, "line_noise_rows": self.line_noise_rows >= 0,
+            "stripe_burst_prob": 0 <= self.stripe_burst_prob <= 1, "stripe_burst_frames": self.stripe_burst_frames >= 1,
+            "stripe_burst_sd": self.stripe_burst_sd >= 0, "lens_radius": self.lens_radius >= 0,
+            "lens_edge": self.lens_edge > 0, "lens_outside": 0 <= self.lens_outside <= 1,
+            "lens_vignetting": 0 <= self.lens_vignetting < 1, "hot_pixels": 0 <= self.hot_pixels < 0.1,
+            "dead_pixels": 0 <= self.dead_pixels < 0.1, "warmup_depth": 0 <= self.warmup_depth < 1,
+            "warmup_tau": self.warmup_tau > 0, "warmup_flicker": self.warmup_flicker >= 0,
+            "bleach_tau": self.bleach_tau >= 0, "diffuse_per_cell": self.diffuse_per_cell >= 0,
+            "diffuse_sigma": self.diffuse_sigma > 0, "diffuse_amplitude": self.diffuse_amplitude >= 0,
+            "cell_brightness_sd": self.cell_brightness_sd >= 0,
         }
         bad = [name for name, ok in checks.items() if not ok]
         if bad:
             raise ValueError(f"invalid simulation parameters: {', '.join(f'{b}={getattr(self, b)!r}' for b in bad)}")
+
+    @property
+    def has_artifacts(self) -> bool:
+        """Whether any artifact of :data:`ARTIFACTS` is on."""
+        return any(getattr(self, k) != getattr(_PLAIN, k) for fields in ARTIFACTS.values() for k in fields
+                   if k not in _SHARED_FIELDS)
+
+    @classmethod
+    def realistic(cls, **overrides) -> "SimulationParams":
+        """Parameters with every artifact of :data:`ARTIFACTS` on at its measured strength.
+
+        Parameters
+        ----------
+        **overrides
+            Any field (frame size, cells, signal level, seed ...); they win over the artifacts' values.
+        """
+        return cls.with_artifacts(list(ARTIFACTS), **overrides)
+
+    @classmethod
+    def with_artifacts(cls, names, **overrides) -> "SimulationParams":
+        """Parameters with the named artifacts on (keys of :data:`ARTIFACTS`), the others off.
+
+        Raises
+        ------
+        ValueError
+            If a name is not an artifact.
+        """
+        unknown = [n for n in names if n not in ARTIFACTS]
+        if unknown:
+            raise ValueError(f"unknown artifact(s) {unknown}: choose from {', '.join(ARTIFACTS)}")
+        fields: dict = {}
+        for name in names:
+            fields.update(ARTIFACTS[name])
+        return cls(**{**fields, **overrides})
 
     def to_json(self) -> str:
         """Return the parameters as a JSON object string."""
@@ -202,6 +332,45 @@ class SimulationParams:
         schema["additionalProperties"] = False
         schema["description"] = "Parameters of scopeline.core.simulate (units in the class docstring)."
         return schema
+
+
+#: Artifacts of real 1-photon recordings and the parameters that turn each on at the strength used by
+#: :meth:`SimulationParams.realistic`. Measured on ``shared/data`` (see PROVENANCE.md there) where we
+#: have real data:
+#:
+#: - ``line_noise`` (``benchmarks/artifacts.py`` measures it): on the real wireless Miniscope recording
+#:   (60 frames, 200 x 200; pairs of consecutive frames not labelled corrupted), the row medians of
+#:   frame differences (immune to the slow background) give per-row offsets with a standard deviation
+#:   of 4.06 8-bit units per frame, independent from frame to frame (lag-1 correlation of the offsets
+#:   -0.01) and correlated over neighbouring rows (0.77 / 0.42 / 0.17 at 1 / 2 / 3 rows; Gaussian
+#:   smoothing over 1 row gives 0.77 / 0.36 / 0.09 in the simulator); without them 3.42 of the 5.26
+#:   units of per-pixel noise are left, so ``noise_sd`` is 3.5 with line noise on. Bursts of strongly
+#:   striped frames (offsets of 15 units, 3 frames, one burst per 200 frames) are assumed: the
+#:   frame-to-frame strength there ranges 2.3-5.8 units, and its labelled corrupted frames' rows 5-14.
+#: - ``heterogeneous``: on the real CA1 recording's 60 best units (by SNR), footprint width 4.4 +- 1.0 px
+#:   (coefficient of variation 0.22: ``cell_sigma_sd`` 0.66 for the 3-px default) and event
+#:   amplitudes with a log standard deviation of 0.70, an upper bound (it mixes cells' brightness with
+#:   the size of their bursts); 0.4 is used.
+#: - assumed, no real data here: the lens (inscribed disk, 4-px edge, 5% light outside, 30% vignetting),
+#:   hot / dead pixels (2e-4 / 1e-4 of pixels: none beyond 8 robust standard deviations in the wireless
+#:   sample of 40,000 pixels), LED warm-up (half the light at the first frame, 1 s, 5% flicker),
+#:   bleaching (time constant 3,000 s: a third of the fluorescence lost in 20 minutes) and diffuse
+#:   sources (one per 5 cells, sigma 10 px, half a cell's peak).
+ARTIFACTS: dict[str, dict] = {
+    "line_noise": {"line_noise_sd": 4.0, "line_noise_rows": 1.0, "noise_sd": 3.5, "stripe_burst_prob": 0.005,
+                   "stripe_burst_frames": 3, "stripe_burst_sd": 15.0},
+    "lens": {"lens_radius": 1.0, "lens_edge": 4.0, "lens_outside": 0.05, "lens_vignetting": 0.3},
+    "defective_pixels": {"hot_pixels": 2e-4, "dead_pixels": 1e-4},
+    "warmup": {"warmup_depth": 0.5, "warmup_tau": 1.0, "warmup_flicker": 0.05},
+    "bleaching": {"bleach_tau": 3000.0},
+    "diffuse": {"diffuse_per_cell": 0.2, "diffuse_sigma": 10.0, "diffuse_amplitude": 0.5},
+    "heterogeneous": {"cell_brightness_sd": 0.4, "cell_sigma_sd": 0.66},
+}
+# fields an artifact shares with the plain simulation (changed, they do not make a recording artifacted)
+_SHARED_FIELDS = {"noise_sd", "cell_sigma_sd", "line_noise_rows", "stripe_burst_frames", "stripe_burst_sd",
+                  "lens_edge", "lens_outside", "lens_vignetting", "warmup_tau", "warmup_flicker", "diffuse_sigma",
+                  "diffuse_amplitude"}
+_PLAIN = SimulationParams()
 
 
 @dataclass
@@ -275,6 +444,144 @@ def _footprint_matrix(cells: Cells, shape: tuple[int, int], offset: tuple[float,
         return sp.csr_matrix((n_px, 0), dtype=np.float32)
     return sp.csr_matrix((np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))),
                          shape=(n_px, len(cells.sigmas)), dtype=np.float32)
+
+
+# ------------------------------------------------------------------------------ artifacts
+
+
+def _artifact_rng(params: SimulationParams, k: int) -> np.random.Generator:
+    """The random generator of artifact ``k``: independent of the cells' and of the other artifacts', so
+    switching artifacts on or off changes nothing else in the recording."""
+    return np.random.default_rng([params.seed, 1000 + k])
+
+
+def lens_transmission(params: SimulationParams) -> np.ndarray:
+    """float32 (height, width): the lens' transmission of light, 1 at the centre (``lens_radius`` 0: all 1).
+
+    Inside the disk of radius ``R = lens_radius * max(height, width) / 2`` around the frame centre it
+    is ``1 - lens_vignetting * (r / R)^2``; across a soft edge of ``lens_edge`` pixels (a tanh ramp)
+    it falls to ``lens_outside``.
+    """
+    h, w = params.height, params.width
+    if params.lens_radius <= 0:
+        return np.ones((h, w), np.float32)
+    R = params.lens_radius * max(h, w) / 2
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float64)
+    r = np.hypot(yy - (h - 1) / 2, xx - (w - 1) / 2)
+    inside = 1 - params.lens_vignetting * np.minimum(r / R, 1) ** 2
+    step = 0.5 * (1 + np.tanh((R - r) / (params.lens_edge / 2)))
+    return (inside * step + params.lens_outside * (1 - step)).astype(np.float32)
+
+
+def _defects(params: SimulationParams, shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Defective pixels: int8 (height, width) map (1 hot, -1 dead, 0 good), flat indices of the hot
+    pixels and their stuck values (uint8)."""
+    rng = _artifact_rng(params, 3)
+    n_px = shape[0] * shape[1]
+    kind = np.zeros(n_px, np.int8)
+    n_hot, n_dead = int(round(params.hot_pixels * n_px)), int(round(params.dead_pixels * n_px))
+    picked = rng.choice(n_px, n_hot + n_dead, replace=False) if n_hot + n_dead else np.zeros(0, np.int64)
+    kind[picked[:n_hot]] = 1
+    kind[picked[n_hot:]] = -1
+    values = rng.integers(150, 256, n_hot).astype(np.uint8)
+    return kind.reshape(shape), picked[:n_hot], values
+
+
+class _Artifacts:
+    """Per-chunk draws of the time-varying artifacts (row offsets, LED light, bleaching, diffuse sources),
+    carrying their state from chunk to chunk."""
+
+    def __init__(self, params: SimulationParams, here: "Cells", canvas: tuple[int, int], pad: int,
+                 amplitude: np.ndarray) -> None:
+        self.p = params
+        self.rows_rng, self.light_rng, self.diffuse_rng = (_artifact_rng(params, k) for k in (1, 2, 4))
+        self.burst_left = 0
+        self.transmission = lens_transmission(params)
+        self.defects, self.hot_idx, self.hot_values = _defects(params, (params.height, params.width))
+        self.dead_idx = np.flatnonzero(self.defects.ravel() == -1)
+        self.glow_scale = self.transmission  # the lens passes the optics' glow too
+        n_diffuse = int(round(params.diffuse_per_cell * len(here.sigmas)))
+        self.diffuse_centers = np.zeros((0, 2))
+        self.diffuse_sigmas = np.zeros(0)
+        self.D = sp.csr_matrix((canvas[0] * canvas[1], 0), dtype=np.float32)
+        self.W = np.zeros((0, len(here.sigmas)))
+        if n_diffuse and len(here.sigmas):
+            rng = self.diffuse_rng
+            around = rng.integers(0, len(here.sigmas), n_diffuse)
+            sig = params.diffuse_sigma * rng.uniform(0.8, 1.2, n_diffuse)
+            centers = here.centers[around] + rng.normal(0, 1, (n_diffuse, 2)) * sig[:, None] / 2
+            self.diffuse_centers, self.diffuse_sigmas = centers, sig
+            self.D = _footprint_matrix(Cells(centers, sig), canvas, offset=(pad, pad))
+            d = np.linalg.norm(here.centers[None, :, :] - centers[:, None, :], axis=2)
+            W = np.exp(-(d**2) / (2 * sig[:, None] ** 2)) * (d < 2 * sig[:, None])
+            self.W = W / np.maximum(W.sum(axis=1, keepdims=True), 1e-12)
+        self.amplitude = amplitude
+        self.diffuse_a = math.exp(-1.0 / (0.5 * params.fps))  # out-of-focus light: 0.5-s smoothing
+        self.diffuse_state = np.zeros((len(self.diffuse_sigmas), 1))
+
+    def rows(self, T: int) -> tuple[np.ndarray, np.ndarray]:
+        """float32 (T, height) row offsets and bool (T,) frames in a striped burst."""
+        p, rng = self.p, self.rows_rng
+        burst = np.zeros(T, bool)
+        for i in range(T):
+            if self.burst_left == 0 and p.stripe_burst_prob and rng.random() < p.stripe_burst_prob:
+                self.burst_left = p.stripe_burst_frames
+            if self.burst_left:
+                burst[i] = True
+                self.burst_left -= 1
+        sd = np.where(burst, p.stripe_burst_sd, p.line_noise_sd)
+        raw = rng.standard_normal((T, p.height))
+        if p.line_noise_rows > 0:
+            from scipy.ndimage import gaussian_filter1d
+
+            raw = gaussian_filter1d(raw, p.line_noise_rows, axis=1, mode="wrap")
+            raw /= max(float(np.sqrt(np.sum(_gauss_kernel(p.line_noise_rows) ** 2))), 1e-12)
+        return (raw * sd[:, None]).astype(np.float32), burst
+
+    def light(self, t0: int, T: int) -> tuple[np.ndarray, np.ndarray]:
+        """float32 (T,) LED light (warm-up) and photobleaching factors of frames ``t0 .. t0 + T``."""
+        p = self.p
+        t = np.arange(t0, t0 + T) / p.fps
+        flicker = self.light_rng.standard_normal(T)
+        led = np.ones(T)
+        if p.warmup_depth > 0:
+            decay = np.exp(-t / p.warmup_tau)
+            led = 1 - p.warmup_depth * decay + p.warmup_flicker * decay * flicker
+        bleach = np.exp(-t / p.bleach_tau) if p.bleach_tau > 0 else np.ones(T)
+        return led.astype(np.float32), bleach.astype(np.float32)
+
+    def diffuse(self, C: np.ndarray) -> np.ndarray:
+        """float32 (sources, T): diffuse sources' intensities, following the cells around each (C in
+        movie units, divided by each cell's amplitude), smoothed, scaled by ``diffuse_amplitude``."""
+        if not len(self.diffuse_sigmas):
+            return np.zeros((0, C.shape[1]), np.float32)
+        drive = self.W @ (C / self.amplitude[:, None])
+        a = self.diffuse_a
+        out, self.diffuse_state = lfilter([1 - a], [1, -a], drive, axis=1, zi=self.diffuse_state)
+        return (self.p.diffuse_amplitude * out).astype(np.float32)
+
+
+def _gauss_kernel(sigma: float) -> np.ndarray:
+    r = int(math.ceil(4 * sigma))
+    k = np.exp(-np.arange(-r, r + 1) ** 2 / (2 * sigma**2))
+    return k / k.sum()
+
+
+def _visible_fraction(transmission: np.ndarray, centers: np.ndarray, shifts: np.ndarray,
+                      inside: float = 0.5) -> np.ndarray:
+    """float (cells,): fraction of frames in which a cell's centre (moved by the frame's shift) sees a
+    lens transmission of at least ``inside``."""
+    from scipy.ndimage import map_coordinates
+
+    if len(centers) == 0:
+        return np.zeros(0)
+    if np.all(transmission >= inside):
+        return np.ones(len(centers))
+    step = max(1, len(shifts) // 2000)  # a subsample of frames is plenty for a fraction
+    pos = centers[:, None, :] + shifts[None, ::step, :]
+    vals = map_coordinates(transmission, [pos[..., 0].ravel(), pos[..., 1].ravel()], order=1, mode="constant",
+                           cval=0.0).reshape(len(centers), -1)
+    return (vals >= inside).mean(axis=1)
 
 
 def _vessel_paths(rng: np.random.Generator, extent: tuple[int, int], n: int) -> list[np.ndarray]:
@@ -460,7 +767,14 @@ def simulate(out: str | Path, params: SimulationParams | None = None, *, layout:
     field (see ``SimulationParams.deform``); ``timestamps`` (frames,) float64
     seconds; ``cell_ids`` (units,) int64; ``centers`` (units, 2) (y, x) pixels; ``baseline`` (height,
     width) float32 static background of the optics; ``tissue`` (height, width) float32 tissue
-    fluorescence with vessels at zero shift; attributes ``params`` and ``dropped_after``.
+    fluorescence with vessels at zero shift; ``amplitude`` (units,) float32 each cell's brightness
+    factor (in C and b0 already); ``visible_fraction`` (units,) float32 fraction of frames whose lens
+    transmission at the cell's (moved) centre is at least 0.5 (1 without a lens); attributes
+    ``params`` and ``dropped_after``. With any artifact on, also: ``row_offsets`` (frames, height)
+    float32 line noise added, 8-bit units; ``striped`` (frames,) bool frames in a striped burst;
+    ``led`` and ``bleach`` (frames,) float32 light and bleaching factors; ``transmission`` (height,
+    width) float32 lens transmission; ``defects`` (height, width) int8 (1 hot, -1 dead);
+    ``diffuse_C`` (sources, frames), ``diffuse_centers`` (sources, 2), ``diffuse_sigmas`` (sources,).
     """
     params = params or SimulationParams()
     if layout not in LAYOUTS:
@@ -517,13 +831,29 @@ def simulate(out: str | Path, params: SimulationParams | None = None, *, layout:
     z_S = _zarr_array(gt, "S", shape=(n_units, n), chunks=(max(n_units, 1), tchunk), dtype="float32")
     z_sh = _zarr_array(gt, "shifts", shape=(n, 2), chunks=(tchunk, 2), dtype="float32")
     z_df = _zarr_array(gt, "deform", shape=(n, 2), chunks=(tchunk, 2), dtype="float32")
-    b0 = np.full(n_units, params.signal_level * params.cell_amplitude * params.cell_baseline, np.float32)
+    amplitude = np.exp(_artifact_rng(params, 5).normal(0, params.cell_brightness_sd, n_units)) \
+        if params.cell_brightness_sd > 0 else np.ones(n_units)
+    art = _Artifacts(params, here, canvas, pad, amplitude) if params.has_artifacts else None
+    b0 = (np.full(n_units, params.signal_level * params.cell_amplitude * params.cell_baseline) * amplitude).astype(np.float32)
     _zarr_array(gt, "b0", data=b0)
+    _zarr_array(gt, "amplitude", data=amplitude.astype(np.float32))
     _zarr_array(gt, "timestamps", data=ts_ms / 1000.0)
     _zarr_array(gt, "cell_ids", data=here.ids.astype(np.int64))
     _zarr_array(gt, "centers", data=here.centers.astype(np.float64).reshape(-1, 2))
     _zarr_array(gt, "baseline", data=baseline.astype(np.float32))
     _zarr_array(gt, "tissue", data=tissue[pad:pad + h, pad:pad + w])
+    if art is not None:
+        z_rows = _zarr_array(gt, "row_offsets", shape=(n, h), chunks=(tchunk, h), dtype="float32")
+        z_burst = _zarr_array(gt, "striped", shape=(n,), chunks=(tchunk,), dtype="bool")
+        z_led = _zarr_array(gt, "led", shape=(n,), chunks=(tchunk,), dtype="float32")
+        z_bleach = _zarr_array(gt, "bleach", shape=(n,), chunks=(tchunk,), dtype="float32")
+        n_diff = len(art.diffuse_sigmas)
+        z_dC = _zarr_array(gt, "diffuse_C", shape=(n_diff, n), chunks=(max(n_diff, 1), tchunk), dtype="float32")
+        _zarr_array(gt, "diffuse_centers", data=art.diffuse_centers.astype(np.float64).reshape(-1, 2))
+        _zarr_array(gt, "diffuse_sigmas", data=art.diffuse_sigmas.astype(np.float64))
+        _zarr_array(gt, "transmission", data=art.transmission)
+        _zarr_array(gt, "defects", data=art.defects)
+        glow = (baseline - params.baseline).astype(np.float32)
     gt.attrs["params"] = json.loads(params.to_json())
     gt.attrs["dropped_after"] = dropped_after.tolist()
     gt.attrs["layout"] = layout
@@ -551,7 +881,7 @@ def simulate(out: str | Path, params: SimulationParams | None = None, *, layout:
         S = (rng.random((n_units, T)) < params.spike_prob).astype(np.float64)
         cd, zi_d = lfilter([1.0], [1.0, -gd], S, axis=1, zi=zi_d)
         cr, zi_r = lfilter([1.0], [1.0, -gr], S, axis=1, zi=zi_r)
-        C = ((cd - cr) * scale).astype(np.float32)
+        C = ((cd - cr) * scale * amplitude[:, None]).astype(np.float32)
         z_C[:, t0:t1] = C
         z_S[:, t0:t1] = S.astype(np.float32)
         G = np.empty((params.n_background, T), np.float32)
@@ -575,6 +905,15 @@ def simulate(out: str | Path, params: SimulationParams | None = None, *, layout:
         z_df[t0:t1] = deform
         cells_px = (A_canvas @ (C + b0[:, None])).T.reshape(T, *canvas) if n_units \
             else np.zeros((T, *canvas), np.float32)
+        if art is not None:
+            rows, burst = art.rows(T) if params.line_noise_sd or params.stripe_burst_prob else \
+                (np.zeros((T, h), np.float32), np.zeros(T, bool))
+            led, bleach = art.light(t0, T)
+            dC = art.diffuse(C)
+            if len(dC):
+                cells_px = cells_px + (art.D @ dC).T.reshape(T, *canvas)
+                z_dC[:, t0:t1] = dC
+            z_rows[t0:t1], z_burst[t0:t1], z_led[t0:t1], z_bleach[t0:t1] = rows, burst, led, bleach
         bg_low = (B_low @ G).T.reshape(T, *low)
         frames = np.empty((T, h, w), np.uint8)
         noise = rng.standard_normal((T, h, w), dtype=np.float32) * params.noise_sd
@@ -591,12 +930,23 @@ def simulate(out: str | Path, params: SimulationParams | None = None, *, layout:
                 M = np.float32([[1, 0, dx], [0, 1, dy]])
                 moved = cv2.warpAffine(img.astype(np.float32), M, (canvas[1], canvas[0]), flags=cv2.INTER_LINEAR,
                                        borderMode=cv2.BORDER_REFLECT)
-            frame = baseline + moved[pad:pad + h, pad:pad + w] + noise[i]
+            if art is None:
+                frame = baseline + moved[pad:pad + h, pad:pad + w] + noise[i]
+            else:
+                light = led[i] * glow + (led[i] * bleach[i]) * moved[pad:pad + h, pad:pad + w]
+                frame = params.baseline + art.transmission * light + noise[i] + rows[i][:, None]
             frames[i] = np.clip(np.rint(frame), 0, 255).astype(np.uint8)
+            if art is not None and (len(art.hot_idx) or len(art.dead_idx)):
+                flat = frames[i].reshape(-1)
+                flat[art.hot_idx] = art.hot_values
+                flat[art.dead_idx] = 0
         writer.write(frames)
         bar.update(T)
     writer.close()
     bar.close()
+    transmission = art.transmission if art is not None else np.ones((h, w), np.float32)
+    _zarr_array(gt, "visible_fraction",
+                data=_visible_fraction(transmission, here.centers, np.asarray(z_sh[...], np.float64)).astype(np.float32))
 
     if layout == "v4":
         _write_v4_metadata(folder, session_folder, params, start_time, ts_ms)
@@ -704,8 +1054,9 @@ def load_ground_truth(path: str | Path) -> dict:
     Returns
     -------
     dict
-        numpy arrays ``A, C, S, b0, shifts, deform, timestamps, cell_ids, centers, baseline, tissue`` (see
-        :func:`simulate`) and ``params`` (SimulationParams), ``dropped_after`` (list of int),
+        numpy arrays ``A, C, S, b0, shifts, deform, timestamps, cell_ids, centers, baseline, tissue,
+        amplitude, visible_fraction, transmission, defects, row_offsets, striped`` and, for recordings with
+        artifacts, ``led, bleach, diffuse_C, diffuse_centers, diffuse_sigmas`` (see :func:`simulate`) and ``params`` (SimulationParams), ``dropped_after`` (list of int),
         ``fov_offset``.
     """
     path = Path(path)
@@ -716,6 +1067,16 @@ def load_ground_truth(path: str | Path) -> dict:
     g = zarr.open_group(str(path), mode="r")
     out = {name: np.asarray(g[name][...]) for name in
            ("A", "C", "S", "b0", "shifts", "deform", "timestamps", "cell_ids", "centers", "baseline", "tissue")}
+    for name in _OPTIONAL_TRUTH:
+        if name in g:
+            out[name] = np.asarray(g[name][...])
+    n_units, (n, h, w) = len(out["b0"]), (len(out["timestamps"]), *out["baseline"].shape)
+    out.setdefault("amplitude", np.ones(n_units, np.float32))
+    out.setdefault("visible_fraction", np.ones(n_units, np.float32))
+    out.setdefault("transmission", np.ones((h, w), np.float32))
+    out.setdefault("defects", np.zeros((h, w), np.int8))
+    out.setdefault("row_offsets", np.zeros((n, h), np.float32))
+    out.setdefault("striped", np.zeros(n, bool))
     out["params"] = SimulationParams(**g.attrs["params"])
     out["dropped_after"] = list(g.attrs["dropped_after"])
     out["fov_offset"] = tuple(g.attrs["fov_offset"])
