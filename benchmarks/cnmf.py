@@ -6,10 +6,17 @@ default parameters; peak RSS measured), and its units are scored against the gro
 Minian paper's metrics (:mod:`scopeline.core.quality`). ``--oracle`` also scores the traces that the
 true footprints give on the same corrected movie (the best any footprint estimate can do there).
 ``--minian VENV`` runs Minian 2.0.2's whole pipeline (``../shared/anchors/run_minian.py``) on the same
-recording and scores it the same way. Results are appended to ``benchmarks/results/cnmf.jsonl``.
+recording and scores it the same way. The child saves its result and this process scores it, so
+``--src`` can run an older scopeline on the same recording. Results are appended to ``benchmarks/results/cnmf.jsonl``.
 
     python benchmarks/cnmf.py --signal 0.2 0.4 0.6 1.0 1.4 1.8 --cells 100 300 --frames 1000
     python benchmarks/cnmf.py --signal 1.0 --cells 300 --frames 2000 8000 20000     # time and memory
+    python benchmarks/cnmf.py --artifacts none all line_noise lens ...               # real-data artifacts
+    python benchmarks/cnmf.py --artifacts all --src /tmp/old-checkout                # an older tree, scored here
+
+``--artifacts`` simulates with :meth:`scopeline.core.simulate.SimulationParams.realistic` (``all``) or one
+artifact of :data:`scopeline.core.simulate.ARTIFACTS` alone; cells that the lens shows in only some frames
+count neither way, and shift RMSE is over every frame, the first ones included.
 """
 
 from __future__ import annotations
@@ -28,10 +35,9 @@ HERE = Path(__file__).resolve().parent
 CHILD = r"""
 import json, resource, sys, time, warnings
 import numpy as np, zarr
-from scopeline.core import io, motion, initialize, cnmf, quality
-from scopeline.core import simulate as sim
+from scopeline.core import io, motion, initialize, cnmf
 from scopeline.pipeline._objects import create_zarr
-rec, out, oracle = sys.argv[1], sys.argv[2], sys.argv[3] == "1"
+rec, out, result = sys.argv[1], sys.argv[2], sys.argv[3]
 meta = io.read_metadata(io.discover(rec)[0])
 seconds = {}
 t = time.perf_counter()
@@ -40,31 +46,89 @@ mres = motion.correct_motion(meta.movie(chunk_frames=100), motion.MotionParams()
 seconds["motion"] = time.perf_counter() - t
 movie = zarr.open_array(out, mode="r")
 t = time.perf_counter()
+fov = getattr(mres, "fov", None)  # scopeline before its field-of-view mask (the --src of an older tree) has none
+valid = initialize.valid_region(movie.shape[1:], mres.shifts, **({"fov": fov} if fov is not None else {}))
 with warnings.catch_warnings():
     warnings.simplefilter("ignore", RuntimeWarning)
-    init = initialize.initialize(movie, meta.fps, valid=initialize.valid_region(movie.shape[1:], mres.shifts))
+    init = initialize.initialize(movie, meta.fps, valid=valid)
     seconds["initialization"] = time.perf_counter() - t
     t = time.perf_counter()
-    res = cnmf.cnmf(movie, init.A, init.C, init.b, init.f)
+    import inspect
+    known = inspect.signature(cnmf.cnmf).parameters  # an older --src tree's cnmf may not take it
+    res = cnmf.cnmf(movie, init.A, init.C, init.b, init.f,
+                    **({"diameter": initialize.InitParams().diameter} if "diameter" in known else {}))
 seconds["cnmf"] = time.perf_counter() - t
 seconds.update({f"cnmf_{k}": v for k, v in res.seconds.items()})
+from scopeline.core import quality
+metrics = {}
+if hasattr(quality, "unit_metrics"):
+    t = time.perf_counter()
+    metrics = quality.unit_metrics(movie, res.A, res.YrA, res.sn, fov=fov, diameter=initialize.InitParams().diameter,
+                                   fps=meta.fps)
+    seconds["metrics"] = time.perf_counter() - t
 peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-gt = sim.load_ground_truth(rec)
-offset = tuple(-np.median(mres.shifts - gt["shifts"], axis=0))
-acc = quality.accuracy(res.A.dense(), res.C, res.S, gt["A"], gt["C"], gt["S"], offset=offset)
-out_ = {"seconds": {k: round(v, 1) for k, v in seconds.items()}, "wall_s": round(sum(seconds[k] for k in
-        ("motion", "initialization", "cnmf")), 1), "peak_rss_MiB": round(peak), "units": len(res.A),
-        "accuracy": acc.as_dict()}
-if oracle:
-    from scipy import ndimage
-    A = np.stack([ndimage.shift(a, offset, order=1) for a in gt["A"]]).reshape(len(gt["A"]), -1)
-    G = A @ A.T
-    AY = np.concatenate([A @ np.asarray(movie[a:a + 200], np.float32).reshape(-1, A.shape[1]).T
-                         for a in range(0, movie.shape[0], 200)], axis=1)
-    coef = np.linalg.solve(G + 1e-6 * np.eye(len(G)), AY)
-    out_["oracle_trace_corr"] = round(float(np.median(quality._corr_rows(coef, gt["C"].astype(float)))), 4)
-print(json.dumps(out_))
+extra = {"metrics_" + k: v for k, v in metrics.items()}
+np.savez(result, patches=res.A.patches, offsets=res.A.offsets, shape=np.array(res.A.shape), C=res.C, S=res.S,
+         shifts=mres.shifts, fov=fov if fov is not None else np.ones(movie.shape[1:], bool), **extra)
+print(json.dumps({"seconds": {k: round(v, 1) for k, v in seconds.items()}, "peak_rss_MiB": round(peak),
+                  "units": len(res.A)}))
 """
+
+
+def _score(rec_root: Path, result: Path, movie_path: Path, oracle: bool) -> dict:
+    """Score a child's result (npz) against the ground truth: accuracy (cells seen through the lens in
+    only some frames count neither way), shift RMSE over every frame, and optionally the oracle."""
+    import numpy as np
+    import zarr
+
+    from scopeline.core import quality
+    from scopeline.core import simulate as sim
+    from scopeline.core.footprints import Footprints
+
+    gt = sim.load_ground_truth(rec_root)
+    r = np.load(result)
+    A = Footprints(r["patches"], r["offsets"], tuple(r["shape"]))
+    offset = tuple(-np.median(r["shifts"] - gt["shifts"], axis=0))
+    vis = gt["visible_fraction"]
+    partial = (vis > 0) & (vis < 1)
+    seen = vis > 0
+    acc = quality.accuracy(A.dense(), r["C"], r["S"], gt["A"][seen], gt["C"][seen], gt["S"][seen], offset=offset,
+                           ignore=partial[seen])
+    err = r["shifts"] - gt["shifts"] + np.asarray(offset)[None]
+    names = [k[len("metrics_"):] for k in r.files if k.startswith("metrics_")]
+    if names and len(A):
+        from scipy import ndimage as ndi
+
+        true_xy = quality.centroids(np.stack([ndi.shift(a, offset, order=1) for a in gt["A"][seen]]))
+        ei, ti = quality.match_units(A.centroids(), true_xy, 5.0)
+        matched = np.zeros(len(A), bool)
+        matched[ei] = True
+        counted = np.ones(len(A), bool)
+        counted[ei[partial[seen][ti]]] = False  # matched to a cell the lens shows only sometimes
+        auc = {}
+        for name in names:
+            v = r["metrics_" + name]
+            a = quality.auc(v[matched & counted], v[~matched & counted])
+            auc[name] = round(a if quality.METRICS[name][1] else 1 - a, 4)
+        out_metrics = {"auc": auc, "matched": int((matched & counted).sum()), "unmatched": int((~matched & counted).sum())}
+    else:
+        out_metrics = None
+    out = {"accuracy": acc.as_dict(), "n_visible": int((vis == 1).sum()),
+           "shift_rmse_px": round(float(np.sqrt((err**2).sum(axis=1).mean())), 4),
+           "shift_rmse_first_100_px": round(float(np.sqrt((err[:100] ** 2).sum(axis=1).mean())), 4),
+           "shift_max_error_px": round(float(np.abs(err).max()), 3), "metrics": out_metrics}
+    if oracle:
+        from scipy import ndimage
+
+        movie = zarr.open_array(str(movie_path), mode="r")
+        At = np.stack([ndimage.shift(a, offset, order=1) for a in gt["A"][seen]]).reshape(int(seen.sum()), -1)
+        G = At @ At.T
+        AY = np.concatenate([At @ np.asarray(movie[a:a + 200], np.float32).reshape(-1, At.shape[1]).T
+                             for a in range(0, movie.shape[0], 200)], axis=1)
+        coef = np.linalg.solve(G + 1e-6 * np.eye(len(G)), AY)
+        keep = ~partial[seen]
+        out["oracle_trace_corr"] = round(float(np.median(quality._corr_rows(coef[keep], gt["C"][seen][keep].astype(float)))), 4)
+    return out
 
 
 def _minian(venv: Path, device: Path, work: Path, rec_root: Path) -> dict:
@@ -103,40 +167,60 @@ def main() -> None:
     ap.add_argument("--work", type=Path, default=Path("/tmp/scopeline-bench-cnmf"))
     ap.add_argument("--minian", type=Path, default=None, help="Minian's virtual environment, to compare")
     ap.add_argument("--keep", action="store_true", help="keep the simulated recordings")
+    ap.add_argument("--artifacts", nargs="+", default=["none"],
+                    help="recordings to simulate: 'none' (clean), 'all' (SimulationParams.realistic), or "
+                         "artifact names (core.simulate.ARTIFACTS), each alone; several give several runs")
+    ap.add_argument("--src", type=Path, default=None,
+                    help="run another scopeline source tree's core (e.g. a checkout before a change), "
+                         "scored by this one")
     args = ap.parse_args()
     args.work.mkdir(parents=True, exist_ok=True)
     results_file = HERE / "results" / "cnmf.jsonl"
     results_file.parent.mkdir(exist_ok=True)
+    from scopeline.core import simulate as sim
+
+    env = dict(os.environ)
+    if args.src is not None:
+        env["PYTHONPATH"] = str(args.src.resolve() / "src")
     for n in args.frames:
         for cells in args.cells:
             for level in args.signal:
-                rec_root = args.work / f"sim_{args.size}_{n}_{cells}_{level}_{args.seed}"
-                if not list(rec_root.glob("*/My_V4_Miniscope/timeStamps.csv")):
-                    shutil.rmtree(rec_root, ignore_errors=True)
-                    from scopeline.core import simulate as sim
-
-                    sim.simulate(rec_root, sim.SimulationParams(height=args.size, width=args.size, n_frames=n,
-                                                                n_cells=cells, signal_level=level, seed=args.seed))
-                out_zarr = args.work / "corrected.zarr"
-                shutil.rmtree(out_zarr, ignore_errors=True)
-                run = subprocess.run([sys.executable, "-c", CHILD, str(rec_root), str(out_zarr),
-                                      "1" if args.oracle else "0"], capture_output=True, text=True)
-                if run.returncode:
-                    raise SystemExit(run.stderr[-3000:])
-                ours = json.loads(run.stdout.strip().splitlines()[-1])
-                result = {"machine": f"{platform.node()} {os.cpu_count()} cores", "size": args.size, "frames": n,
-                          "cells": cells, "signal_level": level, "seed": args.seed, "scopeline": ours}
-                shutil.rmtree(out_zarr, ignore_errors=True)
-                if args.minian is not None:
-                    device = next(rec_root.glob("*/My_V4_Miniscope"))
-                    result["minian"] = _minian(args.minian.resolve(), device, args.work, rec_root)
-                    result["speedup_vs_minian"] = round(
-                        result["minian"]["summary"].get("total_wall_s", float("nan")) / ours["wall_s"], 1)
-                print(json.dumps(result), flush=True)
-                with open(results_file, "a") as fh:
-                    fh.write(json.dumps(result) + "\n")
-                if not args.keep:
-                    shutil.rmtree(rec_root, ignore_errors=True)
+                for artifacts in args.artifacts:
+                    base = dict(height=args.size, width=args.size, n_frames=n, n_cells=cells, signal_level=level,
+                                seed=args.seed)
+                    params = sim.SimulationParams(**base) if artifacts == "none" else \
+                        sim.SimulationParams.realistic(**base) if artifacts == "all" else \
+                        sim.SimulationParams.with_artifacts([artifacts], **base)
+                    tag = "" if artifacts == "none" else f"_{artifacts}"
+                    rec_root = args.work / f"sim_{args.size}_{n}_{cells}_{level}_{args.seed}{tag}"
+                    if not list(rec_root.glob("*/My_V4_Miniscope/timeStamps.csv")):
+                        shutil.rmtree(rec_root, ignore_errors=True)
+                        sim.simulate(rec_root, params)
+                    out_zarr = args.work / "corrected.zarr"
+                    npz = args.work / "result.npz"
+                    shutil.rmtree(out_zarr, ignore_errors=True)
+                    run = subprocess.run([sys.executable, "-c", CHILD, str(rec_root), str(out_zarr), str(npz)],
+                                         capture_output=True, text=True, env=env)
+                    if run.returncode:
+                        raise SystemExit(run.stderr[-3000:])
+                    ours = json.loads(run.stdout.strip().splitlines()[-1])
+                    ours["wall_s"] = round(sum(ours["seconds"][k] for k in ("motion", "initialization", "cnmf")), 1)
+                    ours.update(_score(rec_root, npz, out_zarr, args.oracle))
+                    result = {"machine": f"{platform.node()} {os.cpu_count()} cores", "size": args.size,
+                              "frames": n, "cells": cells, "signal_level": level, "seed": args.seed,
+                              "artifacts": artifacts, "src": str(args.src) if args.src else "this tree",
+                              "scopeline": ours}
+                    shutil.rmtree(out_zarr, ignore_errors=True)
+                    if args.minian is not None:
+                        device = next(rec_root.glob("*/My_V4_Miniscope"))
+                        result["minian"] = _minian(args.minian.resolve(), device, args.work, rec_root)
+                        result["speedup_vs_minian"] = round(
+                            result["minian"]["summary"].get("total_wall_s", float("nan")) / ours["wall_s"], 1)
+                    print(json.dumps(result), flush=True)
+                    with open(results_file, "a") as fh:
+                        fh.write(json.dumps(result) + "\n")
+                    if not args.keep:
+                        shutil.rmtree(rec_root, ignore_errors=True)
 
 
 if __name__ == "__main__":

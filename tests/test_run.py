@@ -37,7 +37,8 @@ def test_run_from_folder_to_results_figures_and_nwb(db, sim_cells, tmp_path):
     assert "400" in first.stdout and f" {n_units} " in first.stdout
     files = sorted(p.name for p in (out / "r1" / "d1").iterdir())
     stem = "r1_d1_0_default_minian_minian"
-    assert files == [f"{stem}.nwb", f"{stem}_cnmf.png", "r1_d1_0_default_motion.png"]  # motion: shared
+    assert files == [f"{stem}.nwb", f"{stem}_cnmf.png", f"{stem}_quality.png",
+                     "r1_d1_0_default_motion.png"]  # motion: shared
     nwb = out / "r1" / "d1" / f"{stem}.nwb"
     mtime = nwb.stat().st_mtime_ns
     # again: nothing recomputed, nothing rewritten

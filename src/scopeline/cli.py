@@ -409,14 +409,26 @@ def _export_once(key: dict, path: Path) -> Path:
     return path.resolve()
 
 
+def _artifacts_text(r: dict) -> str:
+    """The artifact handling of one result in a few words: frames flagged, line noise, field of view."""
+    parts = [f"{r['corrupted_frames']} corrupted/striped", f"{r['dark_frames']} dark", f"{r['fallback_frames']} "
+             "shifts from neighbours"]
+    if r.get("line_noise_before") is not None:
+        parts.append(f"line noise {r['line_noise_before']:.1f}->{r['line_noise_after']:.1f}")
+    parts.append(f"field of view {100 * r['fov_fraction']:.0f}%")
+    return ", ".join(parts)
+
+
 def _print_summary(rows: list[dict], seconds: float) -> None:
-    table = Table("subject", "session", "rec", "frames", "fps", "units", "motion s", "init s", "cnmf s")
+    table = Table("subject", "session", "rec", "frames", "fps", "units", "motion s", "init s", "cnmf s", "artifacts")
     for r in rows:
         if "error" in r:
-            table.add_row(r["subject"], r["session"], str(r["recording_id"]), "-", "-", "[red]failed[/]", "", "", "")
+            table.add_row(r["subject"], r["session"], str(r["recording_id"]), "-", "-", "[red]failed[/]", "", "", "",
+                          "")
             continue
         table.add_row(r["subject"], r["session"], str(r["recording_id"]), str(r["n_frames"]), f"{r['fps']:.2f}",
-                      str(r["n_units"]), f"{r['motion_s']:.1f}", f"{r['init_s']:.1f}", f"{r['cnmf_s']:.1f}")
+                      str(r["n_units"]), f"{r['motion_s']:.1f}", f"{r['init_s']:.1f}", f"{r['cnmf_s']:.1f}",
+                      _artifacts_text(r))
     console.print(table)
     for r in rows:
         if "error" in r:
@@ -511,8 +523,8 @@ def report(
         except LookupError as err:
             _fail(str(err))
     if info:
-        console.print(f"{info['n_frames']} frames ({info['size']} pixels) at {info['fps']:.2f} Hz, "
-                      f"{info['corrupted_frames']} corrupted; {info['n_seeds']} seeds, {info['n_units']} units; "
+        console.print(f"{info['n_frames']} frames ({info['size']} pixels) at {info['fps']:.2f} Hz; "
+                      f"{_artifacts_text(info)}; {info['n_seeds']} seeds, {info['n_units']} units; "
                       f"motion {info['motion_s']:.1f} s, initialization {info['init_s']:.1f} s, "
                       f"CNMF {info['cnmf_s']:.1f} s")
     for p in paths.values():

@@ -10,7 +10,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-__all__ = ["motion_figure", "cnmf_figure"]
+__all__ = ["motion_figure", "cnmf_figure", "quality_figure"]
 
 
 def _show(ax, image: np.ndarray, title: str) -> None:
@@ -20,14 +20,21 @@ def _show(ax, image: np.ndarray, title: str) -> None:
     ax.set_axis_off()
 
 
+def _frame_axis(timestamps: np.ndarray | None, idx: np.ndarray) -> np.ndarray:
+    return timestamps[idx] - timestamps[0] if timestamps is not None else idx
+
+
 def motion_figure(row: dict, timestamps: np.ndarray | None, path: str | Path, title: str = "") -> Path:
-    """Shifts over time and the summary images of one MotionCorrection row.
+    """Shifts, registration confidence and line noise over time, and the summary images of one
+    MotionCorrection row, with the field of view and the flagged frames.
 
     Parameters
     ----------
     row : dict
-        A MotionCorrection row (``shifts``, ``frame_index``, ``corrupted_frames``, ``mean_image``,
-        ``max_image``, ``std_image``, ``correlation_image``, ``pnr_image``).
+        A MotionCorrection row (``shifts``, ``frame_index``, ``corrupted_frames``, ``corrupted_reasons``,
+        ``mean_image``, ``max_image``, ``std_image``, ``correlation_image``, ``pnr_image``; and, from
+        scopeline 0.2, ``confidence``, ``template_confidence``, ``fallback_frames``, ``dark_frames``,
+        ``row_noise``, ``line_noise``, ``fov``, ``lens``, ``defects``, ``mean_raw``).
     timestamps : numpy.ndarray or None
         float64 (raw frames,), seconds; the x axis is time when given, else frame.
     path : str or pathlib.Path
@@ -40,31 +47,127 @@ def motion_figure(row: dict, timestamps: np.ndarray | None, path: str | Path, ti
     pathlib.Path
         The written file.
     """
-    images = [np.asarray(row[k]) for k in ("mean_image",)]
-    aspect = images[0].shape[0] / images[0].shape[1]
-    fig = plt.figure(figsize=(13, 3.2 + 2.6 * aspect), constrained_layout=True)
-    grid = fig.add_gridspec(2, 5, height_ratios=[3.0, 2.6 * aspect])
-    ax = fig.add_subplot(grid[0, :])
+    mean = np.asarray(row["mean_image"])
+    aspect = mean.shape[0] / mean.shape[1]
+    fig = plt.figure(figsize=(15, 5.4 + 2.5 * aspect), constrained_layout=True)
+    grid = fig.add_gridspec(3, 6, height_ratios=[2.4, 1.6, 2.5 * aspect])
     idx = np.asarray(row["frame_index"])
-    x = timestamps[idx] - timestamps[0] if timestamps is not None else idx
+    x = _frame_axis(timestamps, idx)
     shifts = np.asarray(row["shifts"])
+    ax = fig.add_subplot(grid[0, :])
     ax.plot(x, shifts[:, 0], lw=0.8, label="y")
     ax.plot(x, shifts[:, 1], lw=0.8, label="x")
-    bad = np.asarray(row["corrupted_frames"], int)
-    if bad.size:
-        bx = timestamps[bad] - timestamps[0] if timestamps is not None else bad
-        ax.plot(bx, np.full(bad.size, shifts.min() - 0.5), "r|", ms=10, label="corrupted frames")
+    low = shifts.min() - 0.5
+    marks = [("corrupted_frames", "r", "corrupted / striped frames (repaired)", True),
+             ("dark_frames", "m", "dark frames at the start", True),
+             ("fallback_frames", "k", "shift from neighbours (peak in doubt)", False)]
+    for k, (name, color, label, raw) in enumerate(marks):
+        frames = row.get(name)
+        if frames is None or not len(frames):
+            continue
+        frames = np.asarray(frames, int)
+        fx = (_frame_axis(timestamps, frames) if raw else x[frames])
+        ax.plot(fx, np.full(len(frames), low - 0.4 * k), "|", color=color, ms=8, label=f"{label} ({len(frames)})")
     ax.set_xlabel("time (s)" if timestamps is not None else "frame")
     ax.set_ylabel("shift (pixels)")
-    ax.legend(loc="upper right", fontsize=8, ncol=3)
+    ax.legend(loc="upper right", fontsize=7, ncol=5)
     ax.set_title(f"rigid shifts: median |shift| {np.median(np.abs(shifts - np.median(shifts, 0))):.2f} px, "
                  f"range y {np.ptp(shifts[:, 0]):.1f} px, x {np.ptp(shifts[:, 1]):.1f} px", fontsize=9)
-    for i, (key, name) in enumerate([("mean_image", "mean"), ("max_image", "max"), ("std_image", "std"),
-                                     ("correlation_image", "local correlation"), ("pnr_image", "peak-to-noise")]):
-        _show(fig.add_subplot(grid[1, i]), np.asarray(row[key]), name)
+    ax2 = fig.add_subplot(grid[1, :], sharex=ax)
+    conf = row.get("confidence")
+    if conf is not None:
+        ax2.plot(x, conf, lw=0.7, color="tab:green", label="registration peak-to-sidelobe ratio")
+        if row.get("min_confidence") is not None:
+            ax2.axhline(row["min_confidence"], color="tab:red", ls=":", lw=0.8, label="in doubt below")
+        ax2.set_ylabel("confidence")
+        ax2.set_ylim(0, max(float(np.nanmax(conf)) * 1.05, 1.0) if len(conf) else 1.0)
+    noise, line = row.get("row_noise"), row.get("line_noise") or {}
+    if noise is not None and np.any(noise):
+        ax3 = ax2.twinx()
+        ax3.plot(x, noise, lw=0.6, color="tab:purple", alpha=0.8)
+        ax3.set_ylabel("line noise removed\n(row offsets' sd)", color="tab:purple", fontsize=8)
+    text = (f"line noise {line.get('before', 0):.2f} -> {line.get('after', 0):.2f} (movie units, removed)"
+            if line.get("removed") else f"no line noise to remove ({line.get('sampled', 0):.2f}, pixel noise alone "
+                                        f"gives {line.get('floor', 0):.2f})" if line else "")
+    ax2.set_title(f"registration confidence per frame; {text}", fontsize=9)
+    ax2.legend(loc="lower right", fontsize=7)
+    ax2.set_xlabel("time (s)" if timestamps is not None else "frame")
+    fov, lens = row.get("fov"), row.get("lens")
+    raw = row.get("mean_raw")
+    panels = [("mean_raw", "raw mean, lens and defects"), ("mean_image", "mean, field of view"), ("max_image", "max"),
+              ("std_image", "std"), ("correlation_image", "local correlation"), ("pnr_image", "peak-to-noise")]
+    for i, (key, name) in enumerate(panels):
+        image = raw if key == "mean_raw" else row.get(key)
+        a = fig.add_subplot(grid[2, i])
+        if image is None:
+            a.set_axis_off()
+            continue
+        _show(a, np.asarray(image), name)
+        mask = lens if key == "mean_raw" else fov
+        if mask is not None and not np.all(np.asarray(mask)):
+            a.contour(np.asarray(mask, float), levels=[0.5], colors="cyan", linewidths=0.8)
+        defects = row.get("defects")
+        if key == "mean_raw" and defects is not None and np.any(defects):
+            yy, xx = np.nonzero(np.asarray(defects))
+            a.plot(xx, yy, "r.", ms=2)
     if title:
         fig.suptitle(title, fontsize=11)
     path = Path(path)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def quality_figure(A, metrics: dict, max_image: np.ndarray, fov: np.ndarray | None, path: str | Path,
+                   title: str = "", color_by: str = "r_value") -> Path:
+    """Per-unit quality metrics: each metric's distribution over the units, and the units on the max
+    projection coloured by one of them (with the field of view).
+
+    Parameters
+    ----------
+    A : scopeline.core.footprints.Footprints
+        The units' footprints.
+    metrics : dict
+        metric name -> float (units,) (:data:`scopeline.core.quality.METRICS`).
+    max_image : numpy.ndarray
+        float (height, width).
+    fov : numpy.ndarray or None
+        bool (height, width).
+    path : str or pathlib.Path
+    title : str
+    color_by : str
+        The metric that colours the units.
+
+    Returns
+    -------
+    pathlib.Path
+    """
+    from scopeline.core.quality import METRICS
+
+    names = [n for n in METRICS if n in metrics]
+    fig = plt.figure(figsize=(15, 7), constrained_layout=True)
+    grid = fig.add_gridspec(3, 6)
+    ax = fig.add_subplot(grid[:, :3])
+    _show(ax, max_image, f"{len(A)} units, coloured by {color_by}")
+    if fov is not None and not np.all(fov):
+        ax.contour(np.asarray(fov, float), levels=[0.5], colors="cyan", linewidths=0.8)
+    if len(A):
+        c = A.centroids()
+        sc = ax.scatter(c[:, 1], c[:, 0], c=np.asarray(metrics.get(color_by, np.zeros(len(A)))), s=14, cmap="viridis",
+                        edgecolors="none")
+        fig.colorbar(sc, ax=ax, fraction=0.04, label=color_by)
+    for i, name in enumerate(names[:9]):
+        a = fig.add_subplot(grid[i // 3, 3 + i % 3])
+        v = np.asarray(metrics[name], float)
+        v = v[np.isfinite(v)]
+        a.hist(v, bins=30, color="0.4")
+        better = "higher" if METRICS[name][1] else "lower"
+        a.set_title(f"{name} ({better}: more cell-like)", fontsize=8)
+        a.tick_params(labelsize=7)
+    if title:
+        fig.suptitle(title, fontsize=11)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path

@@ -10,10 +10,11 @@ from pathlib import Path
 
 import numpy as np
 
-from scopeline.figures import cnmf_figure, motion_figure
+from scopeline.figures import cnmf_figure, motion_figure, quality_figure
+from scopeline.core.quality import METRICS
 from scopeline.pipeline import acquisition, cnmf, initialization, motion
 
-__all__ = ["result_name", "summary", "write_figures"]
+__all__ = ["result_name", "summary", "write_figures", "unit_metrics"]
 
 _MOTION_KEY = ["subject", "session", "recording_id", "motion_paramset"]
 _KEY = _MOTION_KEY + ["init_paramset", "cnmf_paramset"]
@@ -82,12 +83,28 @@ def write_figures(key: dict, out_dir: str | Path) -> dict[str, Path]:
         paths["cnmf"] = cnmf_figure(res["A"], row["max_image"], res["C"], res["S"], times,
                                     out / f"{result_name(ckey)}_cnmf.png",
                                     title=" / ".join(str(ckey[k]) for k in _KEY), unit_ids=res["unit_id"])
+        metrics = unit_metrics(ckey)
+        if metrics:
+            paths["quality"] = quality_figure(res["A"], metrics, row["max_image"],
+                                              (motion.MotionCorrection & mkey).field_of_view(),
+                                              out / f"{result_name(ckey)}_quality.png",
+                                              title=" / ".join(str(ckey[k]) for k in _KEY) + ": unit quality metrics")
     return paths
 
 
+def unit_metrics(key: dict) -> dict:
+    """One CNMF result's per-unit quality metrics, metric -> float32 (units,) in unit order ({} for a
+    result made before scopeline stored them)."""
+    rows = (cnmf.CNMF.Unit & key).to_dicts(order_by="unit_id")
+    if not rows or rows[0].get("r_value") is None:
+        return {}
+    return {name: np.array([r[name] for r in rows], np.float32) for name in METRICS}
+
+
 def summary(key: dict) -> dict:
-    """One CNMF result in numbers: its key, frames, fps (Hz), duration (s), corrupted frames, units,
-    and the compute time of each stage (s).
+    """One CNMF result in numbers: its key, frames, fps (Hz), duration (s), frames flagged (corrupted or
+    striped, dark at the start, shifts from neighbours), line noise before / after removal (movie units),
+    the field of view (fraction of the frame), units, and the compute time of each stage (s).
 
     Raises
     ------
@@ -96,9 +113,17 @@ def summary(key: dict) -> dict:
     """
     ckey = _one(cnmf.CNMF, key, "CNMF")
     info = (acquisition.RecordingInfo & ckey).fetch1("fps", "duration")
-    m = (motion.MotionCorrection & ckey).fetch1("n_frames", "height", "width", "corrupted_frames", "compute_time")
+    mc = motion.MotionCorrection & ckey
+    m = mc.fetch1("n_frames", "height", "width", "corrupted_frames", "compute_time")
+    dark, fallback, line = mc.fetch1("dark_frames", "fallback_frames", "line_noise")
+    line = line or {}
     init_s, n_seeds = (initialization.Initialization & ckey).fetch1("compute_time", "n_seeds")
     n_units, cnmf_s = (cnmf.CNMF & ckey).fetch1("n_units", "compute_time")
     return {**ckey, "n_frames": int(m[0]), "size": f"{m[1]}x{m[2]}", "fps": float(info[0]),
-            "duration_s": float(info[1]), "corrupted_frames": int(len(m[3])), "n_seeds": int(n_seeds),
+            "duration_s": float(info[1]), "corrupted_frames": int(len(m[3])),
+            "dark_frames": int(len(dark)) if dark is not None else 0,
+            "fallback_frames": int(len(fallback)) if fallback is not None else 0,
+            "line_noise_before": round(float(line.get("before", 0.0)), 2) if line.get("removed") else None,
+            "line_noise_after": round(float(line.get("after", 0.0)), 2) if line.get("removed") else None,
+            "fov_fraction": round(float(mc.field_of_view().mean()), 3), "n_seeds": int(n_seeds),
             "n_units": int(n_units), "motion_s": float(m[4]), "init_s": float(init_s), "cnmf_s": float(cnmf_s)}

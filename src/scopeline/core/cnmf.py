@@ -23,7 +23,10 @@ Zhou et al. 2018 (CNMF-E, eLife), as in Minian (Dong et al. 2022):
   rescaling). Units whose footprints overlap (Jaccard index above ``jaccard_threshold``) are solved
   jointly, by block-coordinate descent over the group (``joint_iterations`` passes, each exact for
   one unit given the others); the background trace f is updated last;
-- **merging**: units whose footprints overlap and whose traces correlate above ``merge_corr`` become one.
+- **merging**: units whose footprints overlap and whose traces correlate above ``merge_corr`` become one;
+- after each spatial update, units whose footprint is too small (``min_area``) or not cell-shaped
+  (:func:`scopeline.core.footprints.not_cell_shaped`: stripes of line noise, arcs of a moving lens
+  edge) are dropped.
 
 The steps run in the order of ``iterations`` (default: spatial, temporal, merge, spatial, temporal).
 Every pass over the movie reads it in blocks of ``block_frames`` frames: memory is the blocks, the
@@ -42,7 +45,7 @@ from pydantic import Field, field_validator
 from scipy import ndimage
 
 from . import deconvolve as dc
-from .footprints import Footprints, components, frame_blocks
+from .footprints import Footprints, ShapeParams, components, frame_blocks, not_cell_shaped
 from .params import StageParams
 
 __all__ = ["PRESETS", "CNMFParams", "CNMFResult", "cnmf", "pixel_noise", "update_spatial", "update_temporal", "merge_units"]
@@ -59,6 +62,9 @@ class CNMFParams(StageParams):
                                                          "pixel (scale-free LASSO penalty).")
     dilate: int = Field(2, ge=0, le=50, description="Pixels a footprint may grow per spatial update.")
     min_area: int = Field(5, ge=1, description="Units with fewer footprint pixels are dropped, pixels.")
+    shape: ShapeParams = Field(default_factory=ShapeParams, description="Units whose footprint is not cell-shaped "
+                               "after a spatial update are dropped (the area test only when the expected cell "
+                               "diameter is given to cnmf).")
     p: Literal[1, 2] = Field(1, description="AR order of the calcium dynamics.")
     sparse_penal: float = Field(1.0, ge=0, description="Temporal sparsity, in noise standard deviations of the "
                                                         "trace.")
@@ -68,8 +74,9 @@ class CNMFParams(StageParams):
     jaccard_threshold: float = Field(0.1, ge=0, le=1, description="Units whose supports overlap more are "
                                                                    "solved jointly.")
     joint_iterations: int = Field(3, ge=1, le=50, description="Block-coordinate passes over a joint group.")
-    merge_corr: float = Field(0.8, ge=-1, le=1, description="Touching units whose traces correlate above this "
-                                                             "merge.")
+    merge_corr: float = Field(0.75, ge=-1, le=1, description="Touching units whose traces correlate above this "
+                              "merge (0.8 left pieces of dim cells as units of their own on simulations with "
+                              "heterogeneous cells and line noise).")
     iterations: list[Step] = Field(["spatial", "temporal", "merge", "spatial", "temporal"],
                                    description="Update steps in order.")
     spatial_sweeps: int = Field(30, ge=1, le=1000, description="Coordinate-descent sweeps of a spatial update.")
@@ -381,7 +388,7 @@ def _temporal_step(movie, A: Footprints, C, b, f, p: CNMFParams, progress):
 
 
 def cnmf(movie, A: Footprints, C: np.ndarray, b: np.ndarray, f: np.ndarray, params: Optional[CNMFParams] = None,
-         progress: Optional[Callable[[int], None]] = None) -> CNMFResult:
+         progress: Optional[Callable[[int], None]] = None, diameter: Optional[float] = None) -> CNMFResult:
     """Run the CNMF updates from an initialization.
 
     Parameters
@@ -394,6 +401,9 @@ def cnmf(movie, A: Footprints, C: np.ndarray, b: np.ndarray, f: np.ndarray, para
     params : CNMFParams, optional
     progress : callable, optional
         Called with frames read; one pass over the movie per spatial or temporal step.
+    diameter : float, optional
+        Expected cell diameter, pixels (initialization's): footprints far larger or smaller are dropped
+        after a spatial update (``params.shape.area_range``).
 
     Returns
     -------
@@ -425,7 +435,7 @@ def cnmf(movie, A: Footprints, C: np.ndarray, b: np.ndarray, f: np.ndarray, para
             break
         if step == "spatial":
             A, C, b = update_spatial(movie, A, C, b, f, sn, p, progress)
-            keep = A.area() >= p.min_area
+            keep = (A.area() >= p.min_area) & ~not_cell_shaped(A, p.shape, diameter)
             A, C = A.subset(keep), C[keep]
             temporal = None
         elif step == "temporal":

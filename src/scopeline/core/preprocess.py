@@ -5,6 +5,11 @@ The steps, in the order :mod:`scopeline.core.motion` applies them to each block 
 1. crop to a rectangle and downsample in space and time (block mean, or subset);
 2. corrupted frames (wireless transmission errors, dropped-to-black frames) are detected by
    :func:`frame_scores` / :func:`flag_corrupted` and then interpolated from their neighbours or dropped;
+   defective pixels (hot: stuck bright; dead: stuck dark), found once in the mean image of raw frames
+   (:func:`find_defects`), are replaced in every frame by the median of their neighbours
+   (:class:`DefectRepair`); horizontal line noise (per-row offsets that change from frame to frame:
+   sensor read-out, wireless transmission) is removed frame by frame (:func:`remove_line_noise`);
+   frames much darker than the movie at its start (LED warm-up) are flagged (:func:`dark_start`);
 3. glow / vignetting removal (optional, off by default): the per-pixel minimum over time, Gaussian-smoothed,
    is subtracted (Minian, Dong et al. 2022, subtract the raw minimum: ``glow_sigma=0``). The raw minimum
    of a moving movie also holds the tissue's texture (cells, vessels) at every position the brain
@@ -31,9 +36,14 @@ os.environ.setdefault("OPENCV_LOG_LEVEL", "ERROR")
 import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 from pydantic import BaseModel, ConfigDict, Field, model_validator  # noqa: E402
+from scipy import ndimage  # noqa: E402
+
+from scopeline.core.fov import FOVParams  # noqa: E402
 
 __all__ = [
     "CorruptionParams",
+    "DefectParams",
+    "LineNoiseParams",
     "PreprocessParams",
     "crop_downsample",
     "output_shape",
@@ -45,6 +55,14 @@ __all__ = [
     "tophat_uint8",
     "glow_image",
     "preprocess_frame",
+    "find_defects",
+    "DefectRepair",
+    "RowSampler",
+    "row_offsets",
+    "remove_line_noise",
+    "difference_row_noise",
+    "dark_start",
+    "normalize_light",
 ]
 
 
@@ -66,6 +84,44 @@ class CorruptionParams(BaseModel):
                                                    "mean of the nearest good frames, or drop them.")
 
 
+class DefectParams(BaseModel):
+    """Defective pixels: found in the mean image of raw frames, replaced by their neighbours' median."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    enabled: bool = Field(True, description="Find and replace defective (hot or dead) pixels.")
+    threshold: float = Field(10.0, gt=0, description="A pixel whose mean differs from the median of its 3 x 3 "
+                             "neighbourhood by more than this many robust standard deviations of such differences "
+                             "(over the frame) ...")
+    min_contrast: float = Field(0.25, ge=0, description="... and by more than this fraction of the median "
+                                "brightness of the frame is defective (a cell's centre stands out far less).")
+
+
+class LineNoiseParams(BaseModel):
+    """Horizontal line noise: per-row offsets, estimated and subtracted frame by frame."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    enabled: bool = Field(True, description="Remove per-row offsets (horizontal line noise) from every frame, when the "
+                          "movie has line noise.")
+    detect_ratio: float = Field(2.0, ge=0, description="The movie has line noise when the row medians of differences of "
+                                "consecutive sampled frames vary this many times more than pixel noise alone makes "
+                                "them (0: always remove). On a movie without line noise, removal would only add the "
+                                "estimate's own error (measured: 1.6 units on a simulated moving movie).")
+    frames: int = Field(41, ge=3, le=1001, description="Frames of the running median over time of each row's level: "
+                        "the image's own profile, which changes slowly, while line noise changes every frame (the "
+                        "median's own error, 1.25 / sqrt(frames) of the line noise, drifts slowly with the window "
+                        "and looks like slow activity along rows: more frames, less of it).")
+    smooth_rows: float = Field(8.0, gt=0, le=200, description="Gaussian sigma, rows: what varies more slowly than "
+                               "this down the frame (brightness changes over the whole frame) is not line noise, "
+                               "and the background removal takes it out.")
+    samples: int = Field(128, ge=16, le=4096, description="Pixels per row (evenly spaced inside the field of view) "
+                         "whose median is the row's level.")
+    striped_ratio: float = Field(3.0, gt=1, description="A frame whose row offsets vary this many times more than the "
+                                 "movie's line noise is a striped frame (a burst of wireless or read-out errors): it is "
+                                 "replaced like a corrupted frame.")
+
+
 class PreprocessParams(BaseModel):
     """Preprocessing parameters (pixels refer to the raw frame unless stated)."""
 
@@ -77,6 +133,15 @@ class PreprocessParams(BaseModel):
     temporal_downsample: int = Field(1, ge=1, le=100, description="Temporal downsampling factor.")
     downsample_method: Literal["mean", "subset"] = Field("mean", description="Block mean, or every n-th pixel/frame.")
     corruption: CorruptionParams = Field(default_factory=CorruptionParams)
+    defects: DefectParams = Field(default_factory=DefectParams)
+    line_noise: LineNoiseParams = Field(default_factory=LineNoiseParams)
+    fov: FOVParams = Field(default_factory=FOVParams)
+    dark_fraction: float = Field(0.8, gt=0, lt=1, description="Frames at the start of the movie darker than this "
+                                 "fraction of its median brightness are flagged as dark (LED warm-up).")
+    normalize_light: bool = Field(True, description="Scale the light (intensity above the black level: the dark outside "
+                                  "the lens, 0 without one) of frames more than 10% darker or brighter than the movie's "
+                                  "median back to within 10% of it: LED warm-up and flicker then do not reach the "
+                                  "traces, while the slow changes of the background (signal of the tissue) stay.")
     remove_glow: bool = Field(
         False, description="Subtract the glow: the per-pixel minimum over time, smoothed by glow_sigma. Off by default: "
                            "the top-hat takes out smooth glow anyway, and on simulated recordings traces correlate "
@@ -482,3 +547,288 @@ def preprocess_frame(frame: np.ndarray, p: PreprocessParams, min_image: np.ndarr
         f = np.maximum(f - min_image, 0)
     f = denoise(np.ascontiguousarray(f, dtype=np.float32), p.denoise, p.denoise_window)
     return remove_background(f, p.background, p.background_radius)
+
+
+# ------------------------------------------------------------------------ defective pixels
+
+
+def find_defects(mean_image: np.ndarray, p: DefectParams) -> np.ndarray:
+    """Defective pixels of the sensor from the mean image of raw frames.
+
+    A hot pixel (stuck bright) or dead pixel (stuck at 0) differs from the median of its 3 x 3
+    neighbourhood in the mean image by much more than anything else in the frame: by more than
+    ``threshold`` robust standard deviations (1.4826 MAD) of those differences, and by more than
+    ``min_contrast`` of the frame's median brightness. Cells and vessels are smooth over 3 x 3 pixels
+    and, in the mean of a moving movie, blurred further; they stand out far less.
+
+    Parameters
+    ----------
+    mean_image : numpy.ndarray
+        float (height, width): mean of raw frames (cropped, downsampled), movie units.
+    p : DefectParams
+
+    Returns
+    -------
+    numpy.ndarray
+        int8 (height, width): 1 hot, -1 dead, 0 good (all 0 when ``p.enabled`` is False).
+    """
+    img = np.asarray(mean_image, np.float32)
+    out = np.zeros(img.shape, np.int8)
+    if not p.enabled or min(img.shape) < 3:
+        return out
+    diff = img - ndimage.median_filter(img, size=3, mode="reflect")
+    spread = 1.4826 * float(np.median(np.abs(diff - np.median(diff))))
+    limit = max(p.threshold * spread, p.min_contrast * float(np.median(img)), 1e-6)
+    out[diff > limit] = 1
+    out[diff < -limit] = -1
+    return out
+
+
+class DefectRepair:
+    """Replaces defective pixels in frames by the median of their good neighbours (3 x 3, then 5 x 5
+    for clusters).
+
+    Parameters
+    ----------
+    defects : numpy.ndarray
+        int (height, width): non-zero at defective pixels (:func:`find_defects`).
+    """
+
+    def __init__(self, defects: np.ndarray) -> None:
+        bad = np.asarray(defects) != 0
+        self.shape = bad.shape
+        self.pixels = np.flatnonzero(bad)
+        h, w = bad.shape
+        ys, xs = np.divmod(self.pixels, w)
+        neigh = []
+        for r in (1, 2):
+            offs = [(dy, dx) for dy in range(-r, r + 1) for dx in range(-r, r + 1) if max(abs(dy), abs(dx)) == r]
+            neigh += offs
+        ny = ys[:, None] + np.array([o[0] for o in neigh])[None]
+        nx = xs[:, None] + np.array([o[1] for o in neigh])[None]
+        inside = (ny >= 0) & (ny < h) & (nx >= 0) & (nx < w)
+        flat = np.where(inside, np.clip(ny, 0, h - 1) * w + np.clip(nx, 0, w - 1), 0)
+        good = inside & ~bad.ravel()[flat]
+        ring1 = np.arange(len(neigh)) < 8
+        # the 3 x 3 ring when it has a good pixel, else the 5 x 5 ring
+        use = np.where((good & ring1).any(axis=1, keepdims=True), good & ring1, good)
+        self.index = flat
+        self.use = use
+
+    def __len__(self) -> int:
+        return len(self.pixels)
+
+    def __call__(self, frame: np.ndarray) -> np.ndarray:
+        """Repair one frame (height, width) in place and return it."""
+        if not len(self.pixels):
+            return frame
+        flat = frame.reshape(-1)
+        vals = np.where(self.use, flat[self.index].astype(np.float32), np.nan)
+        with np.errstate(all="ignore"):
+            import warnings
+
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", RuntimeWarning)
+                fill = np.nanmedian(vals, axis=1)
+        fill = np.nan_to_num(fill, nan=float(np.median(flat)))
+        flat[self.pixels] = np.rint(fill) if np.issubdtype(frame.dtype, np.integer) else fill
+        return frame
+
+
+# ------------------------------------------------------------------------------ line noise
+
+
+class RowSampler:
+    """Where each row's level is measured: up to ``samples`` evenly spaced pixels of the row inside a
+    mask (the lens' field of view on the sensor; every pixel without one).
+
+    Parameters
+    ----------
+    mask : numpy.ndarray
+        bool (height, width).
+    samples : int
+        Pixels per row.
+    min_pixels : int
+        Rows with fewer pixels inside get no estimate (offset 0).
+    """
+
+    def __init__(self, mask: np.ndarray, samples: int = 128, min_pixels: int = 16) -> None:
+        mask = np.asarray(mask, bool)
+        h, w = mask.shape
+        self.cols = np.zeros((h, samples), np.int64)
+        self.valid = np.zeros(h, bool)
+        for y in range(h):
+            xs = np.flatnonzero(mask[y])
+            if len(xs) >= min(min_pixels, w):
+                self.valid[y] = True
+                self.cols[y] = xs[np.linspace(0, len(xs) - 1, samples).round().astype(int)]
+        self.rows = np.flatnonzero(self.valid)
+        self.cols = self.cols[self.valid]
+
+    def levels(self, frame: np.ndarray) -> np.ndarray:
+        """float32 (valid rows,): median of each valid row's samples."""
+        return np.median(frame[self.rows[:, None], self.cols], axis=1).astype(np.float32)
+
+
+def row_offsets(frames: np.ndarray, sampler: RowSampler, p: LineNoiseParams) -> np.ndarray:
+    """Per-row offsets of a block of consecutive frames (horizontal line noise).
+
+    The level of each row is the median of its samples (:class:`RowSampler`: robust to the few pixels
+    of an active cell or a vessel). Line noise changes from frame to frame, the image slowly (its
+    vertical profile moves with the brain, changes with the light): the offsets are each row's level
+    minus its running median over ``p.frames`` frames (a burst of striped frames does not move it),
+    minus what of that varies more slowly than ``p.smooth_rows`` down the frame (a change of the
+    whole frame's brightness).
+
+    Parameters
+    ----------
+    frames : numpy.ndarray
+        (frames, height, width), uint8 or float: consecutive frames.
+    sampler : RowSampler
+    p : LineNoiseParams
+
+    Returns
+    -------
+    numpy.ndarray
+        float32 (frames, height): the offset of each row of each frame, movie units (0 for rows without
+        an estimate).
+    """
+    n, h = frames.shape[:2]
+    out = np.zeros((n, h), np.float32)
+    if len(sampler.rows) < 3 or n == 0:
+        return out
+    level = np.stack([sampler.levels(f) for f in frames])
+    # mirrored at the block's ends: a first or last frame must not be most of its own reference
+    dev = level - ndimage.median_filter(level, size=(min(p.frames, 2 * n - 1), 1), mode="mirror")
+    dev -= ndimage.gaussian_filter1d(dev, p.smooth_rows, axis=1, mode="nearest")
+    out[:, sampler.rows] = dev
+    return out
+
+
+def remove_line_noise(frames: np.ndarray, sampler: RowSampler, p: LineNoiseParams) -> np.ndarray:
+    """Subtract the per-row offsets (:func:`row_offsets`) of a block of consecutive frames, in place.
+
+    Parameters
+    ----------
+    frames : numpy.ndarray
+        (frames, height, width), uint8 or float; changed in place (uint8: offsets rounded to whole
+        units and the result clipped to 0-255, which keeps the fast 8-bit path of
+        :func:`preprocess_frame`; the rounding adds 0.29 units of noise; saturated pixels, 255, are left
+        as they are: their true value is unknown).
+    sampler : RowSampler
+    p : LineNoiseParams
+
+    Returns
+    -------
+    numpy.ndarray
+        float32 (frames, height): what was subtracted.
+    """
+    r = row_offsets(frames, sampler, p)
+    for j in range(len(frames)):
+        if frames.dtype == np.uint8:
+            ri = np.rint(r[j]).astype(np.int16)
+            if ri.any():
+                f = frames[j]
+                fixed = np.clip(f.astype(np.int16) - ri[:, None], 0, 255).astype(np.uint8)
+                saturated = f == 255  # its true value is unknown: subtracting would paint the stripes in
+                frames[j] = np.where(saturated, f, fixed) if saturated.any() else fixed
+        else:
+            frames[j] -= r[j][:, None].astype(frames.dtype)
+    return r
+
+
+def difference_row_noise(a: np.ndarray, b: np.ndarray, sampler: RowSampler, with_floor: bool = False):
+    """Line noise of two consecutive frames measured without any model of the image: the standard
+    deviation over rows of the row medians of their difference (which cancels the static image and
+    the slow background), divided by sqrt(2), in movie units (0 without rows to measure).
+
+    Independent of :func:`row_offsets`, it tells how much line noise a movie has before and after its
+    removal (``benchmarks/artifacts.py`` measures real recordings with it).
+
+    Parameters
+    ----------
+    a, b : numpy.ndarray
+        (height, width): consecutive frames.
+    sampler : RowSampler
+    with_floor : bool
+        Also return what pixel noise alone gives: ``1.2533 sigma / sqrt(samples)`` (the standard error of
+        a median), with ``sigma`` the robust pixel noise of the difference over sqrt(2).
+
+    Returns
+    -------
+    float or (float, float)
+    """
+    if len(sampler.rows) < 3:
+        return (0.0, 0.0) if with_floor else 0.0
+    d = a.astype(np.float32) - b.astype(np.float32)
+    levels = sampler.levels(d)
+    noise = float(np.std(levels - np.median(levels)) / np.sqrt(2))
+    if not with_floor:
+        return noise
+    sample = d[sampler.rows[:, None], sampler.cols] - levels[:, None]
+    sigma = 1.4826 * float(np.median(np.abs(sample))) / np.sqrt(2)
+    return noise, 1.2533 * sigma / np.sqrt(sampler.cols.shape[1])
+
+
+# ------------------------------------------------------------------------------ dark frames
+
+
+def dark_start(brightness: np.ndarray, fraction: float) -> int:
+    """Number of frames at the start of a movie darker than ``fraction`` of its median brightness.
+
+    Parameters
+    ----------
+    brightness : numpy.ndarray
+        float (frames,): mean intensity of each frame.
+    fraction : float
+
+    Returns
+    -------
+    int
+        Length of the leading run of dark frames (LED warm-up); 0 when the first frame is bright.
+    """
+    b = np.asarray(brightness, np.float64)
+    if b.size == 0:
+        return 0
+    bright = b >= fraction * float(np.median(b))
+    return int(np.argmax(bright)) if bright.any() else int(b.size)
+
+
+def normalize_light(frames: np.ndarray, brightness: np.ndarray, level: float, black: float,
+                    tolerance: float = 0.1) -> np.ndarray:
+    """Bring frames whose light is far from the movie's back towards it, in place (LED warm-up, flicker).
+
+    A frame's light relative to the movie is ``g = (brightness - black) / (level - black)``; its
+    intensity above the black level is divided by ``g / clip(g, 1 - tolerance, 1 + tolerance)``, so
+    frames within ``tolerance`` of the movie's light (the slow changes of the background, which are
+    signal of the tissue and not of the LED) are left as they are and the correction is continuous in
+    ``g``. An unknown black level (0) leaves a uniform offset, which the background removal takes out.
+
+    Parameters
+    ----------
+    frames : numpy.ndarray
+        (frames, height, width), uint8 (rounded and clipped back to 0-255) or float.
+    brightness : numpy.ndarray
+        float (frames,): each frame's mean intensity.
+    level : float
+        The movie's (median) brightness.
+    black : float
+        The sensor's black level, movie units.
+    tolerance : float
+        Relative change of light left alone.
+
+    Returns
+    -------
+    numpy.ndarray
+        float32 (frames,): the factor each frame's light was divided by (1 where nothing was done).
+    """
+    span = level - black
+    factor = np.ones(len(frames), np.float32)
+    if span <= 0:
+        return factor
+    g = np.clip((np.asarray(brightness, np.float64) - black) / span, 0.05, 20)
+    factor = (g / np.clip(g, 1 - tolerance, 1 + tolerance)).astype(np.float32)
+    for j in np.flatnonzero(factor != 1):
+        f = (frames[j].astype(np.float32) - black) / factor[j] + black
+        frames[j] = np.clip(np.rint(f), 0, 255) if frames.dtype == np.uint8 else f
+    return factor

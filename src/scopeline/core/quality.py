@@ -1,9 +1,24 @@
-"""Accuracy of a CNMF result against ground truth, with the Minian paper's metrics.
+"""Quality of units: per-unit quality metrics of a CNMF result, and accuracy against ground truth.
 
-Estimated units are matched to true ones by centroid distance (optimal assignment, Hungarian
-algorithm, pairs farther than ``max_distance`` pixels unmatched); then precision, recall and F1 of
-the detection, and for the matched pairs the Pearson correlation of footprints, of traces C, and of
-deconvolved activity S with the true spikes summed in 5-frame bins (Dong et al. 2022, eLife).
+**Per-unit metrics** (:func:`unit_metrics`), computed for every unit of every result, without any
+ground truth, so that curation can tell cells from artifacts (each documented with its formula):
+
+- ``event_snr``: CaImAn's event exceptionality ``SNR_comp`` (Giovannucci et al. 2019, eLife,
+  "Evaluating the quality of components"): how unlikely the unit's strongest run of ``N``
+  consecutive frames is under its noise;
+- ``r_value``: CaImAn's spatial consistency: correlation of the footprint with the movie at the
+  unit's peaks;
+- ``compactness``, ``eccentricity``, ``elongation``: shape of the footprint's half-peak region;
+- ``rel_area``: that region's area over the expected cell's, ``pi (diameter / 2)^2``;
+- ``pnr``: peak-to-noise ratio of the trace (Zhou et al. 2018, CNMF-E);
+- ``skewness``: of the trace (activity is sparse and positive: cells' traces are right-skewed);
+- ``outside_fov``: fraction of the footprint outside the field of view.
+
+**Accuracy against ground truth** (:func:`accuracy`), with the Minian paper's metrics: estimated units
+are matched to true ones by centroid distance (optimal assignment, Hungarian algorithm, pairs farther
+than ``max_distance`` pixels unmatched); then precision, recall and F1 of the detection, and for the
+matched pairs the Pearson correlation of footprints, of traces C, and of deconvolved activity S
+with the true spikes summed in 5-frame bins (Dong et al. 2022, eLife).
 """
 
 from __future__ import annotations
@@ -14,7 +29,23 @@ import numpy as np
 from scipy import ndimage
 from scipy.optimize import linear_sum_assignment
 
-__all__ = ["Accuracy", "match_units", "accuracy", "centroids"]
+__all__ = ["METRICS", "unit_metrics", "event_snr", "robust_mode", "spatial_consistency", "auc", "Accuracy",
+           "match_units", "accuracy", "centroids"]
+
+#: per-unit metric -> (description with formula and unit, whether larger means more cell-like)
+METRICS: dict[str, tuple[str, bool]] = {
+    "event_snr": ("CaImAn's SNR_comp: -Phi^-1 of the geometric mean tail probability of the strongest run of N "
+                  "frames of YrA, z-scored by its mode and 3 x the noise below it (N = 0.4 s of frames)", True),
+    "r_value": ("CaImAn's spatial consistency: Pearson correlation, over the footprint's box, of the footprint with "
+                "the movie's mean at the unit's peak frames minus its mean over all frames", True),
+    "compactness": ("4 pi area / perimeter^2 of the footprint's half-peak region (1: a disk)", True),
+    "eccentricity": ("sqrt(1 - minor / major) of the half-peak region's weighted covariance (0: a disk)", False),
+    "elongation": ("sqrt(major / minor) of the half-peak region's weighted covariance (1: a disk)", False),
+    "rel_area": ("half-peak area of the footprint over pi (diameter / 2)^2 of the expected cell", True),
+    "pnr": ("(max - mode) of YrA over its noise standard deviation sn", True),
+    "skewness": ("sample skewness of YrA", True),
+    "outside_fov": ("fraction of the footprint's weight outside the field of view", False),
+}
 
 
 def centroids(A: np.ndarray) -> np.ndarray:
@@ -37,6 +68,196 @@ def match_units(est_xy: np.ndarray, true_xy: np.ndarray, max_distance: float) ->
     rows, cols = linear_sum_assignment(np.where(d <= max_distance, d, big))
     ok = d[rows, cols] <= max_distance
     return rows[ok], cols[ok]
+
+
+def robust_mode(x: np.ndarray) -> float:
+    """The half-sample mode of a sample (Bickel & Fruehwirth 2006): repeatedly keep the half of the
+    sorted values with the smallest range, then the mean of the last two or three. Robust to the
+    positive transients of a calcium trace, which pull its mean and median up."""
+    v = np.sort(np.asarray(x, np.float64).ravel())
+    v = v[np.isfinite(v)]
+    while len(v) > 3:
+        half = (len(v) + 1) // 2
+        widths = v[half - 1:] - v[: len(v) - half + 1]
+        i = int(np.argmin(widths))
+        v = v[i: i + half]
+    return float(v.mean()) if len(v) else 0.0
+
+
+def event_snr(traces: np.ndarray, n_frames: int = 5, sigma_factor: float = 3.0) -> np.ndarray:
+    """Event exceptionality of traces: CaImAn's ``SNR_comp`` (Giovannucci et al. 2019, eLife).
+
+    For each trace: its baseline is the :func:`robust_mode`; its noise ``sd`` the root mean square
+    of its deviations below the mode (activity only goes up); every frame's tail probability
+    ``P(z)`` with ``z = (y - mode) / (sigma_factor sd)`` under a standard normal; the strongest event
+    is the run of ``n_frames`` consecutive frames with the smallest product of tail probabilities; the
+    score is the normal quantile of that run's geometric mean probability, ``-Phi^-1(exp(mean log P))``.
+    Noise alone scores about 0; CaImAn accepts units from about 2 (its ``min_SNR``).
+
+    Parameters
+    ----------
+    traces : numpy.ndarray
+        float (units, frames): the raw traces (YrA: C plus residual), any units.
+    n_frames : int
+        Frames of an event (CaImAn: the indicator's decay time in frames).
+    sigma_factor : float
+        The noise is scaled by this (CaImAn's 3), so the score reads in ``sigma_factor`` noise sds.
+
+    Returns
+    -------
+    numpy.ndarray
+        float32 (units,); 0 for a flat trace.
+    """
+    from scipy.special import log_ndtr, ndtri_exp
+
+    traces = np.atleast_2d(np.asarray(traces, np.float64))
+    out = np.zeros(len(traces), np.float32)
+    n = max(1, min(int(n_frames), traces.shape[1]))
+    for i, y in enumerate(traces):
+        md = robust_mode(y)
+        below = np.minimum(y - md, 0)
+        count = np.count_nonzero(below)
+        sd = np.sqrt((below**2).sum() / count) if count else 0.0
+        if sd <= 0:
+            continue
+        logp = log_ndtr(-(y - md) / (sigma_factor * sd))  # log of the upper tail probability
+        run = np.convolve(logp, np.ones(n), mode="valid") / n
+        out[i] = float(-ndtri_exp(run.min()))  # Phi^-1(exp(x)), exact for very small probabilities
+    return out
+
+
+def spatial_consistency(movie, A, YrA: np.ndarray, max_events: int = 50, z_events: float = 3.0,
+                        block_frames: int = 100, progress=None) -> np.ndarray:
+    """CaImAn's spatial consistency ``r_value`` of every unit (Giovannucci et al. 2019, eLife): the
+    Pearson correlation, over the unit's footprint box, between its footprint and the movie's mean at
+    the unit's peak frames minus the movie's mean over all frames (a cell's activity looks like its
+    footprint; a unit fitted to a stripe, a moving edge or a neighbour's activity does not).
+
+    Peak frames: up to ``max_events`` frames of largest YrA among those ``z_events`` noise sds above
+    its mode (at least the 3 largest). One pass over the movie.
+
+    Parameters
+    ----------
+    movie : array-like
+        (frames, height, width).
+    A : scopeline.core.footprints.Footprints
+    YrA : numpy.ndarray
+        float (units, frames).
+    max_events, z_events : int, float
+    block_frames : int
+        Frames read at once.
+    progress : callable, optional
+        Called with frames read.
+
+    Returns
+    -------
+    numpy.ndarray
+        float32 (units,) in [-1, 1]; 0 when undefined (a flat footprint or event image).
+    """
+    from .footprints import frame_blocks
+
+    k = len(A)
+    out = np.zeros(k, np.float32)
+    if k == 0:
+        return out
+    n = movie.shape[0]
+    events = np.zeros((k, n), bool)
+    for i, y in enumerate(np.asarray(YrA, np.float64)):
+        md = robust_mode(y)
+        below = np.minimum(y - md, 0)
+        count = np.count_nonzero(below)
+        sd = np.sqrt((below**2).sum() / count) if count else 0.0
+        order = np.argsort(-y)
+        strong = order[: max_events][(y[order[: max_events]] - md) > z_events * sd] if sd > 0 else order[:0]
+        events[i, strong if len(strong) >= 3 else order[:3]] = True
+    sy, sx = A.patches.shape[1:]
+    at_events = np.zeros((k, sy, sx))
+    total = np.zeros(A.shape)
+    for a, frames in frame_blocks(movie, block_frames, progress):
+        total += frames.sum(axis=0)
+        hit = events[:, a: a + len(frames)]
+        for i in np.flatnonzero(hit.any(axis=1)):
+            ys, xs = A._slices(i)
+            at_events[i, : ys.stop - ys.start, : xs.stop - xs.start] += frames[hit[i]][:, ys, xs].sum(axis=0)
+    mean = total / max(n, 1)
+    for i in range(k):
+        ys, xs = A._slices(i)
+        img = at_events[i, : ys.stop - ys.start, : xs.stop - xs.start] / events[i].sum() - mean[ys, xs]
+        fp = A.patches[i, : ys.stop - ys.start, : xs.stop - xs.start].astype(np.float64)
+        a_, b_ = fp.ravel() - fp.mean(), img.ravel() - img.mean()
+        den = np.linalg.norm(a_) * np.linalg.norm(b_)
+        out[i] = float(a_ @ b_ / den) if den > 0 else 0.0
+    return out
+
+
+def unit_metrics(movie, A, YrA: np.ndarray, sn: np.ndarray, *, fov: np.ndarray | None = None,
+                 diameter: float = 8.0, fps: float | None = None, event_seconds: float = 0.4,
+                 block_frames: int = 100, progress=None) -> dict[str, np.ndarray]:
+    """Every per-unit quality metric of :data:`METRICS` for a CNMF result.
+
+    Parameters
+    ----------
+    movie : array-like
+        (frames, height, width): the motion-corrected movie the result was fitted to (one pass).
+    A : scopeline.core.footprints.Footprints
+        Footprints (peak 1).
+    YrA : numpy.ndarray
+        float (units, frames): raw traces (C plus residual), movie units.
+    sn : numpy.ndarray
+        float (units,): trace noise standard deviations, movie units.
+    fov : numpy.ndarray, optional
+        bool (height, width): the field of view (None: the whole frame).
+    diameter : float
+        Expected cell diameter, pixels (initialization's ``diameter``).
+    fps : float, optional
+        Frame rate, Hz: an event lasts ``event_seconds`` (5 frames when None).
+    event_seconds : float
+        Duration of a calcium event for ``event_snr``, seconds (0.4 s: GCaMP6f's decay).
+    block_frames : int
+        Frames read at once.
+    progress : callable, optional
+        Called with frames read (one pass).
+
+    Returns
+    -------
+    dict
+        metric name -> float32 (units,).
+    """
+    from scipy.stats import skew
+
+    from .fov import outside_fraction
+
+    YrA = np.asarray(YrA, np.float64)
+    k = len(A)
+    n_event = 5 if not fps else max(2, int(np.ceil(fps * event_seconds)))
+    st = A.shape_stats()
+    modes = np.array([robust_mode(y) for y in YrA]) if k else np.zeros(0)
+    sn = np.asarray(sn, np.float64)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        pnr = np.where(sn > 0, (YrA.max(axis=1, initial=0) - modes) / np.where(sn > 0, sn, 1), 0) if k else np.zeros(0)
+        skewness = np.nan_to_num(skew(YrA, axis=1)) if k and YrA.shape[1] > 2 else np.zeros(k)
+    out = {
+        "event_snr": event_snr(YrA, n_event) if k else np.zeros(0, np.float32),
+        "r_value": spatial_consistency(movie, A, YrA, block_frames=block_frames, progress=progress),
+        "compactness": st["compactness"], "eccentricity": st["eccentricity"], "elongation": st["elongation"],
+        "rel_area": st["half_area"] / (np.pi * (diameter / 2) ** 2),
+        "pnr": pnr, "skewness": skewness,
+        "outside_fov": outside_fraction(A.patches, A.offsets, fov) if fov is not None and k else np.zeros(k),
+    }
+    return {name: np.nan_to_num(np.asarray(v, np.float32)) for name, v in out.items()}
+
+
+def auc(positive: np.ndarray, negative: np.ndarray) -> float:
+    """Area under the ROC curve of a score separating two groups (the probability that a random member
+    of ``positive`` scores above a random member of ``negative``, ties counting half); NaN if a group is
+    empty."""
+    from scipy.stats import rankdata
+
+    pos, neg = np.asarray(positive, np.float64), np.asarray(negative, np.float64)
+    if len(pos) == 0 or len(neg) == 0:
+        return float("nan")
+    ranks = rankdata(np.concatenate([pos, neg]))
+    return float((ranks[: len(pos)].sum() - len(pos) * (len(pos) + 1) / 2) / (len(pos) * len(neg)))
 
 
 def _corr_rows(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -75,7 +296,7 @@ class Accuracy:
 
 def accuracy(A: np.ndarray, C: np.ndarray, S: np.ndarray, A_true: np.ndarray, C_true: np.ndarray,
              S_true: np.ndarray, offset: tuple[float, float] = (0.0, 0.0), max_distance: float = 5.0,
-             bin_frames: int = 5) -> Accuracy:
+             bin_frames: int = 5, ignore: np.ndarray | None = None) -> Accuracy:
     """Minian-paper accuracy of estimated units against the truth.
 
     Parameters
@@ -91,6 +312,9 @@ def accuracy(A: np.ndarray, C: np.ndarray, S: np.ndarray, A_true: np.ndarray, C_
         Centroid distance for a match, pixels.
     bin_frames : int
         Bin of the S-versus-spikes correlation, frames.
+    ignore : numpy.ndarray, optional
+        bool (true units,): cells that count neither way (e.g. cells seen through the lens in only some
+        frames): an estimate matched to one is left out of the estimates, and the cell out of the truth.
 
     Returns
     -------
@@ -100,7 +324,14 @@ def accuracy(A: np.ndarray, C: np.ndarray, S: np.ndarray, A_true: np.ndarray, C_
     if any(offset):
         A_true = np.stack([ndimage.shift(a, offset, order=1) for a in A_true]) if len(A_true) else A_true
     ei, ti = match_units(centroids(A), centroids(A_true), max_distance)
-    n_est, n_true, m = len(A), len(A_true), len(ei)
+    n_est, n_true = len(A), len(A_true)
+    if ignore is not None and np.any(ignore):
+        ignore = np.asarray(ignore, bool)
+        drop = ignore[ti]
+        n_est -= int(drop.sum())
+        n_true -= int(ignore.sum())
+        ei, ti = ei[~drop], ti[~drop]
+    m = len(ei)
     precision = m / n_est if n_est else 0.0
     recall = m / n_true if n_true else 0.0
     f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0

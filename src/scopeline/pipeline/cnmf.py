@@ -14,8 +14,9 @@ import numpy as np
 import scopeline
 from scopeline._dj import dj
 from scopeline.core import cnmf as core_cnmf
+from scopeline.core import quality as core_quality
 from scopeline.core.footprints import Footprints
-from scopeline.pipeline import initialization, motion
+from scopeline.pipeline import acquisition, initialization, motion
 from scopeline.pipeline._objects import open_zarr
 from scopeline.pipeline._paramsets import ParamSetTable, parse_params
 from scopeline.pipeline._util import load_npy, progress_bar
@@ -103,7 +104,9 @@ class CNMF(dj.Computed):
         """One unit (cell): footprint, traces and their model.
 
         C and S are in movie units at the footprint's peak pixel (the footprint has peak 1): the
-        fluorescence of the corrected, background-removed movie, not dF/F.
+        fluorescence of the corrected, background-removed movie, not dF/F. The quality metrics after
+        ``snr`` are :data:`scopeline.core.quality.METRICS` (formulas there); they are null in rows an
+        earlier scopeline made.
         """
 
         definition = """
@@ -123,30 +126,49 @@ class CNMF(dj.Computed):
         g                          : <blob>         # float32 (p,) AR coefficients
         sn                         : float32        # trace noise standard deviation, movie units
         snr                        : float32        # peak of C over sn
+        event_snr = null           : float32        # CaImAn's SNR_comp (event exceptionality)
+        r_value = null             : float32        # spatial consistency: footprint vs movie at the unit's peaks
+        compactness = null         : float32        # 4 pi area / perimeter^2 of the half-peak region
+        eccentricity = null        : float32        # of the half-peak region (0: a disk)
+        elongation = null          : float32        # major / minor axis of the half-peak region
+        rel_area = null            : float32        # half-peak area over the expected cell's
+        pnr = null                 : float32        # (max - mode) of YrA over sn
+        skewness = null            : float32        # of YrA
+        outside_fov = null         : float32        # fraction of the footprint outside the field of view
         """
 
     show_progress = True
 
     def make_fetch(self, key):
-        """The corrected movie's reference, the initialization's arrays, and the parameters."""
+        """The corrected movie's reference and field of view, its frame rate, the initialization's arrays,
+        and the parameters (CNMF's, and initialization's for the expected cell diameter)."""
         movie = (motion.MotionCorrection & key).fetch1("movie")
+        fov = (motion.MotionCorrection & key).field_of_view()
+        fps = float((acquisition.RecordingInfo & key).fetch1("fps")) * \
+            initialization.rate_factor((motion.MotionParamSet & key).fetch1("params"))
         footprints, offsets, c_init, b, f = (initialization.Initialization & key).fetch1(
             "footprints", "offsets", "c_init", "b", "f")
         params = (CNMFParamSet & key).fetch1("params")
-        return movie, load_npy(footprints), offsets, load_npy(c_init), b, f, params
+        init_params = (initialization.InitParamSet & key).fetch1("params")
+        return movie, fov, fps, load_npy(footprints), offsets, load_npy(c_init), b, f, params, init_params
 
-    def make_compute(self, key, movie_ref, patches, offsets, c_init, b, f, params):
-        """Run core.cnmf.cnmf from the initialization."""
+    def make_compute(self, key, movie_ref, fov, fps, patches, offsets, c_init, b, f, params, init_params):
+        """Run core.cnmf.cnmf from the initialization, then core.quality.unit_metrics."""
         t0 = time.perf_counter()
         p = parse_params(core_cnmf.CNMFParams, params, "CNMF", key["cnmf_paramset"])
+        diameter = float(init_params.get("diameter", 8))
         movie = open_zarr(movie_ref)
         A = Footprints(patches, offsets, movie.shape[1:])
-        passes = sum(s in ("spatial", "temporal") for s in p.iterations) + 1
+        passes = sum(s in ("spatial", "temporal") for s in p.iterations) + 2
         bar = progress_bar(passes * movie.shape[0], f"cnmf {key['subject']}/{key['session']}/{key['recording_id']}",
                            self.show_progress)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)
-            res = core_cnmf.cnmf(movie, A, c_init, b, f, p, progress=bar.update)
+            res = core_cnmf.cnmf(movie, A, c_init, b, f, p, progress=bar.update, diameter=diameter)
+            t1 = time.perf_counter()
+            metrics = core_quality.unit_metrics(movie, res.A, res.YrA, res.sn, fov=fov, diameter=diameter, fps=fps,
+                                                block_frames=p.block_frames, progress=bar.update)
+            res.seconds["metrics"] = time.perf_counter() - t1
         bar.close()
         row = dict(key, n_units=len(res.A), b=res.b, f=res.f, pixel_sn=res.pixel_sn,
                    seconds={k: round(v, 3) for k, v in res.seconds.items()}, compute_time=time.perf_counter() - t0,
@@ -156,7 +178,8 @@ class CNMF(dj.Computed):
         units = [dict(key, unit_id=i, footprint=res.A.patches[i], patch_y=int(res.A.offsets[i, 0]),
                       patch_x=int(res.A.offsets[i, 1]), centroid_y=float(cy[i]), centroid_x=float(cx[i]),
                       area=int(area[i]), trace=res.C[i], activity=res.S[i], b0=float(res.b0[i]), c0=float(res.c0[i]),
-                      g=res.g[i], sn=float(res.sn[i]), snr=float(res.snr[i]))
+                      g=res.g[i], sn=float(res.sn[i]), snr=float(res.snr[i]),
+                      **{name: float(values[i]) for name, values in metrics.items()})
                  for i in range(len(res.A))]
         return row, units
 

@@ -108,7 +108,8 @@ class Initialization(dj.Computed):
     """
 
     class Seed(dj.Part):
-        """Every candidate seed, and which refinement removed it ('' = kept)."""
+        """Every candidate seed, and which refinement removed it ('' = kept; 'shape': its footprint is
+        not cell-shaped)."""
 
         definition = """
         -> master
@@ -118,21 +119,22 @@ class Initialization(dj.Computed):
         seed_x                     : int16          # pixels
         pnr                        : float32        # peak-to-noise ratio of the seed trace
         ks_p                       : float32        # KS normality p-value (0 when the test is off)
-        removed_by                 : varchar(16)    # '', pnr, ks, gmm, merge or footprint
+        removed_by                 : varchar(16)    # '', pnr, ks, gmm, merge, footprint or shape
         unit_index = null          : int32          # row of A_init / C_init when kept
         """
 
     show_progress = True
 
     def make_fetch(self, key):
-        """The corrected movie's reference, its frame rate and shifts, and the parameters."""
+        """The corrected movie's reference, its frame rate, shifts and field of view, and the parameters."""
         movie, shifts = (motion.MotionCorrection & key).fetch1("movie", "shifts")
+        fov = (motion.MotionCorrection & key).field_of_view()
         fps = float((acquisition.RecordingInfo & key).fetch1("fps"))
         mparams = (motion.MotionParamSet & key).fetch1("params")
         params = (InitParamSet & key).fetch1("params")
-        return movie, fps * _rate_factor(mparams), shifts, params
+        return movie, fps * rate_factor(mparams), shifts, fov, params
 
-    def make_compute(self, key, movie_ref, fps, shifts, params):
+    def make_compute(self, key, movie_ref, fps, shifts, fov, params):
         """Run core.initialize.initialize on the stored movie."""
         t0 = time.perf_counter()
         p = parse_params(core_init.InitParams, params, "initialization", key["init_paramset"])
@@ -142,7 +144,7 @@ class Initialization(dj.Computed):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)  # an empty result is stored, not warned about twice
             res = core_init.initialize(movie, fps, p, progress=bar.update,
-                                       valid=core_init.valid_region(movie.shape[1:], np.asarray(shifts)))
+                                       valid=core_init.valid_region(movie.shape[1:], np.asarray(shifts), fov=fov))
         bar.close()
         unit_of = {seed: unit for unit, seed in enumerate(i for i, r in enumerate(res.removed_by) if r == "")}
         row = dict(key, n_seeds=len(res.seeds), n_units=len(res.A), noise=res.noise, footprints=res.A.patches,
@@ -160,6 +162,6 @@ class Initialization(dj.Computed):
             self.Seed.insert(seeds)
 
 
-def _rate_factor(motion_params: dict) -> float:
+def rate_factor(motion_params: dict) -> float:
     """Frame-rate factor of the corrected movie (temporal downsampling)."""
     return 1.0 / float(motion_params.get("preprocess", {}).get("temporal_downsample", 1))

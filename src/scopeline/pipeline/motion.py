@@ -92,8 +92,31 @@ class MotionCorrection(dj.Computed):
         float32 (height, width) summary images of the corrected movie.
     movie : ObjectRef
         Zarr array (n_frames, height, width) of ``movie_dtype`` in the object store; see :meth:`open_movie`.
+    confidence : numpy.ndarray
+        float32 (n_frames,): how clearly each frame's registration peak stands out (peak-to-sidelobe ratio;
+        ``template_confidence`` its median over the template's frames).
+    fallback_frames : numpy.ndarray
+        int64: corrected frames whose own registration peak was in doubt and whose shift comes from their
+        neighbours' (see :class:`scopeline.core.motion.RegistrationParams`).
+    dark_frames : numpy.ndarray
+        int64: raw indices of the dark frames at the start (LED warm-up), flagged and kept.
+    brightness, row_noise : numpy.ndarray
+        float32 (n_frames,): each raw frame's mean, and the line noise removed from it (standard deviation
+        of its row offsets), movie units.
+    line_noise : dict
+        Line noise of the movie before and after removal (see ``MotionResult.line_noise``).
+    fov : numpy.ndarray
+        uint8 (height, width), 1 inside: the field of view of the corrected movie (inside the lens in every
+        frame); ``lens`` the lens on the sensor (raw frame), ``fov_info`` how it was found.
+    defects : numpy.ndarray
+        int8 (height, width): defective pixels repaired (1 hot, -1 dead).
+    mean_raw : numpy.ndarray
+        float32 (height, width): mean of the sampled raw frames, where the lens was found.
     seconds : dict
         Wall time of each pass, s; ``compute_time`` the total.
+
+    The attributes after ``movie_dtype`` were added by scopeline 0.2 and are null in rows an earlier
+    version made (``scopeline db migrate`` adds them to such a table).
     """
 
     definition = """
@@ -115,6 +138,18 @@ class MotionCorrection(dj.Computed):
     pnr_image                  : <blob>         # (max - mean) / noise
     movie                      : <object@>      # Zarr (n_frames, height, width)
     movie_dtype                : varchar(8)
+    confidence = null          : <blob>         # float32 (n_frames,) registration peak-to-sidelobe ratio
+    template_confidence = null : float32        # its median over the template's frames
+    fallback_frames = null     : <blob>         # int64 frames whose shift comes from their neighbours
+    dark_frames = null         : <blob>         # int64 raw frames flagged dark at the start (LED warm-up)
+    brightness = null          : <blob>         # float32 (n_frames,) mean of each raw frame
+    row_noise = null           : <blob>         # float32 (n_frames,) line noise removed, movie units
+    line_noise = null          : json           # line noise before / after removal
+    fov = null                 : <blob>         # uint8 (height, width) field of view of the corrected movie
+    lens = null                : <blob>         # uint8 (height, width) lens on the sensor
+    fov_info = null            : json           # how the lens was found
+    defects = null             : <blob>         # int8 (height, width) 1 hot, -1 dead pixel
+    mean_raw = null            : <blob>         # float32 (height, width) mean of sampled raw frames
     seconds                    : json           # wall time per pass, s
     compute_time               : float64        # s
     scopeline_version          : varchar(16)
@@ -168,6 +203,11 @@ class MotionCorrection(dj.Computed):
             corrupted_reasons={str(k): v for k, v in res.corrupted.items()}, template=res.template,
             mean_image=img["mean"], max_image=img["max"], std_image=img["std"],
             correlation_image=img["correlation"], pnr_image=img["pnr"], movie=meta, movie_dtype=p.store_dtype,
+            confidence=res.confidence, template_confidence=float(res.template_confidence),
+            fallback_frames=np.flatnonzero(res.fallback).astype(np.int64), dark_frames=res.dark_frames,
+            brightness=res.brightness, row_noise=res.row_noise, line_noise=_plain(res.line_noise),
+            fov=res.fov.astype(np.uint8), lens=res.lens.astype(np.uint8), fov_info=_plain(res.fov_info),
+            defects=res.defects, mean_raw=res.mean_raw,
             seconds={k: round(v, 3) for k, v in res.seconds.items()}, compute_time=time.perf_counter() - t0,
             scopeline_version=scopeline.__version__,
         )
@@ -184,3 +224,14 @@ class MotionCorrection(dj.Computed):
     def open_movie(self):
         """The corrected movie of one row as a (read-only) Zarr array (n_frames, height, width)."""
         return open_zarr(self.fetch1("movie"))
+
+    def field_of_view(self) -> np.ndarray:
+        """bool (height, width): one row's field of view of the corrected movie (all True for rows made
+        before scopeline found one)."""
+        fov, h, w = self.fetch1("fov", "height", "width")
+        return np.ones((int(h), int(w)), bool) if fov is None else np.asarray(fov) > 0
+
+
+def _plain(info: dict) -> dict:
+    """JSON-ready copy of a dict of numbers (numpy scalars as Python floats / bools)."""
+    return {k: (v.item() if hasattr(v, "item") else v) for k, v in info.items()}

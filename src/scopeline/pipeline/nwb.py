@@ -13,9 +13,9 @@ Layout of the file
   the first frame of each; times are the acquisition clock's (``RecordingInfo.timestamps``).
 - ``/processing/ophys``:
   ``motion_shifts`` (TimeSeries, rigid shifts), ``motion_block_shifts`` (piecewise-rigid mode only),
-  ``summary_images`` (Images: mean, max, std, correlation, pnr, template, noise), ``background``
-  (Images: ``b``) and ``background_f`` (TimeSeries), ``ImageSegmentation/PlaneSegmentation`` (one row per
-  unit: ``image_mask`` and the unit's model), ``Fluorescence`` with the RoiResponseSeries ``C``
+  ``summary_images`` (Images: mean, max, std, correlation, pnr, template, noise, field_of_view),
+  ``background`` (Images: ``b``) and ``background_f`` (TimeSeries), ``ImageSegmentation/PlaneSegmentation``
+  (one row per unit: ``image_mask``, the unit's model and its quality metrics), ``Fluorescence`` with the RoiResponseSeries ``C``
   (denoised calcium) and ``S`` (deconvolved activity), and with ``embed_movie`` the corrected movie
   ``MotionCorrected`` (OnePhotonSeries).
 - ``notes``: JSON provenance (parameter sets with names, hashes and full parameters, each stage's
@@ -46,6 +46,7 @@ import numpy as np
 import scopeline
 from scopeline import settings
 from scopeline.core import io as core_io
+from scopeline.core.quality import METRICS
 from scopeline.pipeline import acquisition, activate, cnmf, initialization, motion
 from scopeline.pipeline._objects import open_zarr
 from scopeline.pipeline._util import load_npy, progress_bar
@@ -598,7 +599,10 @@ def _summary_images(ophys, data: dict):
               "neighbours' (corrected movie)."),
              ("pnr", mc["pnr_image"], "Peak-to-noise ratio: (max - mean) / noise of each pixel."),
              ("template", mc["template"], "High-passed registration template of the motion correction."),
-             ("noise", cn["pixel_sn"], "CNMF per-pixel noise standard deviation, movie units.")]
+             ("noise", cn["pixel_sn"], "CNMF per-pixel noise standard deviation, movie units."),
+             ("field_of_view", None if mc.get("fov") is None else np.asarray(mc["fov"], np.float32),
+              "Field of view of the corrected movie: 1 where every frame showed the inside of the lens (the "
+              "lens is fixed to the optics, so its edge moves against every shift), 0 elsewhere.")]
     images = [_gray(name, img, desc) for name, img, desc in specs if img is not None]
     return ophys.add(Images(name="summary_images", images=images,
                             description=f"Summary images in {_grid_text(data)}."))
@@ -667,6 +671,8 @@ _COLUMNS = [
     ("b0", "Baseline of the trace, movie units."),
     ("c0", "Initial calcium concentration, movie units."),
     ("g", "AR coefficients of the unit's calcium model (g_1 ... g_p), NaN-padded to the longest."),
+    *[(name, f"Quality metric: {text} (scopeline.core.quality.METRICS; NaN where not computed).")
+      for name, (text, _) in METRICS.items()],
 ]
 
 
@@ -681,6 +687,7 @@ def _unit_columns(res: dict, units: list[dict]) -> list:
         "centroid_x": np.array([u["centroid_x"] for u in units], np.float32),
         "area": np.array([u["area"] for u in units], np.int32),
         **{name: np.array([u[name] for u in units], np.float32) for name in ("snr", "sn", "b0", "c0")},
+        **{name: np.array([np.nan if u.get(name) is None else u[name] for u in units], np.float32) for name in METRICS},
         "g": _padded([u["g"] for u in units]),
     }
     columns = [VectorData(name="image_mask", description=desc["image_mask"], data=_mask_data(res["A"]))]
