@@ -54,18 +54,12 @@ with warnings.catch_warnings():
     seconds["initialization"] = time.perf_counter() - t
     t = time.perf_counter()
     import inspect
-    known = inspect.signature(cnmf.cnmf).parameters  # an older --src tree's cnmf may not take it
-    res = cnmf.cnmf(movie, init.A, init.C, init.b, init.f,
-                    **({"diameter": initialize.InitParams().diameter} if "diameter" in known else {}))
+    known = inspect.signature(cnmf.cnmf).parameters  # an older --src tree's cnmf may not take them
+    extra = {"diameter": initialize.InitParams().diameter, "fps": meta.fps, "fov": fov}
+    res = cnmf.cnmf(movie, init.A, init.C, init.b, init.f, **{k: v for k, v in extra.items() if k in known})
 seconds["cnmf"] = time.perf_counter() - t
 seconds.update({f"cnmf_{k}": v for k, v in res.seconds.items()})
-from scopeline.core import quality
-metrics = {}
-if hasattr(quality, "unit_metrics"):
-    t = time.perf_counter()
-    metrics = quality.unit_metrics(movie, res.A, res.YrA, res.sn, fov=fov, diameter=initialize.InitParams().diameter,
-                                   fps=meta.fps)
-    seconds["metrics"] = time.perf_counter() - t
+metrics = getattr(res, "metrics", None) or {}
 peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 extra = {"metrics_" + k: v for k, v in metrics.items()}
 np.savez(result, patches=res.A.patches, offsets=res.A.offsets, shape=np.array(res.A.shape), C=res.C, S=res.S,

@@ -41,7 +41,7 @@ def test_chain_finds_the_cells_and_shares_upstream_work(db, sim_cells):
     init = (initialization.Initialization & rec.key).fetch1()
     seeds = (initialization.Initialization.Seed & rec.key).to_dicts()
     assert init["n_seeds"] == len(seeds) and init["n_units"] == sum(s["removed_by"] == "" for s in seeds)
-    assert {s["removed_by"] for s in seeds} <= {"", "pnr", "ks", "gmm", "merge", "footprint", "shape"}
+    assert {s["removed_by"] for s in seeds} <= {"", "pnr", "ks", "stripe", "gmm", "merge", "footprint", "shape"}
     kept = sorted((s for s in seeds if s["removed_by"] == ""), key=lambda s: s["seed_id"])
     assert [s["unit_index"] for s in kept] == list(range(init["n_units"]))
     assert all(s["unit_index"] is None for s in seeds if s["removed_by"])

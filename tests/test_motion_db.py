@@ -140,3 +140,32 @@ def test_cli_task_and_populate(db, small_v4, tmp_path):
     assert (motion.MotionCorrection & {"subject": "mm4"}).fetch1("n_frames") == 150
     bad = run("task", "motion", "--paramset", "no_such_set")
     assert bad.returncode == 1 and "no motion parameter set 'no_such_set'" in bad.stderr
+
+
+def test_tables_of_an_earlier_version_are_found_and_migrated(db, small_v4):
+    """A MotionCorrection table made before the field of view existed (its columns dropped here) is named
+    with what it lacks; populate refuses to start; `db migrate` adds the columns, keeping the rows."""
+    import scopeline.pipeline as pl
+
+    (rec,) = ingest(small_v4, "mg1", "d1")
+    motion.MotionParamSet.insert1({"motion_paramset": "small", "params": SMALL})
+    motion.MotionTask.insert1({**rec.key, "motion_paramset": "small"})
+    motion.MotionCorrection.populate()
+    table = motion.MotionCorrection.full_table_name
+    conn = db["connection"]
+    quote = '"' if db["backend"] == "postgresql" else "`"
+    for name in ("fov", "lens"):
+        conn.query(f"ALTER TABLE {table} DROP COLUMN {quote}{name}{quote}")
+    from datajoint.heading import Heading
+
+    # read the heading from the database again, as DataJoint's own alter does
+    motion.MotionCorrection._heading = Heading(table_info=motion.MotionCorrection().heading.table_info)
+    old = pl.outdated()
+    assert old == {table: ["fov", "lens"]}
+    with pytest.raises(pl.OutdatedSchemaError, match="scopeline db migrate"):
+        pl.check_current()
+    assert pl.migrate() == {table: ["fov", "lens"]}
+    assert pl.outdated() == {}
+    row = (motion.MotionCorrection & rec.key).fetch1()
+    assert row["fov"] is None and row["n_frames"] == 150  # the old row kept, the new attribute null
+    assert (motion.MotionCorrection & rec.key).field_of_view().all()

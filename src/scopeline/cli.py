@@ -39,6 +39,7 @@ def _clear_errors():
 
     from scopeline._dj import dj
     from scopeline.core.io import RecordingError
+    from scopeline.pipeline import OutdatedSchemaError
     from scopeline.pipeline._paramsets import ParamSetError
     from scopeline.pipeline.ingest import IngestError
     from scopeline.pipeline.presets import PresetError, PresetWarning
@@ -56,7 +57,7 @@ def _clear_errors():
     try:
         yield
     except (RecordingError, IngestError, ServerError, ParamSetError, PresetError, FileExistsError,
-            dj.DataJointError) as err:
+            OutdatedSchemaError, dj.DataJointError) as err:
         _fail(f"{type(err).__name__}: {err}" if isinstance(err, dj.DataJointError) else str(err))
     finally:
         warnings.showwarning = shown
@@ -93,6 +94,20 @@ def db_down():
     except server.ServerError as err:
         _fail(str(err))
     console.print("stopped" if stopped else "not running")
+
+
+@db_app.command("migrate")
+def db_migrate():
+    """Add the attributes this version of scopeline stores to tables an earlier version made (rows kept;
+    the new attributes are null in them)."""
+    from scopeline.pipeline import migrate
+
+    with _clear_errors():
+        added = migrate()
+    if not added:
+        console.print("the database is current: nothing to add")
+    for table, names in added.items():
+        console.print(f"{table}: added {', '.join(names)}", highlight=False)
 
 
 @db_app.command("status")
@@ -329,8 +344,9 @@ def _errors(table, restriction) -> list[dict]:
 def _populate(restriction, retry_errors: bool = False, workers: int = 2, scheduler: str = "threads") -> int:
     """Populate RecordingInfo, MotionCorrection, Initialization and CNMF (restricted to any of the
     ``restriction`` dicts, if given) with progress bars; print each table's outcome and failures; return the number of failed jobs."""
-    from scopeline.pipeline import acquisition, cnmf, initialization, motion
+    from scopeline.pipeline import acquisition, check_current, cnmf, initialization, motion
 
+    check_current()  # tables of an earlier version would fail every insert: say so first
     motion.MotionCorrection.workers = workers
     motion.MotionCorrection.scheduler = scheduler
     where = () if restriction is None else (restriction,)

@@ -26,7 +26,10 @@ Zhou et al. 2018 (CNMF-E, eLife), as in Minian (Dong et al. 2022):
 - **merging**: units whose footprints overlap and whose traces correlate above ``merge_corr`` become one;
 - after each spatial update, units whose footprint is too small (``min_area``) or not cell-shaped
   (:func:`scopeline.core.footprints.not_cell_shaped`: stripes of line noise, arcs of a moving lens
-  edge) are dropped.
+  edge) are dropped;
+- at the end every unit's quality metrics are computed (:func:`scopeline.core.quality.unit_metrics`,
+  one more pass) and units whose footprint does not look like the movie at their peaks (spatial
+  consistency below ``min_r_value``, CaImAn's criterion) are dropped.
 
 The steps run in the order of ``iterations`` (default: spatial, temporal, merge, spatial, temporal).
 Every pass over the movie reads it in blocks of ``block_frames`` frames: memory is the blocks, the
@@ -45,12 +48,14 @@ from pydantic import Field, field_validator
 from scipy import ndimage
 
 from . import deconvolve as dc
+from . import quality
 from .footprints import Footprints, ShapeParams, components, frame_blocks, not_cell_shaped
 from .params import StageParams
 
 __all__ = ["PRESETS", "CNMFParams", "CNMFResult", "cnmf", "pixel_noise", "update_spatial", "update_temporal", "merge_units"]
 
 Step = Literal["spatial", "temporal", "merge"]
+_DEFAULT_DIAMETER = 8.0  # initialization's default expected cell diameter, pixels
 
 
 class CNMFParams(StageParams):
@@ -77,6 +82,10 @@ class CNMFParams(StageParams):
     merge_corr: float = Field(0.75, ge=-1, le=1, description="Touching units whose traces correlate above this "
                               "merge (0.8 left pieces of dim cells as units of their own on simulations with "
                               "heterogeneous cells and line noise).")
+    min_r_value: float = Field(0.8, ge=-1, le=1, description="At the end, units whose footprint does not look like "
+                               "the movie at their peaks (spatial consistency r_value below this; CaImAn's rval_thr) "
+                               "are dropped: on simulations every cell scored above 0.8, units on artifacts 0.3-0.85; "
+                               "on the real CA1 recording the units above 0.8 are the visible cells. -1: keep all.")
     iterations: list[Step] = Field(["spatial", "temporal", "merge", "spatial", "temporal"],
                                    description="Update steps in order.")
     spatial_sweeps: int = Field(30, ge=1, le=1000, description="Coordinate-descent sweeps of a spatial update.")
@@ -124,6 +133,12 @@ class CNMFResult:
         float32 (frames,): background trace.
     pixel_sn : numpy.ndarray
         float32 (height, width): per-pixel noise.
+    seconds : dict
+        Wall time per step, s.
+    metrics : dict
+        Per-unit quality metrics, name -> float32 (units,) (:func:`scopeline.core.quality.unit_metrics`).
+    n_inconsistent : int
+        Units dropped at the end for a spatial consistency below ``min_r_value``.
     """
 
     A: Footprints
@@ -139,6 +154,8 @@ class CNMFResult:
     f: np.ndarray
     pixel_sn: np.ndarray
     seconds: dict = field(default_factory=dict)
+    metrics: dict = field(default_factory=dict)
+    n_inconsistent: int = 0
 
 
 # ------------------------------------------------------------------------------ noise
@@ -388,7 +405,8 @@ def _temporal_step(movie, A: Footprints, C, b, f, p: CNMFParams, progress):
 
 
 def cnmf(movie, A: Footprints, C: np.ndarray, b: np.ndarray, f: np.ndarray, params: Optional[CNMFParams] = None,
-         progress: Optional[Callable[[int], None]] = None, diameter: Optional[float] = None) -> CNMFResult:
+         progress: Optional[Callable[[int], None]] = None, diameter: Optional[float] = None,
+         fps: Optional[float] = None, fov: Optional[np.ndarray] = None) -> CNMFResult:
     """Run the CNMF updates from an initialization.
 
     Parameters
@@ -403,13 +421,21 @@ def cnmf(movie, A: Footprints, C: np.ndarray, b: np.ndarray, f: np.ndarray, para
         Called with frames read; one pass over the movie per spatial or temporal step.
     diameter : float, optional
         Expected cell diameter, pixels (initialization's): footprints far larger or smaller are dropped
-        after a spatial update (``params.shape.area_range``).
+        after a spatial update (``params.shape.area_range``), and the quality metric ``rel_area`` is
+        relative to it (8 when not given).
+    fps : float, optional
+        Frame rate, Hz, for the quality metric ``event_snr`` (an event lasts 0.4 s; 5 frames when not
+        given).
+    fov : numpy.ndarray, optional
+        bool (height, width): the field of view, for the quality metric ``outside_fov``.
 
     Returns
     -------
     CNMFResult
-        Units in a stable order (by position: row, then column of the centroid). With no unit
-        (none given, or all dropped) an empty result and a ``RuntimeWarning``.
+        Units in a stable order (by position: row, then column of the centroid), with their quality
+        metrics; units whose spatial consistency is below ``params.min_r_value`` are dropped (counted in
+        ``n_inconsistent``). With no unit (none given, or all dropped) an empty result and a
+        ``RuntimeWarning``.
 
     Raises
     ------
@@ -454,9 +480,15 @@ def cnmf(movie, A: Footprints, C: np.ndarray, b: np.ndarray, f: np.ndarray, para
         z = np.zeros((0, n), np.float32)
         e = np.zeros(0, np.float32)
         return CNMFResult(A, z, z.copy(), z.copy(), e, e.copy(), np.zeros((0, p.p), np.float32), e.copy(), e.copy(),
-                          b, f, sn, seconds)
-    order = np.lexsort((A.centroids()[:, 1], A.centroids()[:, 0]))
+                          b, f, sn, seconds, {name: e.copy() for name in quality.METRICS})
+    t0 = time.perf_counter()
+    metrics = quality.unit_metrics(movie, A, temporal["YrA"], temporal["sn"], fov=fov,
+                                   diameter=diameter or _DEFAULT_DIAMETER, fps=fps, block_frames=p.block_frames,
+                                   progress=progress)
+    seconds["metrics"] = time.perf_counter() - t0
+    keep = metrics["r_value"] >= p.min_r_value
+    order = np.flatnonzero(keep)[np.lexsort((A.centroids()[keep, 1], A.centroids()[keep, 0]))]
     T = {k_: (v[order] if k_ != "f" else v) for k_, v in temporal.items()}
     snr = np.where(T["sn"] > 0, T["C"].max(axis=1) / np.where(T["sn"] > 0, T["sn"], 1), 0).astype(np.float32)
     return CNMFResult(A.subset(order), T["C"], T["S"], T["YrA"], T["b0"], T["c0"], T["g"], T["sn"], snr, b, T["f"],
-                      sn, seconds)
+                      sn, seconds, {name: v[order] for name, v in metrics.items()}, int((~keep).sum()))

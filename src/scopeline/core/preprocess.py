@@ -112,7 +112,7 @@ class LineNoiseParams(BaseModel):
                         "the image's own profile, which changes slowly, while line noise changes every frame (the "
                         "median's own error, 1.25 / sqrt(frames) of the line noise, drifts slowly with the window "
                         "and looks like slow activity along rows: more frames, less of it).")
-    smooth_rows: float = Field(8.0, gt=0, le=200, description="Gaussian sigma, rows: what varies more slowly than "
+    smooth_rows: float = Field(50.0, gt=0, le=1000, description="Gaussian sigma, rows: what varies more slowly than "
                                "this down the frame (brightness changes over the whole frame) is not line noise, "
                                "and the background removal takes it out.")
     samples: int = Field(128, ge=16, le=4096, description="Pixels per row (evenly spaced inside the field of view) "

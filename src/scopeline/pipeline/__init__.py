@@ -12,8 +12,8 @@ import os
 from scopeline._dj import dj
 from scopeline.pipeline import acquisition, cnmf, initialization, motion, session, subject
 
-__all__ = ["activate", "deactivate", "drop", "schema_prefix", "SCHEMAS", "subject", "session", "acquisition",
-           "motion", "initialization", "cnmf"]
+__all__ = ["activate", "deactivate", "drop", "schema_prefix", "outdated", "migrate", "check_current",
+           "OutdatedSchemaError", "SCHEMAS", "subject", "session", "acquisition", "motion", "initialization", "cnmf"]
 
 #: (module, schema suffix) in dependency order
 SCHEMAS = [(subject, "subject"), (session, "session"), (acquisition, "acquisition"), (motion, "motion"),
@@ -75,3 +75,84 @@ def drop(force: bool = False) -> None:
     for module, _ in reversed(SCHEMAS):
         module.schema.drop(prompt=not force)
     deactivate()
+
+
+class OutdatedSchemaError(RuntimeError):
+    """Tables of the database were made by an earlier scopeline and lack attributes this one stores."""
+
+
+def _declared(table) -> list[str]:
+    """Attribute names a table's definition declares (foreign keys and indexes left out)."""
+    names = []
+    for line in table.definition.splitlines():
+        line = line.split("#", 1)[0].strip()
+        if not line or line.startswith(("---", "->", "unique", "index")) or ":" not in line:
+            continue
+        names.append(line.split(":", 1)[0].split("=", 1)[0].strip())
+    return names
+
+
+def _tables():
+    """Every table class of the pipeline, part tables included."""
+    import inspect
+
+    for module, _ in SCHEMAS:
+        for _, cls in inspect.getmembers(module, inspect.isclass):
+            if cls.__module__ != module.__name__ or not hasattr(cls, "definition") or not isinstance(cls.definition, str):
+                continue
+            yield cls
+            for _, part in inspect.getmembers(cls, inspect.isclass):
+                if isinstance(getattr(part, "definition", None), str) and part is not cls and issubclass(part, dj.Part):
+                    yield part
+
+
+def outdated() -> dict[str, list[str]]:
+    """Tables of the active pipeline whose database table lacks attributes this version declares.
+
+    Returns
+    -------
+    dict
+        Full table name -> missing attribute names (empty when the database is current).
+    """
+    activate()
+    out = {}
+    for cls in _tables():
+        missing = [name for name in _declared(cls) if name not in cls().heading.names]
+        if missing:
+            out[cls.full_table_name] = missing
+    return out
+
+
+def check_current() -> None:
+    """Raise :class:`OutdatedSchemaError` when the database's tables are older than this scopeline.
+
+    Raises
+    ------
+    OutdatedSchemaError
+        Naming each table and its missing attributes, and the command that adds them.
+    """
+    old = outdated()
+    if old:
+        listed = "; ".join(f"{t}: {', '.join(a)}" for t, a in old.items())
+        raise OutdatedSchemaError(f"the database's tables were made by an earlier scopeline and lack {listed}. "
+                                  f"Add them (existing rows keep their values, the new attributes are null there) "
+                                  f"with: scopeline db migrate")
+
+
+def migrate() -> dict[str, list[str]]:
+    """Add the attributes this version declares to tables an earlier scopeline made (DataJoint's
+    ``alter``; new attributes are nullable, so existing rows stay as they are, null there).
+
+    Returns
+    -------
+    dict
+        Full table name -> attributes added.
+    """
+    old = outdated()
+    for cls in _tables():
+        if cls.full_table_name in old:
+            cls().alter(prompt=False)
+    left = outdated()
+    if left:
+        raise OutdatedSchemaError(f"could not add every attribute: {left}")
+    return old

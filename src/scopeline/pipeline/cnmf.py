@@ -14,7 +14,6 @@ import numpy as np
 import scopeline
 from scopeline._dj import dj
 from scopeline.core import cnmf as core_cnmf
-from scopeline.core import quality as core_quality
 from scopeline.core.footprints import Footprints
 from scopeline.pipeline import acquisition, initialization, motion
 from scopeline.pipeline._objects import open_zarr
@@ -76,6 +75,9 @@ class CNMF(dj.Computed):
     Attributes
     ----------
     n_units : int
+    n_inconsistent : int
+        Units dropped at the end because their footprint did not look like the movie at their peaks
+        (spatial consistency below the parameter set's ``min_r_value``); null in rows of earlier versions.
     b : numpy.ndarray
         float32 (height, width): background footprint.
     f : NpyRef
@@ -98,6 +100,7 @@ class CNMF(dj.Computed):
     seconds                    : json           # wall time per step, s
     compute_time               : float64        # s
     scopeline_version          : varchar(16)
+    n_inconsistent = null      : int32          # units dropped at the end: spatial consistency below min_r_value
     """
 
     class Unit(dj.Part):
@@ -164,13 +167,10 @@ class CNMF(dj.Computed):
                            self.show_progress)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)
-            res = core_cnmf.cnmf(movie, A, c_init, b, f, p, progress=bar.update, diameter=diameter)
-            t1 = time.perf_counter()
-            metrics = core_quality.unit_metrics(movie, res.A, res.YrA, res.sn, fov=fov, diameter=diameter, fps=fps,
-                                                block_frames=p.block_frames, progress=bar.update)
-            res.seconds["metrics"] = time.perf_counter() - t1
+            res = core_cnmf.cnmf(movie, A, c_init, b, f, p, progress=bar.update, diameter=diameter, fps=fps, fov=fov)
         bar.close()
-        row = dict(key, n_units=len(res.A), b=res.b, f=res.f, pixel_sn=res.pixel_sn,
+        metrics = res.metrics
+        row = dict(key, n_units=len(res.A), n_inconsistent=res.n_inconsistent, b=res.b, f=res.f, pixel_sn=res.pixel_sn,
                    seconds={k: round(v, 3) for k, v in res.seconds.items()}, compute_time=time.perf_counter() - t0,
                    scopeline_version=scopeline.__version__)
         cy, cx = res.A.centroids().T if len(res.A) else (np.zeros(0), np.zeros(0))

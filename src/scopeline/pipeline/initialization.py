@@ -108,8 +108,8 @@ class Initialization(dj.Computed):
     """
 
     class Seed(dj.Part):
-        """Every candidate seed, and which refinement removed it ('' = kept; 'shape': its footprint is
-        not cell-shaped)."""
+        """Every candidate seed, and which refinement removed it ('' = kept; 'stripe': it follows its row,
+        line noise; 'shape': its footprint is not cell-shaped)."""
 
         definition = """
         -> master
@@ -119,7 +119,7 @@ class Initialization(dj.Computed):
         seed_x                     : int16          # pixels
         pnr                        : float32        # peak-to-noise ratio of the seed trace
         ks_p                       : float32        # KS normality p-value (0 when the test is off)
-        removed_by                 : varchar(16)    # '', pnr, ks, gmm, merge, footprint or shape
+        removed_by                 : varchar(16)    # '', pnr, ks, stripe, gmm, merge, footprint or shape
         unit_index = null          : int32          # row of A_init / C_init when kept
         """
 
