@@ -60,6 +60,9 @@ class InitParams(StageParams):
     n_random: int = Field(20, ge=1, le=1000, description="Random subsets (seed_method 'random').")
     min_contrast: float = Field(3.0, ge=0, description="Local maximum minus the window's minimum, in noise "
                                                          "standard deviations, for a seed.")
+    seed_smooth: float = Field(1.0, ge=0, le=10, description="Gaussian smoothing of the max projections before their "
+                               "local maxima are taken, pixels: on flat-topped 8-bit data the maxima moved and came "
+                               "and went with changes of a tenth of a unit (0: none).")
     cutoff_hz: float = Field(1.0, gt=0, description="Low/high-pass split of seed traces for PNR, Hz.")
     drift_hz: float = Field(0.1, ge=0, description="Slower changes of a seed trace (background drift) do not "
                                                     "count as signal for PNR, Hz (0: off).")
@@ -142,8 +145,12 @@ class InitResult:
 # ------------------------------------------------------------------------------ seeds
 
 
-def _local_maxima(img: np.ndarray, diameter: int, min_height: float) -> np.ndarray:
-    """(n, 2) pixels that are the maximum of their diameter-window and exceed its minimum by min_height."""
+def _local_maxima(img: np.ndarray, diameter: int, min_height: float, smooth: float = 0.0) -> np.ndarray:
+    """(n, 2) pixels that are the maximum of their diameter-window and exceed its minimum by min_height,
+    in the image smoothed by a Gaussian of ``smooth`` pixels (flat tops of 8-bit data and single noisy
+    pixels then do not decide where, or whether, a maximum is)."""
+    if smooth > 0:
+        img = ndimage.gaussian_filter(img, smooth, mode="nearest")
     mx = ndimage.maximum_filter(img, size=diameter, mode="nearest")
     mn = ndimage.minimum_filter(img, size=diameter, mode="nearest")
     peak = (img == mx) & (mx - mn > min_height)
@@ -203,7 +210,7 @@ def find_seeds(movie, p: InitParams, progress: Optional[Callable[[int], None]] =
     elif cur_n or not projections:
         projections.append(cur if prev_half is None else np.maximum(prev_half, cur))
     noise = float(np.median(noises)) if noises else 0.0
-    found = np.concatenate([_local_maxima(m, p.diameter, p.min_contrast * noise) for m in projections]) \
+    found = np.concatenate([_local_maxima(m, p.diameter, p.min_contrast * noise, p.seed_smooth) for m in projections]) \
         if projections else np.zeros((0, 2), int)
     if valid is not None and len(found):
         found = found[valid[found[:, 0], found[:, 1]]]

@@ -723,9 +723,10 @@ class MotionResult:
         float32 (frames_out,): standard deviation of the per-row offsets removed from each frame
         (line noise), movie units (0 with line-noise removal off).
     line_noise : dict
-        ``sampled`` and ``floor``: line noise of the sampled frames and what pixel noise alone gives
-        (:func:`scopeline.core.preprocess.difference_row_noise`, medians over every 10th pair);
-        ``removed``: whether it was removed (``sampled`` above ``detect_ratio`` x ``floor``); then
+        ``sampled``, ``floor`` and ``pixel_noise``: line noise of the sampled frames, what pixel noise
+        alone gives, and the pixel noise (:func:`scopeline.core.preprocess.difference_row_noise`, medians
+        over every 10th pair); ``removed``: whether it was removed (``sampled`` above ``detect_ratio`` x
+        ``floor`` and ``min_level`` x ``pixel_noise``); then
         ``before`` / ``after``: line noise of every block's raw frames and of the corrected ones,
         measured the same model-free way, movie units (both 0 when not removed).
     lens : numpy.ndarray
@@ -830,7 +831,10 @@ class _Job:
     min_image: Optional[np.ndarray] = None
     repair: Optional[pp.DefectRepair] = None
     sampler: Optional[pp.RowSampler] = None
-    line_level: float = 0.0  # the movie's line noise (per-row offsets' standard deviation), movie units
+    line_level: float = 0.0  # the movie's line noise (or what pixel noise makes of row levels), movie units
+    remove_rows: bool = False  # whether the movie has line noise to remove from every frame
+    pixel_noise: float = 0.0  # the movie's pixel noise (frame differences' robust sd / sqrt 2), movie units
+    mean_raw: Optional[np.ndarray] = None  # float32 (h, w) mean of the sampled (downsampled) raw frames
     light_level: float = 0.0  # the movie's median brightness of downsampled frames, movie units
     black: float = 0.0  # the sensor's black level (the dark outside the lens; 0 without one)
     window: Optional[np.ndarray] = None
@@ -908,16 +912,24 @@ class _Job:
         before, after = [], []
         line = self.params.preprocess.line_noise
         if self.sampler is not None and line.enabled:
+            # every movie's frames are checked for bursts of stripes; the offsets are subtracted from all
+            # frames only when the movie has line noise throughout
             pairs = range(1, n, 10)
-            before = [pp.difference_row_noise(small[j], small[j - 1], self.sampler) for j in pairs]
-            offsets = pp.remove_line_noise(small, self.sampler, line)
-            row_noise = offsets[:, self.sampler.rows].std(axis=1).astype(np.float32) if len(self.sampler.rows) \
-                else row_noise
-            striped = row_noise > line.striped_ratio * self.line_level if self.line_level > 0 else np.zeros(n, bool)
+            offsets = pp.row_offsets(small, self.sampler, line, self.mean_raw)
+            if len(self.sampler.rows):
+                row_noise = offsets[:, self.sampler.rows].std(axis=1).astype(np.float32)
+            if self.remove_rows:
+                before = [pp.difference_row_noise(small[j], small[j - 1], self.sampler) for j in pairs]
+                pp.remove_line_noise(small, self.sampler, line, offsets)
+            limit = max(line.striped_ratio * self.line_level, line.striped_noise * self.pixel_noise)
+            striped = row_noise > limit if limit > 0 else np.zeros(n, bool)
             if striped.any():
                 small = pp.repair(small, striped)
                 found = {**found, **{a + j * self.t: "striped" for j in np.flatnonzero(striped)}}
-            after = [pp.difference_row_noise(small[j], small[j - 1], self.sampler) for j in pairs]
+            if self.remove_rows:
+                after = [pp.difference_row_noise(small[j], small[j - 1], self.sampler) for j in pairs]
+            else:
+                row_noise[:] = 0  # nothing was removed
         return _Loaded(small, dict(sorted(found.items())), brightness, row_noise, before, after)
 
 
@@ -944,7 +956,7 @@ class _Sample(NamedTuple):
     raw: Optional[np.ndarray]  # the raw block (cropped), kept for the template and the correction
     total: Optional[np.ndarray]  # float64 sum of the good downsampled frames (the mean image)
     count: int
-    line: list  # (line noise, what pixel noise alone gives) of every 10th pair of downsampled frames
+    line: list  # (line noise, what pixel noise alone gives, pixel noise) of every 10th pair of downsampled frames
     frames: int  # raw frames read (for progress)
 
 
@@ -1518,18 +1530,22 @@ def _sample(client, job: _Job, starts: list[int]) -> tuple[dict, dict]:
     if job.repair is not None:
         job.repair(minimum)
     job.min_image = pp.glow_image(minimum, pre.glow_sigma)
+    job.mean_raw = mean
     lens, fov_info = fov_.lens_mask(mean, pre.fov)
     job.window = lens_window(lens, reg.filter_high)
     job.light_level = job.brightness  # frame means do not change with downsampling
     job.black = float(fov_info["dark"]) if fov_info["found"] else 0.0
-    line = np.array([v for p_ in parts.values() for v in p_.line]).reshape(-1, 2)
-    level, floor = (float(np.median(line[:, 0])), float(np.median(line[:, 1]))) if len(line) else (0.0, 0.0)
-    found = bool(len(line)) and level > pre.line_noise.detect_ratio * floor
-    if pre.line_noise.enabled and found:
+    line = np.array([v for p_ in parts.values() for v in p_.line]).reshape(-1, 3)
+    level, floor, sigma = (float(np.median(line[:, k])) for k in range(3)) if len(line) else (0.0, 0.0, 0.0)
+    found = bool(len(line)) and level > pre.line_noise.detect_ratio * floor and level > pre.line_noise.min_level * sigma
+    if pre.line_noise.enabled:
         job.sampler = pp.RowSampler(lens, pre.line_noise.samples)
-        job.line_level = level
+        job.remove_rows = found
+        # a striped frame stands out of the movie's line noise, or of what the pixel noise makes of it
+        job.line_level = max(level, pre.line_noise.min_level * sigma)
+        job.pixel_noise = sigma
     return read, {"mean": mean, "defects": defects, "lens": lens, "fov_info": fov_info,
-                  "line": {"sampled": level, "floor": floor, "removed": job.sampler is not None}}
+                  "line": {"sampled": level, "floor": floor, "pixel_noise": sigma, "removed": job.remove_rows}}
 
 
 def _redo_deferred(client, job: _Job, starts: list[int], ordered: list, shifts: np.ndarray, scores: np.ndarray,

@@ -108,18 +108,24 @@ class LineNoiseParams(BaseModel):
                                 "consecutive sampled frames vary this many times more than pixel noise alone makes "
                                 "them (0: always remove). On a movie without line noise, removal would only add the "
                                 "estimate's own error (measured: 1.6 units on a simulated moving movie).")
+    min_level: float = Field(0.25, ge=0, description="... and by at least this fraction of the pixel noise (the row "
+                             "medians of a movie without line noise still move with its cells' activity: 0.16 of the "
+                             "pixel noise on the real CA1 recording, 1.2 on the real wireless one).")
     frames: int = Field(41, ge=3, le=1001, description="Frames of the running median over time of each row's level: "
                         "the image's own profile, which changes slowly, while line noise changes every frame (the "
                         "median's own error, 1.25 / sqrt(frames) of the line noise, drifts slowly with the window "
                         "and looks like slow activity along rows: more frames, less of it).")
-    smooth_rows: float = Field(50.0, gt=0, le=1000, description="Gaussian sigma, rows: what varies more slowly than "
-                               "this down the frame (brightness changes over the whole frame) is not line noise, "
-                               "and the background removal takes it out.")
+    smooth_rows: float = Field(0.0, ge=0, le=1000, description="Gaussian sigma, rows: what varies more slowly than "
+                               "this down the frame is left (a change of light over the whole frame; the background "
+                               "removal takes it out anyway); 0: only each frame's median offset is left.")
     samples: int = Field(128, ge=16, le=4096, description="Pixels per row (evenly spaced inside the field of view) "
                          "whose median is the row's level.")
     striped_ratio: float = Field(3.0, gt=1, description="A frame whose row offsets vary this many times more than the "
-                                 "movie's line noise is a striped frame (a burst of wireless or read-out errors): it is "
-                                 "replaced like a corrupted frame.")
+                                 "movie's line noise, and more than striped_noise times its pixel noise, is a striped "
+                                 "frame (a burst of wireless or read-out errors): it is replaced like a corrupted "
+                                 "frame.")
+    striped_noise: float = Field(2.0, gt=0, description="See striped_ratio (frames whose strong cells fire move their "
+                                 "rows' levels too: up to 0.8 pixel-noise units on the real CA1 recording).")
 
 
 class PreprocessParams(BaseModel):
@@ -665,20 +671,26 @@ class RowSampler:
         self.rows = np.flatnonzero(self.valid)
         self.cols = self.cols[self.valid]
 
-    def levels(self, frame: np.ndarray) -> np.ndarray:
-        """float32 (valid rows,): median of each valid row's samples."""
-        return np.median(frame[self.rows[:, None], self.cols], axis=1).astype(np.float32)
+    def levels(self, frame: np.ndarray, reference: Optional[np.ndarray] = None) -> np.ndarray:
+        """float32 (valid rows,): median of each valid row's samples (of ``frame - reference`` when a
+        reference image is given)."""
+        values = frame[self.rows[:, None], self.cols]
+        if reference is not None:
+            values = values.astype(np.float32) - reference[self.rows[:, None], self.cols]
+        return np.median(values, axis=1).astype(np.float32)
 
 
-def row_offsets(frames: np.ndarray, sampler: RowSampler, p: LineNoiseParams) -> np.ndarray:
+def row_offsets(frames: np.ndarray, sampler: RowSampler, p: LineNoiseParams,
+                reference: Optional[np.ndarray] = None) -> np.ndarray:
     """Per-row offsets of a block of consecutive frames (horizontal line noise).
 
-    The level of each row is the median of its samples (:class:`RowSampler`: robust to the few pixels
-    of an active cell or a vessel). Line noise changes from frame to frame, the image slowly (its
+    The level of each row is the median of its samples (:class:`RowSampler`) of the frame minus a
+    reference image (the movie's mean): robust to the pixels of an active cell, which would move the
+    median of the row's own, textured values. Line noise changes from frame to frame, the image slowly (its
     vertical profile moves with the brain, changes with the light): the offsets are each row's level
     minus its running median over ``p.frames`` frames (a burst of striped frames does not move it),
-    minus what of that varies more slowly than ``p.smooth_rows`` down the frame (a change of the
-    whole frame's brightness).
+    minus each frame's median offset (a change of the whole frame's brightness; or, with
+    ``p.smooth_rows``, what varies more slowly than that down the frame).
 
     Parameters
     ----------
@@ -686,6 +698,8 @@ def row_offsets(frames: np.ndarray, sampler: RowSampler, p: LineNoiseParams) -> 
         (frames, height, width), uint8 or float: consecutive frames.
     sampler : RowSampler
     p : LineNoiseParams
+    reference : numpy.ndarray, optional
+        float32 (height, width): a static image of the movie (its mean), subtracted before the medians.
 
     Returns
     -------
@@ -697,44 +711,59 @@ def row_offsets(frames: np.ndarray, sampler: RowSampler, p: LineNoiseParams) -> 
     out = np.zeros((n, h), np.float32)
     if len(sampler.rows) < 3 or n == 0:
         return out
-    level = np.stack([sampler.levels(f) for f in frames])
+    level = np.stack([sampler.levels(f, reference) for f in frames])
     # mirrored at the block's ends: a first or last frame must not be most of its own reference
     dev = level - ndimage.median_filter(level, size=(min(p.frames, 2 * n - 1), 1), mode="mirror")
-    dev -= ndimage.gaussian_filter1d(dev, p.smooth_rows, axis=1, mode="nearest")
+    if p.smooth_rows > 0:
+        dev -= ndimage.gaussian_filter1d(dev, p.smooth_rows, axis=1, mode="nearest")
+    else:
+        dev -= np.median(dev, axis=1, keepdims=True)
     out[:, sampler.rows] = dev
     return out
 
 
-def remove_line_noise(frames: np.ndarray, sampler: RowSampler, p: LineNoiseParams) -> np.ndarray:
+def remove_line_noise(frames: np.ndarray, sampler: RowSampler, p: LineNoiseParams,
+                      offsets: Optional[np.ndarray] = None) -> np.ndarray:
     """Subtract the per-row offsets (:func:`row_offsets`) of a block of consecutive frames, in place.
 
     Parameters
     ----------
     frames : numpy.ndarray
-        (frames, height, width), uint8 or float; changed in place (uint8: offsets rounded to whole
-        units and the result clipped to 0-255, which keeps the fast 8-bit path of
-        :func:`preprocess_frame`; the rounding adds 0.29 units of noise; saturated pixels, 255, are left
-        as they are: their true value is unknown).
+        (frames, height, width), uint8 or float; changed in place (uint8: each row's offset is
+        subtracted in whole units from every pixel, its fraction from an evenly spread share of them,
+        the result clipped to 0-255: this keeps the fast 8-bit path of :func:`preprocess_frame` and the
+        rows' means right; saturated pixels, 255, are left as they are: their true value is unknown).
     sampler : RowSampler
     p : LineNoiseParams
+    offsets : numpy.ndarray, optional
+        float32 (frames, height): the offsets, when :func:`row_offsets` gave them already.
 
     Returns
     -------
     numpy.ndarray
         float32 (frames, height): what was subtracted.
     """
-    r = row_offsets(frames, sampler, p)
+    r = row_offsets(frames, sampler, p) if offsets is None else offsets
+    phase = _dither(frames.shape[2])
     for j in range(len(frames)):
         if frames.dtype == np.uint8:
-            ri = np.rint(r[j]).astype(np.int16)
-            if ri.any():
-                f = frames[j]
-                fixed = np.clip(f.astype(np.int16) - ri[:, None], 0, 255).astype(np.uint8)
-                saturated = f == 255  # its true value is unknown: subtracting would paint the stripes in
-                frames[j] = np.where(saturated, f, fixed) if saturated.any() else fixed
+            whole = np.floor(r[j])
+            # each row's fraction of a unit: a matching share of its pixels rounded up, spread evenly, so the
+            # row's mean is right (rounding the whole row the same way would leave line noise of 0.29 units)
+            ri = (whole[:, None] + (phase[None, :] < (r[j] - whole)[:, None])).astype(np.int16)
+            f = frames[j]
+            fixed = np.clip(f.astype(np.int16) - ri, 0, 255).astype(np.uint8)
+            saturated = f == 255  # its true value is unknown: subtracting would paint the stripes in
+            frames[j] = np.where(saturated, f, fixed) if saturated.any() else fixed
         else:
             frames[j] -= r[j][:, None].astype(frames.dtype)
     return r
+
+
+@functools.lru_cache(maxsize=8)
+def _dither(width: int) -> np.ndarray:
+    """float32 (width,) in [0, 1): an evenly spread sequence over the columns (golden-ratio steps)."""
+    return ((np.arange(width) * 0.6180339887498949) % 1.0).astype(np.float32)
 
 
 def difference_row_noise(a: np.ndarray, b: np.ndarray, sampler: RowSampler, with_floor: bool = False):
@@ -752,14 +781,15 @@ def difference_row_noise(a: np.ndarray, b: np.ndarray, sampler: RowSampler, with
     sampler : RowSampler
     with_floor : bool
         Also return what pixel noise alone gives: ``1.2533 sigma / sqrt(samples)`` (the standard error of
-        a median), with ``sigma`` the robust pixel noise of the difference over sqrt(2).
+        a median), with ``sigma`` the robust pixel noise of the difference over sqrt(2); and ``sigma``.
 
     Returns
     -------
-    float or (float, float)
+    float or (float, float, float)
+        The line noise; with ``with_floor`` also the floor and ``sigma``.
     """
     if len(sampler.rows) < 3:
-        return (0.0, 0.0) if with_floor else 0.0
+        return (0.0, 0.0, 0.0) if with_floor else 0.0
     d = a.astype(np.float32) - b.astype(np.float32)
     levels = sampler.levels(d)
     noise = float(np.std(levels - np.median(levels)) / np.sqrt(2))
@@ -767,7 +797,7 @@ def difference_row_noise(a: np.ndarray, b: np.ndarray, sampler: RowSampler, with
         return noise
     sample = d[sampler.rows[:, None], sampler.cols] - levels[:, None]
     sigma = 1.4826 * float(np.median(np.abs(sample))) / np.sqrt(2)
-    return noise, 1.2533 * sigma / np.sqrt(sampler.cols.shape[1])
+    return noise, 1.2533 * sigma / np.sqrt(sampler.cols.shape[1]), sigma
 
 
 # ------------------------------------------------------------------------------ dark frames

@@ -78,7 +78,7 @@ import zarr  # noqa: E402
 from scipy.signal import lfilter  # noqa: E402
 
 __all__ = ["SimulationParams", "ARTIFACTS", "Cells", "make_cells", "simulate", "simulate_sessions",
-           "load_ground_truth", "true_displacement", "lens_transmission"]
+           "load_ground_truth", "true_displacement", "lens_transmission", "add_sensor_artifacts"]
 
 LAYOUTS = ("v4", "v3", "tiff")
 DEVICE_FOLDER = "My_V4_Miniscope"
@@ -968,6 +968,48 @@ def _progress(total: int, enabled: bool):
     from tqdm.auto import tqdm
 
     return tqdm(total=total, unit="frame", desc="simulate", disable=not enabled)
+
+
+def add_sensor_artifacts(movie: np.ndarray, params: SimulationParams) -> tuple[np.ndarray, dict]:
+    """The sensor's artifacts of ``params`` (line noise with its striped bursts, hot and dead pixels)
+    added to an existing 8-bit movie, such as a real recording, to test that they change nothing.
+
+    Parameters
+    ----------
+    movie : numpy.ndarray
+        uint8 (frames, height, width); not changed.
+    params : SimulationParams
+        Its ``line_noise_*``, ``stripe_burst_*``, ``hot_pixels``, ``dead_pixels`` and ``seed`` are used
+        (the frame size and length are the movie's).
+
+    Returns
+    -------
+    movie : numpy.ndarray
+        uint8 (frames, height, width): with the artifacts, rounded and clipped.
+    truth : dict
+        ``row_offsets`` float32 (frames, height), ``striped`` bool (frames,), ``defects`` int8 (height,
+        width) (1 hot, -1 dead).
+    """
+    n, h, w = movie.shape
+    p = SimulationParams(**{**asdict(params), "n_frames": max(n, 2), "height": max(h, 16), "width": max(w, 16),
+                            "n_cells": 0})
+    art = _Artifacts(p, Cells(np.zeros((0, 2)), np.zeros(0)), (h, w), 0, np.zeros(0))
+    art.defects, art.hot_idx, art.hot_values = _defects(p, (h, w))
+    art.dead_idx = np.flatnonzero(art.defects.ravel() == -1)
+    out = np.empty_like(movie, dtype=np.uint8)
+    offsets = np.zeros((n, h), np.float32)
+    striped = np.zeros(n, bool)
+    for a in range(0, n, p.chunk_frames):
+        b = min(n, a + p.chunk_frames)
+        if p.line_noise_sd or p.stripe_burst_prob:
+            rows, burst = art.rows(b - a)
+            offsets[a:b], striped[a:b] = rows[:, :h], burst
+        block = np.clip(np.rint(movie[a:b].astype(np.float32) + offsets[a:b, :, None]), 0, 255).astype(np.uint8)
+        flat = block.reshape(len(block), -1)
+        flat[:, art.hot_idx] = art.hot_values
+        flat[:, art.dead_idx] = 0
+        out[a:b] = block
+    return out, {"row_offsets": offsets, "striped": striped, "defects": art.defects}
 
 
 def simulate_sessions(out: str | Path, params: SimulationParams | None = None, n_sessions: int = 3, *,
