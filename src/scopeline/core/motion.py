@@ -492,8 +492,8 @@ def build_template(highpassed, p: RegistrationParams, map_=map, window: Optional
 
 def lens_window(lens: np.ndarray, high: float) -> Optional[np.ndarray]:
     """float32 (height, width) in [0, 1]: the registration window of a lens mask, 0 outside the lens and
-    within a high-pass box of its edge (where the static edge dominates the filtered copy), rising to
-    1 over ``2 high`` pixels; None for a mask without a lens (all True).
+    within half a high-pass box of its edge (where the static edge dominates the filtered copy), rising
+    to 1 over about ``2 high`` pixels; None for a mask without a lens (all True).
 
     Parameters
     ----------
@@ -508,8 +508,6 @@ def lens_window(lens: np.ndarray, high: float) -> Optional[np.ndarray]:
     box = 2 * int(round(1.22 * high)) + 1
     inner = cv2.erode(lens.astype(np.uint8), np.ones((box, box), np.uint8), borderType=cv2.BORDER_REPLICATE)
     ramp = max(1, int(math.ceil(2 * high)))
-    inner = cv2.erode(inner, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * ramp + 1, 2 * ramp + 1)),
-                      borderType=cv2.BORDER_REPLICATE)
     return np.clip(cv2.GaussianBlur(inner.astype(np.float32), (0, 0), ramp / 2.0), 0, 1).astype(np.float32)
 
 
