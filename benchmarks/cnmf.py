@@ -33,7 +33,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 
 CHILD = r"""
-import json, resource, sys, time, warnings
+import json, sys, time, warnings
 import numpy as np, zarr
 from scopeline.core import io, motion, initialize, cnmf
 from scopeline.pipeline._objects import create_zarr
@@ -60,7 +60,8 @@ with warnings.catch_warnings():
 seconds["cnmf"] = time.perf_counter() - t
 seconds.update({f"cnmf_{k}": v for k, v in res.seconds.items()})
 metrics = getattr(res, "metrics", None) or {}
-peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+# this process's own high-water mark (ru_maxrss would carry the parent's over from fork)
+peak = next(int(l.split()[1]) for l in open("/proc/self/status") if l.startswith("VmHWM")) / 1024
 extra = {"metrics_" + k: v for k, v in metrics.items()}
 np.savez(result, patches=res.A.patches, offsets=res.A.offsets, shape=np.array(res.A.shape), C=res.C, S=res.S,
          shifts=mres.shifts, fov=fov if fov is not None else np.ones(movie.shape[1:], bool), **extra)

@@ -65,6 +65,13 @@ def test_chain_finds_the_cells_and_shares_upstream_work(db, sim_cells):
     unit = (cnmf.CNMF.Unit & rec.key & {"cnmf_paramset": "minian", "unit_id": 0}).fetch1()
     assert unit["footprint"].max() == pytest.approx(1.0) and unit["area"] > 10 and unit["g"].shape == (1,)
     assert 0 < unit["g"][0] < 1 and unit["sn"] > 0 and unit["snr"] > 1
+    # every unit's quality metrics are stored with it; the field of view with the motion correction
+    units = (cnmf.CNMF.Unit & rec.key & {"cnmf_paramset": "minian"}).to_dicts()
+    assert all(u[name] is not None and np.isfinite(u[name]) for u in units for name in quality.METRICS)
+    assert all(u["r_value"] >= 0.8 and u["outside_fov"] == 0 for u in units)
+    mc = (motion.MotionCorrection & rec.key).fetch1()
+    assert mc["fov"].shape == (96, 96) and mc["confidence"].shape == (400,) and mc["line_noise"]["removed"] is False
+    assert (cnmf.CNMF & rec.key & {"cnmf_paramset": "minian"}).fetch1("n_inconsistent") >= 0
     # sparser activity with the stricter set: fewer non-zero frames of S
     nz = {name: np.mean([(s > 0).mean() for s in (cnmf.CNMF & rec.key & {"cnmf_paramset": name}).result()["S"]])
           for name in ("minian", "sparser")}

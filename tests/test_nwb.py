@@ -100,6 +100,9 @@ def test_round_trip_matches_the_database(db, cells, tmp_path):
         assert shifts.unit == "pixels" and "-shift" in shifts.comments
         np.testing.assert_array_equal(ophys["summary_images"]["mean"].data[:].T, mc["mean_image"])
         np.testing.assert_array_equal(ophys["summary_images"]["correlation"].data[:].T, mc["correlation_image"])
+        np.testing.assert_array_equal(ophys["summary_images"]["field_of_view"].data[:].T, mc["fov"])
+        for name in ("r_value", "event_snr", "outside_fov"):
+            np.testing.assert_allclose(table[name].data[:], [u[name] for u in units], rtol=1e-6)
         np.testing.assert_array_equal(ophys["background"]["b"].data[:].T, (cnmf.CNMF & key).fetch1("b"))
         np.testing.assert_array_equal(ophys["background_f"].timestamps[:], times)
         # raw movie by reference, relative to the NWB file, with the acquisition clock's times

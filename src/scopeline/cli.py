@@ -679,7 +679,7 @@ def demo(
                                                        seed=0), progress=True)
         simulated = [r.key for r in run_ingest(sim_dir, "sim01", "2026_01_05", pattern=None, fps=None)]
         # the real recording was motion-corrected before it was shared: its edges are not cells
-        rows = (_process(recordings, "registered", out) if recordings else []) + _process(simulated, "default", out)
+        rows = (_process(recordings, "default", out) if recordings else []) + _process(simulated, "default", out)
     _print_summary(rows, time.monotonic() - t0)
     console.print("query: scopeline.query.results() / `scopeline results`")
     _print_frame(query.results(), "no result")

@@ -1205,38 +1205,64 @@ def _kept(results) -> dict:
     return out
 
 
+def _texture(filt: Filter, frames: np.ndarray, good: np.ndarray, window: Optional[np.ndarray], step: int = 4) -> float:
+    """How much stable texture a block of consecutive frames holds: the median correlation of the
+    filtered copies of every ``step``-th pair of consecutive good frames (texture is shared by
+    neighbouring frames, noise is not: about 0 for frames of noise alone)."""
+    out = []
+    for j in range(0, len(frames) - 1, step):
+        if good[j] and good[j + 1]:
+            a, b = (filt.highpass(f) for f in frames[j: j + 2])
+            if window is not None:
+                a, b = a * window, b * window
+            a, b = a - a.mean(), b - b.mean()
+            den = float(np.sqrt((a * a).sum() * (b * b).sum()))
+            out.append(float((a * b).sum()) / den if den > 0 else 0.0)
+    return float(np.median(out)) if out else 0.0
+
+
 def _template(job: _Job, shape: tuple[int, int], threads: int, read: dict) -> tuple[np.ndarray, float]:
     """The registration template and its frames' median peak-to-sidelobe ratio.
 
-    The template is made of the first ``template_frames`` frames that are not dark (below
-    ``dark_fraction`` of the movie's median brightness: LED warm-up) nor corrupted, read by block
-    (``read``: raw blocks already read, by start) from the start of the movie, and registered on
-    ``threads`` threads of this process (each on one OpenCV/BLAS thread).
+    The template is made of ``template_frames`` consecutive frames that are not dark (below
+    ``dark_fraction`` of the movie's median brightness: LED warm-up) nor corrupted, starting at the
+    block, of those already read (``read``: raw blocks by start; the evenly spaced sample and the
+    movie's first blocks), whose frames hold the most stable texture (:func:`_texture`; the first
+    such block on a tie, the start of the movie for a movie of uniform texture): first frames that
+    show nothing to register (cells silent, the light still coming up) must not make the template.
+    Registered on ``threads`` threads of this process (each on one OpenCV/BLAS thread).
     """
     reg, pre = job.params.registration, job.params.preprocess
     filt = Filter(shape, reg.filter_low, reg.filter_high)
 
-    def load(a: int) -> np.ndarray:
+    def load(a: int) -> tuple[np.ndarray, np.ndarray]:
         b = min(a + job.block_raw, job.n_used)
         loaded = job.load_raw(a, b, read[a][: b - a] if a in read else None)
         good = loaded.brightness >= pre.dark_fraction * job.brightness
         bad = {(i - a) // job.t for i in loaded.corrupted}
         good[[i for i in bad if i < len(good)]] = False
         good &= job.keep[a // job.t: a // job.t + len(good)]
-        return loaded.frames[good]
+        return loaded.frames, good
 
     previous = cv2.getNumThreads()
     cv2.setNumThreads(1)
     try:
         with ThreadPoolExecutor(threads) as pool, threadpool_limits(1):
             starts = list(range(0, job.n_used, job.block_raw))
-            first, got, k = [], 0, 0
+            sampled = sorted(read)
+            cache = dict(zip(sampled, pool.map(load, sampled)))
+            score = dict(zip(sampled, pool.map(lambda a: _texture(filt, *cache[a], job.window), sampled)))
+            best = max(score.values(), default=0.0)
+            # the first block within 20% of the best: a movie of uniform texture keeps the start
+            first_ok = next((a for a in sampled if score[a] >= 0.8 * best), starts[0])
+            first, got, k = [], 0, starts.index(first_ok)
             while got < reg.template_frames and k < len(starts):
                 batch = starts[k: k + max(1, threads)]
                 k += len(batch)
-                for part in pool.map(load, batch):
-                    first.append(part)
-                    got += len(part)
+                for frames, good in pool.map(lambda a: cache.pop(a) if a in cache else load(a), batch):
+                    first.append(frames[good])
+                    got += int(good.sum())
+            cache.clear()
             frames = np.concatenate(first)[: reg.template_frames] if first else np.zeros((0, *shape))
             if len(frames) < min(10, reg.template_frames):
                 raise MotionError(f"only {len(frames)} frames are bright enough for the template "

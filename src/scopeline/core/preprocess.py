@@ -781,7 +781,8 @@ def difference_row_noise(a: np.ndarray, b: np.ndarray, sampler: RowSampler, with
     sampler : RowSampler
     with_floor : bool
         Also return what pixel noise alone gives: ``1.2533 sigma / sqrt(samples)`` (the standard error of
-        a median), with ``sigma`` the robust pixel noise of the difference over sqrt(2); and ``sigma``.
+        a median), with ``sigma`` the pixel noise (the standard deviation of the difference's samples
+        about their rows' levels, winsorized at 5 robust sds, over sqrt(2)); and ``sigma``.
 
     Returns
     -------
@@ -796,7 +797,10 @@ def difference_row_noise(a: np.ndarray, b: np.ndarray, sampler: RowSampler, with
     if not with_floor:
         return noise
     sample = d[sampler.rows[:, None], sampler.cols] - levels[:, None]
-    sigma = 1.4826 * float(np.median(np.abs(sample))) / np.sqrt(2)
+    # the standard deviation of the differences winsorized at 5 robust sds (active cells out; a MAD alone
+    # is quantized on 8-bit data: 1 or 1.5 units for noise of 2-3)
+    clip = 5 * 1.4826 * max(float(np.median(np.abs(sample))), 1.0)
+    sigma = float(np.std(np.clip(sample, -clip, clip))) / np.sqrt(2)
     return noise, 1.2533 * sigma / np.sqrt(sampler.cols.shape[1]), sigma
 
 

@@ -84,6 +84,15 @@ def robust_mode(x: np.ndarray) -> float:
     return float(v.mean()) if len(v) else 0.0
 
 
+def _baseline_noise(y: np.ndarray) -> tuple[float, float]:
+    """A trace's baseline (:func:`robust_mode`) and its noise: the root mean square of its deviations
+    below the baseline (activity only goes up)."""
+    md = robust_mode(y)
+    below = np.minimum(y - md, 0)
+    count = np.count_nonzero(below)
+    return md, (float(np.sqrt((below**2).sum() / count)) if count else 0.0)
+
+
 def event_snr(traces: np.ndarray, n_frames: int = 5, sigma_factor: float = 3.0) -> np.ndarray:
     """Event exceptionality of traces: CaImAn's ``SNR_comp`` (Giovannucci et al. 2019, eLife).
 
@@ -114,10 +123,7 @@ def event_snr(traces: np.ndarray, n_frames: int = 5, sigma_factor: float = 3.0) 
     out = np.zeros(len(traces), np.float32)
     n = max(1, min(int(n_frames), traces.shape[1]))
     for i, y in enumerate(traces):
-        md = robust_mode(y)
-        below = np.minimum(y - md, 0)
-        count = np.count_nonzero(below)
-        sd = np.sqrt((below**2).sum() / count) if count else 0.0
+        md, sd = _baseline_noise(y)
         if sd <= 0:
             continue
         logp = log_ndtr(-(y - md) / (sigma_factor * sd))  # log of the upper tail probability
@@ -163,10 +169,7 @@ def spatial_consistency(movie, A, YrA: np.ndarray, max_events: int = 50, z_event
     n = movie.shape[0]
     events = np.zeros((k, n), bool)
     for i, y in enumerate(np.asarray(YrA, np.float64)):
-        md = robust_mode(y)
-        below = np.minimum(y - md, 0)
-        count = np.count_nonzero(below)
-        sd = np.sqrt((below**2).sum() / count) if count else 0.0
+        md, sd = _baseline_noise(y)
         order = np.argsort(-y)
         strong = order[: max_events][(y[order[: max_events]] - md) > z_events * sd] if sd > 0 else order[:0]
         events[i, strong if len(strong) >= 3 else order[:3]] = True
