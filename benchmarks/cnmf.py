@@ -151,6 +151,15 @@ def _minian(venv: Path, device: Path, work: Path, rec_root: Path) -> dict:
     return {"summary": summary, "units": int(len(r["A"])), "accuracy": acc.as_dict()}
 
 
+def _artifact_names(spec: str, known) -> list[str]:
+    """``none``, ``all``, ``all-NAME`` (every artifact but one) or ``NAME+NAME...`` as artifact names."""
+    if spec == "none":
+        return []
+    if spec == "all" or spec.startswith("all-"):
+        return [n for n in known if n not in spec.split("-")[1:]]
+    return spec.split("+")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--signal", type=float, nargs="+", default=[1.0])
@@ -163,8 +172,9 @@ def main() -> None:
     ap.add_argument("--minian", type=Path, default=None, help="Minian's virtual environment, to compare")
     ap.add_argument("--keep", action="store_true", help="keep the simulated recordings")
     ap.add_argument("--artifacts", nargs="+", default=["none"],
-                    help="recordings to simulate: 'none' (clean), 'all' (SimulationParams.realistic), or "
-                         "artifact names (core.simulate.ARTIFACTS), each alone; several give several runs")
+                    help="recordings to simulate: 'none' (clean), 'all' (SimulationParams.realistic), 'all-NAME' "
+                         "(all but one), or artifact names (core.simulate.ARTIFACTS) alone or joined by '+'; "
+                         "several give several runs")
     ap.add_argument("--src", type=Path, default=None,
                     help="run another scopeline source tree's core (e.g. a checkout before a change), "
                          "scored by this one")
@@ -183,9 +193,7 @@ def main() -> None:
                 for artifacts in args.artifacts:
                     base = dict(height=args.size, width=args.size, n_frames=n, n_cells=cells, signal_level=level,
                                 seed=args.seed)
-                    params = sim.SimulationParams(**base) if artifacts == "none" else \
-                        sim.SimulationParams.realistic(**base) if artifacts == "all" else \
-                        sim.SimulationParams.with_artifacts([artifacts], **base)
+                    params = sim.SimulationParams.with_artifacts(_artifact_names(artifacts, sim.ARTIFACTS), **base)
                     tag = "" if artifacts == "none" else f"_{artifacts}"
                     rec_root = args.work / f"sim_{args.size}_{n}_{cells}_{level}_{args.seed}{tag}"
                     if not list(rec_root.glob("*/My_V4_Miniscope/timeStamps.csv")):

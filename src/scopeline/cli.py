@@ -183,17 +183,27 @@ def simulate(
     sessions: int = typer.Option(1, help="Several sessions of the same cells (V4 layout)."),
     fov_shift: float = typer.Option(10.0, help="Multi-session: largest field-of-view offset, pixels."),
     presence: float = typer.Option(0.85, help="Multi-session: probability a cell is present in a session."),
+    realistic: bool = typer.Option(False, "--realistic", help="Every artifact of real recordings on, at the "
+                                   "measured strengths (line noise, GRIN lens, hot/dead pixels, LED warm-up, "
+                                   "bleaching, diffuse sources, heterogeneous cells; --noise is then ignored)."),
+    artifact: Optional[list[str]] = typer.Option(None, "--artifact", help="One artifact on (repeatable): "
+                                                 "line_noise, lens, defective_pixels, warmup, bleaching, diffuse, "
+                                                 "heterogeneous."),
 ):
-    """Write a simulated recording with ground truth (Minian paper's generator)."""
+    """Write a simulated recording with ground truth (Minian paper's generator; with --realistic or
+    --artifact the artifacts of real recordings)."""
     from scopeline.core import simulate as sim
 
     if sessions > 1 and layout != "v4":
         _fail("--sessions > 1 writes Miniscope V4 folders; drop --layout")
     try:
-        params = sim.SimulationParams(height=height, width=width, n_frames=frames, n_cells=cells,
-                                      signal_level=signal_level, motion_sd=motion, max_shift=max_shift,
-                                      noise_sd=noise, fps=fps, frames_per_file=frames_per_file,
-                                      n_dropped=dropped, seed=seed)
+        fields = dict(height=height, width=width, n_frames=frames, n_cells=cells, signal_level=signal_level,
+                      motion_sd=motion, max_shift=max_shift, noise_sd=noise, fps=fps,
+                      frames_per_file=frames_per_file, n_dropped=dropped, seed=seed)
+        names = list(sim.ARTIFACTS) if realistic else list(artifact or [])
+        if "line_noise" in names:
+            fields.pop("noise_sd")  # the measured pixel noise: line noise takes part of it
+        params = sim.SimulationParams.with_artifacts(names, **fields)
         t0 = time.monotonic()
         if sessions > 1:
             folders = sim.simulate_sessions(out, params, sessions, fov_shift=fov_shift, presence=presence,

@@ -913,9 +913,14 @@ class _Job:
             # every movie's frames are checked for bursts of stripes; the offsets are subtracted from all
             # frames only when the movie has line noise throughout
             pairs = range(1, n, 10)
-            offsets = pp.row_offsets(small, self.sampler, line, self.mean_raw)
-            if len(self.sampler.rows):
-                row_noise = offsets[:, self.sampler.rows].std(axis=1).astype(np.float32)
+            if self.remove_rows:
+                offsets = pp.row_offsets(small, self.sampler, line, self.mean_raw)
+                rows = self.sampler.rows
+            else:  # only a check for striped frames: the rows' means do
+                offsets = pp.striped_rows(small, self.mean_raw, line.frames)
+                rows = np.arange(small.shape[1])
+            if len(rows):
+                row_noise = offsets[:, rows].std(axis=1).astype(np.float32)
             if self.remove_rows:
                 before = [pp.difference_row_noise(small[j], small[j - 1], self.sampler) for j in pairs]
                 pp.remove_line_noise(small, self.sampler, line, offsets)
@@ -1205,7 +1210,7 @@ def _kept(results) -> dict:
     return out
 
 
-def _texture(filt: Filter, frames: np.ndarray, good: np.ndarray, window: Optional[np.ndarray], step: int = 4) -> float:
+def _texture(filt: Filter, frames: np.ndarray, good: np.ndarray, window: Optional[np.ndarray], step: int = 10) -> float:
     """How much stable texture a block of consecutive frames holds: the median correlation of the
     filtered copies of every ``step``-th pair of consecutive good frames (texture is shared by
     neighbouring frames, noise is not: about 0 for frames of noise alone)."""
@@ -1221,8 +1226,10 @@ def _texture(filt: Filter, frames: np.ndarray, good: np.ndarray, window: Optiona
     return float(np.median(out)) if out else 0.0
 
 
-def _template(job: _Job, shape: tuple[int, int], threads: int, read: dict) -> tuple[np.ndarray, float]:
-    """The registration template and its frames' median peak-to-sidelobe ratio.
+def _template(job: _Job, shape: tuple[int, int], threads: int, read: dict) -> tuple[np.ndarray, float, float]:
+    """The registration template, its frames' median peak-to-sidelobe ratio, and what a clear frame of
+    the movie scores (the median over every 5th frame of up to 3 sampled blocks outside the template's
+    whose texture is within 20% of the best).
 
     The template is made of ``template_frames`` consecutive frames that are not dark (below
     ``dark_fraction`` of the movie's median brightness: LED warm-up) nor corrupted, starting at the
@@ -1244,36 +1251,48 @@ def _template(job: _Job, shape: tuple[int, int], threads: int, read: dict) -> tu
         good &= job.keep[a // job.t: a // job.t + len(good)]
         return loaded.frames, good
 
+    def texture(a: int) -> float:
+        raw = read[a]
+        frames = job.downsample(raw[: len(raw) // job.t * job.t])
+        return _texture(filt, frames, np.ones(len(frames), bool), job.window)
+
     previous = cv2.getNumThreads()
     cv2.setNumThreads(1)
     try:
         with ThreadPoolExecutor(threads) as pool, threadpool_limits(1):
             starts = list(range(0, job.n_used, job.block_raw))
             sampled = sorted(read)
-            cache = dict(zip(sampled, pool.map(load, sampled)))
-            score = dict(zip(sampled, pool.map(lambda a: _texture(filt, *cache[a], job.window), sampled)))
+            score = dict(zip(sampled, pool.map(texture, sampled)))
             best = max(score.values(), default=0.0)
             # the first block within 20% of the best: a movie of uniform texture keeps the start
             first_ok = next((a for a in sampled if score[a] >= 0.8 * best), starts[0])
-            first, got, k = [], 0, starts.index(first_ok)
+            first, got, k, used = [], 0, starts.index(first_ok), []
             while got < reg.template_frames and k < len(starts):
                 batch = starts[k: k + max(1, threads)]
                 k += len(batch)
-                for frames, good in pool.map(lambda a: cache.pop(a) if a in cache else load(a), batch):
+                used += batch
+                for frames, good in pool.map(load, batch):
                     first.append(frames[good])
                     got += int(good.sum())
-            cache.clear()
             frames = np.concatenate(first)[: reg.template_frames] if first else np.zeros((0, *shape))
             if len(frames) < min(10, reg.template_frames):
                 raise MotionError(f"only {len(frames)} frames are bright enough for the template "
                                   f"(dark_fraction {pre.dark_fraction} of the median brightness)")
             template, scores = build_template(list(pool.map(filt.highpass, frames)), reg, pool.map, job.window,
                                               return_scores=True)
+            job.template = template
+            # textured blocks only: the movie's first blocks may be the textureless ones left out
+            others = [a for a in sampled if a not in used and score[a] >= 0.8 * best][:3]
+            reference = [job.registrar.rigid(job.registrar.filter.highpass(f))[2]
+                         for a in others for f in job.downsample(read[a][: len(read[a]) // job.t * job.t])[::5]]
+            job._registrar = None  # built again where the blocks run (not shipped with the job)
     finally:
         cv2.setNumThreads(previous)
     if not np.any(template):
         raise MotionError("the template is empty: the first frames hold no structure to register")
-    return template, float(np.median(scores))
+    # what a clear frame of this movie scores: frames outside the template's blocks (its own frames score
+    # higher against a template they are part of), or those when there are no others
+    return template, float(np.median(scores)), float(np.median(reference)) if reference else float(np.median(scores))
 
 
 @contextlib.contextmanager
@@ -1444,9 +1463,8 @@ def correct_motion(movie, params: MotionParams, out_array=None, *, workers: int 
             job.keep, job.out_pos = keep, np.cumsum(keep) - 1
 
             t0 = time.perf_counter()
-            job.template, job.template_score = _template(
+            job.template, job.template_score, job.psr_reference = _template(
                 job, (h, w), workers if scheduler in ("threads", "processes") else os.cpu_count() or 1, read)
-            job.psr_reference = _psr_reference(job, read)
             seconds["template"] = time.perf_counter() - t0
 
             n_keep = int(keep.sum())
@@ -1489,23 +1507,6 @@ def correct_motion(movie, params: MotionParams, out_array=None, *, workers: int 
         patch_boxes=patch_boxes(h, w, reg.patch_grid) if reg.mode == "piecewise" else [], patch_shifts=patch,
         shape=(n_keep, h, w), seconds=seconds,
     )
-
-
-def _psr_reference(job: _Job, read: dict, blocks: int = 3, step: int = 5) -> float:
-    """What a clear frame of this movie scores: the median peak-to-sidelobe ratio of every ``step``-th
-    frame of up to ``blocks`` raw blocks already read, preferring blocks after the template's (its own
-    frames score higher against a template they are part of)."""
-    reg = job.params.registration
-    after = [a for a in sorted(read) if a >= reg.template_frames * job.t]
-    chosen = (after or sorted(read))[:blocks]
-    scores = []
-    with threadpool_limits(1):
-        for a in chosen:
-            b = min(a + job.block_raw, job.n_used)
-            small = job.load_raw(a, b, read[a][: b - a]).frames
-            scores += [job.registrar.rigid(job.registrar.filter.highpass(f))[2] for f in small[::step]]
-    job._registrar = None  # built again where the blocks run (not shipped with the job)
-    return float(np.median(scores)) if scores else job.template_score
 
 
 def _line_summary(loaded: list) -> dict:

@@ -61,6 +61,7 @@ __all__ = [
     "row_offsets",
     "remove_line_noise",
     "difference_row_noise",
+    "striped_rows",
     "dark_start",
     "normalize_light",
 ]
@@ -676,8 +677,17 @@ class RowSampler:
         reference image is given)."""
         values = frame[self.rows[:, None], self.cols]
         if reference is not None:
-            values = values.astype(np.float32) - reference[self.rows[:, None], self.cols]
+            values = values.astype(np.float32) - self._samples(reference)
         return np.median(values, axis=1).astype(np.float32)
+
+    def _samples(self, reference: np.ndarray) -> np.ndarray:
+        """The reference image at the sampled pixels (kept for the last reference seen)."""
+        if getattr(self, "_ref", None) is not reference:
+            self._ref, self._ref_samples = reference, reference[self.rows[:, None], self.cols].astype(np.float32)
+        return self._ref_samples
+
+    def __getstate__(self) -> dict:
+        return {k: v for k, v in self.__dict__.items() if k not in ("_ref", "_ref_samples")}
 
 
 def row_offsets(frames: np.ndarray, sampler: RowSampler, p: LineNoiseParams,
@@ -720,6 +730,32 @@ def row_offsets(frames: np.ndarray, sampler: RowSampler, p: LineNoiseParams,
         dev -= np.median(dev, axis=1, keepdims=True)
     out[:, sampler.rows] = dev
     return out
+
+
+def striped_rows(frames: np.ndarray, reference: np.ndarray, window: int) -> np.ndarray:
+    """A cheap look at the row offsets of a block of consecutive frames, for finding striped frames in a
+    movie without line noise throughout: each row's mean (OpenCV's SIMD reduce, 8-bit) minus the
+    reference image's, minus its running mean over ``window`` frames (a burst of three striped frames
+    moves it by a tenth of its offsets), minus each frame's median offset.
+
+    Parameters
+    ----------
+    frames : numpy.ndarray
+        (frames, height, width), uint8 or float.
+    reference : numpy.ndarray
+        float32 (height, width): the movie's mean image.
+    window : int
+        Frames of the running mean.
+
+    Returns
+    -------
+    numpy.ndarray
+        float32 (frames, height).
+    """
+    ref = reference.mean(axis=1, dtype=np.float64).astype(np.float32)
+    level = np.stack([cv2.reduce(f, 1, cv2.REDUCE_AVG, dtype=cv2.CV_32F)[:, 0] for f in frames]) - ref
+    dev = level - ndimage.uniform_filter1d(level, size=min(window, len(level)), axis=0, mode="mirror")
+    return (dev - np.median(dev, axis=1, keepdims=True)).astype(np.float32)
 
 
 def remove_line_noise(frames: np.ndarray, sampler: RowSampler, p: LineNoiseParams,
