@@ -116,6 +116,14 @@ def test_dark_start_flagged_and_light_normalized():
     np.testing.assert_allclose(frames[0], 10 + 90 * 0.9, rtol=1e-5)
     np.testing.assert_allclose(factor, [0.5 / 0.9, 1.0], rtol=1e-5)
     np.testing.assert_array_equal(frames[1], 100)
+    # 8-bit frames go through a lookup table: the same values as the float formula, rounded and clipped
+    rng = np.random.default_rng(1)
+    small = rng.integers(0, 256, (3, 16, 16)).astype(np.uint8)
+    want = small.astype(np.float32)
+    factor = pp.normalize_light(small, np.array([40.0, 100.0, 180.0]), level=100.0, black=10.0)
+    want = np.clip(np.rint((want - 10.0) / factor[:, None, None] + 10.0), 0, 255)
+    assert factor[0] != 1 and factor[2] != 1 and factor[1] == 1
+    np.testing.assert_array_equal(small, want)
 
 
 def test_lens_found_on_the_sensor_and_in_the_registered_movie(realistic):

@@ -293,3 +293,16 @@ def test_block_order_runs_per_thread():
             pos = [order.index(a) for a in run]
             assert pos == sorted(pos)
     assert motion._runs(starts, 2)[:4] == [0, 1200, 100, 1300]
+
+
+def test_highpass_of_8_bit_frames_and_small_medians():
+    """The 8-bit high pass (box filters in 8 bits) stays within the rounding of its low-passed copy
+    (two roundings to whole units: under 1 unit, 0.29 sd) of the float one; the confidence's median
+    by partition is numpy's, for odd and even sizes."""
+    filt = motion.Filter((96, 128), 1.0, 4.0)
+    frame = np.random.default_rng(0).integers(0, 256, (96, 128)).astype(np.uint8)
+    fast, slow = filt.highpass(frame), filt.highpass(frame.astype(np.float32))
+    assert fast.dtype == np.float32 and np.abs(fast - slow).max() < 1.0 and (fast - slow).std() < 0.35
+    for n in (11, 12, 841):
+        x = np.random.default_rng(n).normal(size=n).astype(np.float32)
+        assert motion._median(x) == pytest.approx(float(np.median(x)), abs=1e-6)
