@@ -1305,8 +1305,9 @@ def _template(job: _Job, shape: tuple[int, int], threads: int, read: dict) -> tu
             job.template = template
             # textured blocks only: the movie's first blocks may be the textureless ones left out
             others = [a for a in sampled if a not in used and score[a] >= 0.8 * best][:3]
-            reference = [job.registrar.rigid(job.registrar.filter.highpass(f))[2]
-                         for a in others for f in job.downsample(read[a][: len(read[a]) // job.t * job.t])[::5]]
+            registrar = job.registrar
+            sampled_frames = [f for a in others for f in job.downsample(read[a][: len(read[a]) // job.t * job.t])[::5]]
+            reference = list(pool.map(lambda f: registrar.rigid(registrar.filter.highpass(f))[2], sampled_frames))
             job._registrar = None  # built again where the blocks run (not shipped with the job)
     finally:
         cv2.setNumThreads(previous)
