@@ -87,6 +87,29 @@ def test_defective_pixels_found_exactly_and_repaired(realistic):
     neighbours = movie[150, max(0, y - 1): y + 2, max(0, x - 1): x + 2].astype(float)
     assert abs(float(frame[y, x]) - np.median(neighbours)) < 8
     assert not pp.find_defects(mean, pp.DefectParams(enabled=False)).any()
+    # every hot and dead pixel, also in a frame that is a non-contiguous view (a copy would be repaired)
+    block = movie[150:152].copy()
+    view = block[:, ::1, :][0].T.T  # same memory, through views
+    wide = np.zeros((movie.shape[1], 2 * movie.shape[2]), movie.dtype)
+    wide[:, ::2] = block[0]
+    strided = wide[:, ::2]
+    assert not strided.flags.c_contiguous
+    for f in (view, strided):
+        pp.DefectRepair(found)(f)
+        assert (f[gt["defects"] == -1] > 0).all() and (f[gt["defects"] == 1] < 250).all()
+    with pytest.raises(ValueError, match="shape"):
+        pp.DefectRepair(found)(frame[:-1])
+
+
+def test_line_noise_floor_counts_distinct_pixels():
+    """On frames of noise alone the line noise equals what pixel noise alone makes of it, also on
+    narrow frames whose rows have fewer pixels than the sampler's 128 samples."""
+    rng = np.random.default_rng(0)
+    for width in (64, 512):
+        sampler = pp.RowSampler(np.ones((200, width), bool), 128)
+        ratios = [np.divide(*pp.difference_row_noise(*rng.normal(100, 5, (2, 200, width)), sampler,
+                                                      with_floor=True)[:2]) for _ in range(20)]
+        assert 0.85 < np.median(ratios) < 1.15, (width, np.median(ratios))
 
 
 def test_line_noise_removed_striped_frames_repaired_and_clean_movies_left_alone(tmp_path):

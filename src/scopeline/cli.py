@@ -688,7 +688,8 @@ def demo(
             sim.simulate(sim_dir, sim.SimulationParams(height=256, width=256, n_frames=frames, n_cells=60,
                                                        seed=0), progress=True)
         simulated = [r.key for r in run_ingest(sim_dir, "sim01", "2026_01_05", pattern=None, fps=None)]
-        # the real recording was motion-corrected before it was shared: its edges are not cells
+        # the default preset also for the real recording: its field of view keeps units off the border
+        # its earlier registration left (no need for the `registered` preset's margin)
         rows = (_process(recordings, "default", out) if recordings else []) + _process(simulated, "default", out)
     _print_summary(rows, time.monotonic() - t0)
     console.print("query: scopeline.query.results() / `scopeline results`")

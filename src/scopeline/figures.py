@@ -77,8 +77,6 @@ def motion_figure(row: dict, timestamps: np.ndarray | None, path: str | Path, ti
     conf = row.get("confidence")
     if conf is not None:
         ax2.plot(x, conf, lw=0.7, color="tab:green", label="registration peak-to-sidelobe ratio")
-        if row.get("min_confidence") is not None:
-            ax2.axhline(row["min_confidence"], color="tab:red", ls=":", lw=0.8, label="in doubt below")
         ax2.set_ylabel("confidence")
         ax2.set_ylim(0, max(float(np.nanmax(conf)) * 1.05, 1.0) if len(conf) else 1.0)
     noise, line = row.get("row_noise"), row.get("line_noise") or {}

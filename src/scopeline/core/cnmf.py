@@ -50,12 +50,13 @@ from scipy import ndimage
 from . import deconvolve as dc
 from . import quality
 from .footprints import Footprints, ShapeParams, components, frame_blocks, not_cell_shaped
+from .initialize import InitParams
 from .params import StageParams
 
 __all__ = ["PRESETS", "CNMFParams", "CNMFResult", "cnmf", "pixel_noise", "update_spatial", "update_temporal", "merge_units"]
 
 Step = Literal["spatial", "temporal", "merge"]
-_DEFAULT_DIAMETER = 8.0  # initialization's default expected cell diameter, pixels
+_DEFAULT_DIAMETER = float(InitParams.model_fields["diameter"].default)  # pixels, when none is given
 
 
 class CNMFParams(StageParams):
@@ -487,6 +488,9 @@ def cnmf(movie, A: Footprints, C: np.ndarray, b: np.ndarray, f: np.ndarray, para
                                    progress=progress)
     seconds["metrics"] = time.perf_counter() - t0
     keep = metrics["r_value"] >= p.min_r_value
+    if not keep.any():
+        warnings.warn(f"CNMF ended with no unit: all {len(keep)} below min_r_value {p.min_r_value}", RuntimeWarning,
+                      stacklevel=2)
     order = np.flatnonzero(keep)[np.lexsort((A.centroids()[keep, 1], A.centroids()[keep, 0]))]
     T = {k_: (v[order] if k_ != "f" else v) for k_, v in temporal.items()}
     snr = np.where(T["sn"] > 0, T["C"].max(axis=1) / np.where(T["sn"] > 0, T["sn"], 1), 0).astype(np.float32)

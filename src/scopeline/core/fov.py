@@ -28,7 +28,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 from scipy import ndimage
 
-__all__ = ["FOVParams", "lens_mask", "registered_fov", "outside_fraction"]
+__all__ = ["FOVParams", "lens_mask", "registered_fov"]
 
 
 class FOVParams(BaseModel):
@@ -153,7 +153,7 @@ def _convex(mask: np.ndarray) -> np.ndarray:
     return (out > 0) | mask
 
 
-def registered_fov(lens: np.ndarray, shifts: np.ndarray, max_outside: float = 0.0) -> np.ndarray:
+def registered_fov(lens: np.ndarray, shifts: np.ndarray) -> np.ndarray:
     """The field of view in the motion-corrected frame: pixels whose raw position stays in the lens.
 
     Parameters
@@ -163,8 +163,6 @@ def registered_fov(lens: np.ndarray, shifts: np.ndarray, max_outside: float = 0.
     shifts : numpy.ndarray
         float (frames, 2): the rigid (dy, dx) of each frame (corrected pixel ``p`` shows raw pixel
         ``p + shift``; see :mod:`scopeline.core.motion`), pixels.
-    max_outside : float
-        Largest fraction of frames in which a pixel may see outside the lens.
 
     Returns
     -------
@@ -178,7 +176,7 @@ def registered_fov(lens: np.ndarray, shifts: np.ndarray, max_outside: float = 0.
     if lens.all() or len(shifts) == 0:
         return np.ones(lens.shape, bool)
     outside = _outside_counts(lens, np.asarray(shifts, np.float64))
-    return outside <= max_outside * len(shifts)
+    return outside == 0
 
 
 def _outside_counts(lens: np.ndarray, shifts: np.ndarray) -> np.ndarray:
@@ -196,28 +194,4 @@ def _outside_counts(lens: np.ndarray, shifts: np.ndarray) -> np.ndarray:
             out += c
             continue
         out += c * ~padded[h + dy: 2 * h + dy, w + dx: 2 * w + dx]
-    return out
-
-
-def outside_fraction(patches: np.ndarray, offsets: np.ndarray, fov: np.ndarray) -> np.ndarray:
-    """float32 (units,): the fraction of each footprint's weight outside the field of view.
-
-    Parameters
-    ----------
-    patches : numpy.ndarray
-        float (units, size_y, size_x): footprints as patches (see :class:`scopeline.core.footprints.Footprints`).
-    offsets : numpy.ndarray
-        int (units, 2): (y, x) of each patch's corner, pixels.
-    fov : numpy.ndarray
-        bool (height, width): the field of view (:func:`registered_fov`).
-    """
-    k, sy, sx = patches.shape
-    out = np.zeros(k, np.float32)
-    h, w = fov.shape
-    for i in range(k):
-        y, x = offsets[i]
-        a = np.asarray(patches[i], np.float64)[: h - y, : w - x]
-        total = a.sum()
-        if total > 0:
-            out[i] = float((a * ~fov[y: y + a.shape[0], x: x + a.shape[1]]).sum() / total)
     return out

@@ -488,15 +488,15 @@ def valid_region(shape: tuple[int, int], shifts: np.ndarray, max_padded: float =
     valid = np.zeros((h, w), bool)
     if len(shifts) == 0:
         valid[:] = True
-        return valid if fov is None else valid & np.asarray(fov, bool)
-    q = 1.0 - max_padded
-    dy, dx = np.asarray(shifts, np.float64).T
+    else:
+        q = 1.0 - max_padded
+        dy, dx = np.asarray(shifts, np.float64).T
 
-    def margin(values: np.ndarray) -> int:
-        return int(np.ceil(max(0.0, float(np.quantile(values, q)))))
+        def margin(values: np.ndarray) -> int:
+            return int(np.ceil(max(0.0, float(np.quantile(values, q)))))
 
-    top, bottom, left, right = margin(-dy), margin(dy), margin(-dx), margin(dx)
-    valid[top: h - bottom, left: w - right] = True
+        top, bottom, left, right = margin(-dy), margin(dy), margin(-dx), margin(dx)
+        valid[top: h - bottom, left: w - right] = True
     return valid if fov is None else valid & np.asarray(fov, bool)
 
 

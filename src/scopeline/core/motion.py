@@ -855,7 +855,6 @@ class _Job:
     remove_rows: bool = False  # whether the movie has line noise to remove from every frame
     pixel_noise: float = 0.0  # the movie's pixel noise (frame differences' robust sd / sqrt 2), movie units
     mean_raw: Optional[np.ndarray] = None  # float32 (h, w) mean of the sampled (downsampled) raw frames
-    light_level: float = 0.0  # the movie's median brightness of downsampled frames, movie units
     black: float = 0.0  # the sensor's black level (the dark outside the lens; 0 without one)
     window: Optional[np.ndarray] = None
     template: Optional[np.ndarray] = None
@@ -890,11 +889,11 @@ class _Job:
     def downsample(self, raw: np.ndarray) -> np.ndarray:
         return pp.crop_downsample(raw, self.params.preprocess.model_copy(update={"crop": None}))
 
-    def flags(self, raw: np.ndarray, offset: int, means: Optional[np.ndarray] = None) -> dict[int, str]:
-        """Corrupted frames of a raw block: each frame's own score, brightness against the movie's."""
-        scores, m = pp.frame_scores(raw)
-        return pp.flag_corrupted(scores, m if means is None else means, self.params.preprocess.corruption,
-                                 self.brightness, offset)
+    def flags(self, raw: np.ndarray, offset: int) -> tuple[dict[int, str], np.ndarray]:
+        """Corrupted frames of a raw block starting at frame ``offset`` (each frame's own score, its
+        brightness against the movie's), and the frames' means (float, movie units)."""
+        scores, means = pp.frame_scores(raw)
+        return pp.flag_corrupted(scores, means, self.params.preprocess.corruption, self.brightness, offset), means
 
     def load_raw(self, a: int, b: int, raw: Optional[np.ndarray] = None) -> _Loaded:
         """Raw frames [a, b) cropped (``raw`` if already read), corrupted ones found and repaired (from up
@@ -902,15 +901,14 @@ class _Job:
         raw = self.raw(a, b) if raw is None else raw
         if _has_nan(raw):
             raise MotionError(f"frames {a}-{b - 1} hold NaN values")
-        scores, means = pp.frame_scores(raw)
-        found = pp.flag_corrupted(scores, means, self.params.preprocess.corruption, self.brightness, a)
+        found, means = self.flags(raw, a)
         if found:
             ra, rb = max(0, a - 3), min(self.n_used, b + 3)
             if (min(found) < a + 3 and ra < a) or (max(found) >= b - 3 and rb > b):
                 padded = np.concatenate([self.raw(ra, a) if ra < a else raw[:0], raw,
                                          self.raw(b, rb) if rb > b else raw[:0]])
                 bad = np.zeros(len(padded), bool)
-                bad[[i - ra for i in {**self.flags(padded, ra), **found}]] = True
+                bad[[i - ra for i in {**self.flags(padded, ra)[0], **found}]] = True
                 raw = pp.repair(padded, bad)[a - ra: a - ra + (b - a)]
             else:
                 bad = np.zeros(len(raw), bool)
@@ -927,7 +925,7 @@ class _Job:
         if self.params.preprocess.normalize_light and self.brightness > 0:
             # the light of repaired frames is their neighbours'
             light = np.array([cv2.mean(f)[0] for f in small]) if found else brightness
-            pp.normalize_light(small, light, self.light_level, self.black)
+            pp.normalize_light(small, light, self.brightness, self.black)  # means do not change with downsampling
         row_noise = np.zeros(n, np.float32)
         before, after = [], []
         line = self.params.preprocess.line_noise
@@ -945,7 +943,7 @@ class _Job:
                 row_noise = offsets[:, rows].std(axis=1).astype(np.float32)
             if self.remove_rows:
                 before = [pp.difference_row_noise(small[j], small[j - 1], self.sampler) for j in pairs]
-                pp.remove_line_noise(small, self.sampler, line, offsets)
+                pp.remove_line_noise(small, offsets)
             limit = max(line.striped_ratio * self.line_level, line.striped_noise * self.pixel_noise)
             striped = row_noise > limit if limit > 0 else np.zeros(n, bool)
             if striped.any():
@@ -996,9 +994,9 @@ def _glow_block(job: _Job, a: int) -> _Sample:
     """
     b = min(a + job.block_raw, job.n_used)
     raw = job.raw(a, b)
-    scores, means = pp.frame_scores(raw)
+    found, means = job.flags(raw, a)
     bad = np.zeros(len(raw), bool)
-    bad[[i - a for i in pp.flag_corrupted(scores, means, job.params.preprocess.corruption, job.brightness, a)]] = True
+    bad[[i - a for i in found]] = True
     small = job.downsample(raw)
     good = ~bad.reshape(len(small), job.t).any(axis=1)
     minimum = small[good].min(axis=0) if good.any() else None  # an all-bad block says nothing
@@ -1015,7 +1013,7 @@ def _glow_block(job: _Job, a: int) -> _Sample:
 @_single_threaded
 def _scan_block(job: _Job, a: int) -> tuple:
     b = min(a + job.block_raw, job.n_used)
-    return job.flags(job.raw(a, b), a), b - a
+    return job.flags(job.raw(a, b), a)[0], b - a
 
 
 def _running_median(values: np.ndarray, ok: np.ndarray, k: int) -> np.ndarray:
@@ -1232,19 +1230,18 @@ def _kept(results) -> dict:
     return out
 
 
-def _texture(filt: Filter, frames: np.ndarray, good: np.ndarray, window: Optional[np.ndarray], step: int = 10) -> float:
+def _texture(filt: Filter, frames: np.ndarray, window: Optional[np.ndarray], step: int = 10) -> float:
     """How much stable texture a block of consecutive frames holds: the median correlation of the
-    filtered copies of every ``step``-th pair of consecutive good frames (texture is shared by
+    filtered copies of every ``step``-th pair of consecutive frames (texture is shared by
     neighbouring frames, noise is not: about 0 for frames of noise alone)."""
     out = []
     for j in range(0, len(frames) - 1, step):
-        if good[j] and good[j + 1]:
-            a, b = (filt.highpass(f) for f in frames[j: j + 2])
-            if window is not None:
-                a, b = a * window, b * window
-            a, b = a - a.mean(), b - b.mean()
-            den = float(np.sqrt((a * a).sum() * (b * b).sum()))
-            out.append(float((a * b).sum()) / den if den > 0 else 0.0)
+        a, b = (filt.highpass(f) for f in frames[j: j + 2])
+        if window is not None:
+            a, b = a * window, b * window
+        a, b = a - a.mean(), b - b.mean()
+        den = float(np.sqrt((a * a).sum() * (b * b).sum()))
+        out.append(float((a * b).sum()) / den if den > 0 else 0.0)
     return float(np.median(out)) if out else 0.0
 
 
@@ -1274,9 +1271,7 @@ def _template(job: _Job, shape: tuple[int, int], threads: int, read: dict) -> tu
         return loaded.frames, good
 
     def texture(a: int) -> float:
-        raw = read[a]
-        frames = job.downsample(raw[: len(raw) // job.t * job.t])
-        return _texture(filt, frames, np.ones(len(frames), bool), job.window)
+        return _texture(filt, job.downsample(read[a]), job.window)
 
     previous = cv2.getNumThreads()
     cv2.setNumThreads(1)
@@ -1306,7 +1301,7 @@ def _template(job: _Job, shape: tuple[int, int], threads: int, read: dict) -> tu
             # textured blocks only: the movie's first blocks may be the textureless ones left out
             others = [a for a in sampled if a not in used and score[a] >= 0.8 * best][:3]
             registrar = job.registrar
-            sampled_frames = [f for a in others for f in job.downsample(read[a][: len(read[a]) // job.t * job.t])[::5]]
+            sampled_frames = [f for a in others for f in job.downsample(read[a])[::5]]
             reference = list(pool.map(lambda f: registrar.rigid(registrar.filter.highpass(f))[2], sampled_frames))
             job._registrar = None  # built again where the blocks run (not shipped with the job)
     finally:
@@ -1364,9 +1359,8 @@ def _stream(client, fn, job_future, starts: list[int], report: Callable[[int], N
 
     Blocks go in the order of :func:`_runs`, at most two per thread submitted at a time (the next is
     submitted as one finishes), so memory is bounded by what runs and what waits to be consumed,
-    whatever the movie's length. ``report`` gets the result's last item, the raw frames done.
-    ``blocks``: raw blocks already read, by start, passed to ``fn`` as a third argument. ``report``
-    gets the result's ``frames`` (or its last item): the raw frames done.
+    whatever the movie's length. ``blocks``: raw blocks already read, by start, passed to ``fn`` as a
+    third argument. ``report`` gets the result's ``frames`` (or its last item): the raw frames done.
     """
     from distributed import as_completed
 
@@ -1510,7 +1504,7 @@ def correct_motion(movie, params: MotionParams, out_array=None, *, workers: int 
             fallback = np.concatenate([o.fallback for o in ordered])
             patch = np.concatenate([o.patch for o in ordered]) if reg.mode == "piecewise" else None
             t0 = time.perf_counter()
-            _redo_deferred(client, job, starts, ordered, shifts, scores, fallback, patch, stats)
+            _redo_deferred(client, job, starts, ordered, shifts, fallback, patch, stats)
             seconds["deferred"] = time.perf_counter() - t0
     finally:
         cv2.setNumThreads(previous_threads)
@@ -1581,7 +1575,6 @@ def _sample(client, job: _Job, starts: list[int]) -> tuple[dict, dict]:
     job.mean_raw = mean
     lens, fov_info = fov_.lens_mask(mean, pre.fov)
     job.window = lens_window(lens, reg.filter_high)
-    job.light_level = job.brightness  # frame means do not change with downsampling
     job.black = float(fov_info["dark"]) if fov_info["found"] else 0.0
     line = np.array([v for p_ in parts.values() for v in p_.line]).reshape(-1, 3)
     level, floor, sigma = (float(np.median(line[:, k])) for k in range(3)) if len(line) else (0.0, 0.0, 0.0)
@@ -1596,7 +1589,7 @@ def _sample(client, job: _Job, starts: list[int]) -> tuple[dict, dict]:
                   "line": {"sampled": level, "floor": floor, "pixel_noise": sigma, "removed": job.remove_rows}}
 
 
-def _redo_deferred(client, job: _Job, starts: list[int], ordered: list, shifts: np.ndarray, scores: np.ndarray,
+def _redo_deferred(client, job: _Job, starts: list[int], ordered: list, shifts: np.ndarray,
                    fallback: np.ndarray, patch: Optional[np.ndarray], stats: "SummaryStats") -> None:
     """Register again the frames deferred by their blocks (no clear frame there), near the shift
     interpolated from the nearest clear frames of the whole movie. Updates ``shifts``, ``fallback``,

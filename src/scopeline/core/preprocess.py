@@ -605,6 +605,7 @@ class DefectRepair:
         bad = np.asarray(defects) != 0
         self.shape = bad.shape
         self.pixels = np.flatnonzero(bad)
+        self._yx = np.divmod(self.pixels, bad.shape[1])
         h, w = bad.shape
         ys, xs = np.divmod(self.pixels, w)
         neigh = []
@@ -622,14 +623,25 @@ class DefectRepair:
         self.index = flat
         self.use = use
 
-    def __len__(self) -> int:
-        return len(self.pixels)
-
     def __call__(self, frame: np.ndarray) -> np.ndarray:
-        """Repair one frame (height, width) in place and return it."""
+        """Repair one frame in place and return it.
+
+        Parameters
+        ----------
+        frame : numpy.ndarray
+            (height, width) of the defect map's shape, any dtype (integer frames get rounded values);
+            a view is repaired in place too.
+
+        Raises
+        ------
+        ValueError
+            If the frame's shape is not the defect map's.
+        """
+        if frame.shape != self.shape:
+            raise ValueError(f"frame of shape {frame.shape} for a defect map of shape {self.shape}")
         if not len(self.pixels):
             return frame
-        flat = frame.reshape(-1)
+        flat = frame.ravel()  # read only: a copy for a non-contiguous view
         vals = np.where(self.use, flat[self.index].astype(np.float32), np.nan)
         with np.errstate(all="ignore"):
             import warnings
@@ -638,7 +650,7 @@ class DefectRepair:
                 warnings.simplefilter("ignore", RuntimeWarning)
                 fill = np.nanmedian(vals, axis=1)
         fill = np.nan_to_num(fill, nan=float(np.median(flat)))
-        flat[self.pixels] = np.rint(fill) if np.issubdtype(frame.dtype, np.integer) else fill
+        frame[self._yx] = np.rint(fill) if np.issubdtype(frame.dtype, np.integer) else fill
         return frame
 
 
@@ -671,6 +683,9 @@ class RowSampler:
                 self.cols[y] = xs[np.linspace(0, len(xs) - 1, samples).round().astype(int)]
         self.rows = np.flatnonzero(self.valid)
         self.cols = self.cols[self.valid]
+        # distinct pixels per row (a row with fewer than ``samples`` inside repeats some): what a median's
+        # standard error goes by
+        self.distinct = np.array([len(np.unique(c)) for c in self.cols], np.int64)
 
     def levels(self, frame: np.ndarray, reference: Optional[np.ndarray] = None) -> np.ndarray:
         """float32 (valid rows,): median of each valid row's samples (of ``frame - reference`` when a
@@ -758,9 +773,8 @@ def striped_rows(frames: np.ndarray, reference: np.ndarray, window: int) -> np.n
     return (dev - np.median(dev, axis=1, keepdims=True)).astype(np.float32)
 
 
-def remove_line_noise(frames: np.ndarray, sampler: RowSampler, p: LineNoiseParams,
-                      offsets: Optional[np.ndarray] = None) -> np.ndarray:
-    """Subtract the per-row offsets (:func:`row_offsets`) of a block of consecutive frames, in place.
+def remove_line_noise(frames: np.ndarray, offsets: np.ndarray) -> np.ndarray:
+    """Subtract per-row offsets (:func:`row_offsets`) from a block of consecutive frames, in place.
 
     Parameters
     ----------
@@ -769,17 +783,15 @@ def remove_line_noise(frames: np.ndarray, sampler: RowSampler, p: LineNoiseParam
         subtracted in whole units from every pixel, its fraction from an evenly spread share of them,
         the result clipped to 0-255: this keeps the fast 8-bit path of :func:`preprocess_frame` and the
         rows' means right; saturated pixels, 255, are left as they are: their true value is unknown).
-    sampler : RowSampler
-    p : LineNoiseParams
-    offsets : numpy.ndarray, optional
-        float32 (frames, height): the offsets, when :func:`row_offsets` gave them already.
+    offsets : numpy.ndarray
+        float (frames, height): each row's offset in each frame, movie units.
 
     Returns
     -------
     numpy.ndarray
-        float32 (frames, height): what was subtracted.
+        ``offsets``: what was subtracted.
     """
-    r = row_offsets(frames, sampler, p) if offsets is None else offsets
+    r = offsets
     phase = _dither(frames.shape[2])
     for j in range(len(frames)):
         if frames.dtype == np.uint8:
@@ -816,8 +828,8 @@ def difference_row_noise(a: np.ndarray, b: np.ndarray, sampler: RowSampler, with
         (height, width): consecutive frames.
     sampler : RowSampler
     with_floor : bool
-        Also return what pixel noise alone gives: ``1.2533 sigma / sqrt(samples)`` (the standard error of
-        a median), with ``sigma`` the pixel noise (the standard deviation of the difference's samples
+        Also return what pixel noise alone gives: ``1.2533 sigma / sqrt(n)`` (the standard error of a
+        median of ``n`` distinct pixels, the median over rows of the sampler's), with ``sigma`` the pixel noise (the standard deviation of the difference's samples
         about their rows' levels, winsorized at 5 robust sds, over sqrt(2)); and ``sigma``.
 
     Returns
@@ -837,7 +849,7 @@ def difference_row_noise(a: np.ndarray, b: np.ndarray, sampler: RowSampler, with
     # is quantized on 8-bit data: 1 or 1.5 units for noise of 2-3)
     clip = 5 * 1.4826 * max(float(np.median(np.abs(sample))), 1.0)
     sigma = float(np.std(np.clip(sample, -clip, clip))) / np.sqrt(2)
-    return noise, 1.2533 * sigma / np.sqrt(sampler.cols.shape[1]), sigma
+    return noise, 1.2533 * sigma / np.sqrt(float(np.median(sampler.distinct))), sigma
 
 
 # ------------------------------------------------------------------------------ dark frames

@@ -193,8 +193,8 @@ def spatial_consistency(movie, A, YrA: np.ndarray, max_events: int = 50, z_event
     return out
 
 
-def unit_metrics(movie, A, YrA: np.ndarray, sn: np.ndarray, *, fov: np.ndarray | None = None,
-                 diameter: float = 8.0, fps: float | None = None, event_seconds: float = 0.4,
+def unit_metrics(movie, A, YrA: np.ndarray, sn: np.ndarray, *, diameter: float, fov: np.ndarray | None = None,
+                 fps: float | None = None, event_seconds: float = 0.4,
                  block_frames: int = 100, progress=None) -> dict[str, np.ndarray]:
     """Every per-unit quality metric of :data:`METRICS` for a CNMF result.
 
@@ -228,7 +228,6 @@ def unit_metrics(movie, A, YrA: np.ndarray, sn: np.ndarray, *, fov: np.ndarray |
     """
     from scipy.stats import skew
 
-    from .fov import outside_fraction
 
     YrA = np.asarray(YrA, np.float64)
     k = len(A)
@@ -245,7 +244,8 @@ def unit_metrics(movie, A, YrA: np.ndarray, sn: np.ndarray, *, fov: np.ndarray |
         "compactness": st["compactness"], "eccentricity": st["eccentricity"], "elongation": st["elongation"],
         "rel_area": st["half_area"] / (np.pi * (diameter / 2) ** 2),
         "pnr": pnr, "skewness": skewness,
-        "outside_fov": outside_fraction(A.patches, A.offsets, fov) if fov is not None and k else np.zeros(k),
+        "outside_fov": 1 - A.dot(np.asarray(fov, np.float64)) / np.maximum(A.patches.sum(axis=(1, 2)), 1e-12)
+        if fov is not None and k else np.zeros(k),
     }
     return {name: np.nan_to_num(np.asarray(v, np.float32)) for name, v in out.items()}
 

@@ -499,7 +499,6 @@ class _Artifacts:
         self.transmission = lens_transmission(params)
         self.defects, self.hot_idx, self.hot_values = _defects(params, (params.height, params.width))
         self.dead_idx = np.flatnonzero(self.defects.ravel() == -1)
-        self.glow_scale = self.transmission  # the lens passes the optics' glow too
         n_diffuse = int(round(params.diffuse_per_cell * len(here.sigmas)))
         self.diffuse_centers = np.zeros((0, 2))
         self.diffuse_sigmas = np.zeros(0)

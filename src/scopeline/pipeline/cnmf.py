@@ -14,8 +14,9 @@ import numpy as np
 import scopeline
 from scopeline._dj import dj
 from scopeline.core import cnmf as core_cnmf
+from scopeline.core import initialize as core_init
 from scopeline.core.footprints import Footprints
-from scopeline.pipeline import acquisition, initialization, motion
+from scopeline.pipeline import initialization, motion
 from scopeline.pipeline._objects import open_zarr
 from scopeline.pipeline._paramsets import ParamSetTable, parse_params
 from scopeline.pipeline._util import load_npy, progress_bar
@@ -147,8 +148,7 @@ class CNMF(dj.Computed):
         and the parameters (CNMF's, and initialization's for the expected cell diameter)."""
         movie = (motion.MotionCorrection & key).fetch1("movie")
         fov = (motion.MotionCorrection & key).field_of_view()
-        fps = float((acquisition.RecordingInfo & key).fetch1("fps")) * \
-            initialization.rate_factor((motion.MotionParamSet & key).fetch1("params"))
+        fps = initialization.corrected_fps(key)
         footprints, offsets, c_init, b, f = (initialization.Initialization & key).fetch1(
             "footprints", "offsets", "c_init", "b", "f")
         params = (CNMFParamSet & key).fetch1("params")
@@ -156,10 +156,10 @@ class CNMF(dj.Computed):
         return movie, fov, fps, load_npy(footprints), offsets, load_npy(c_init), b, f, params, init_params
 
     def make_compute(self, key, movie_ref, fov, fps, patches, offsets, c_init, b, f, params, init_params):
-        """Run core.cnmf.cnmf from the initialization, then core.quality.unit_metrics."""
+        """Run core.cnmf.cnmf from the initialization (it computes the units' quality metrics too)."""
         t0 = time.perf_counter()
         p = parse_params(core_cnmf.CNMFParams, params, "CNMF", key["cnmf_paramset"])
-        diameter = float(init_params.get("diameter", 8))
+        diameter = parse_params(core_init.InitParams, init_params, "initialization", key["init_paramset"]).diameter
         movie = open_zarr(movie_ref)
         A = Footprints(patches, offsets, movie.shape[1:])
         passes = sum(s in ("spatial", "temporal") for s in p.iterations) + 2

@@ -129,10 +129,8 @@ class Initialization(dj.Computed):
         """The corrected movie's reference, its frame rate, shifts and field of view, and the parameters."""
         movie, shifts = (motion.MotionCorrection & key).fetch1("movie", "shifts")
         fov = (motion.MotionCorrection & key).field_of_view()
-        fps = float((acquisition.RecordingInfo & key).fetch1("fps"))
-        mparams = (motion.MotionParamSet & key).fetch1("params")
         params = (InitParamSet & key).fetch1("params")
-        return movie, fps * rate_factor(mparams), shifts, fov, params
+        return movie, corrected_fps(key), shifts, fov, params
 
     def make_compute(self, key, movie_ref, fps, shifts, fov, params):
         """Run core.initialize.initialize on the stored movie."""
@@ -162,6 +160,9 @@ class Initialization(dj.Computed):
             self.Seed.insert(seeds)
 
 
-def rate_factor(motion_params: dict) -> float:
-    """Frame-rate factor of the corrected movie (temporal downsampling)."""
-    return 1.0 / float(motion_params.get("preprocess", {}).get("temporal_downsample", 1))
+def corrected_fps(key) -> float:
+    """Frame rate of a motion correction's corrected movie, Hz: the recording's, over the motion
+    parameter set's temporal downsampling."""
+    fps = float((acquisition.RecordingInfo & key).fetch1("fps"))
+    motion_params = (motion.MotionParamSet & key).fetch1("params")
+    return fps / float(motion_params.get("preprocess", {}).get("temporal_downsample", 1))

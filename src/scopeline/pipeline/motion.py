@@ -7,6 +7,7 @@ computation (no transaction open), and removed again if the computation fails.
 
 from __future__ import annotations
 
+import json
 import os
 import time
 
@@ -17,7 +18,7 @@ from scopeline.core import motion as core_motion
 from scopeline.pipeline import acquisition
 from scopeline.pipeline._objects import open_zarr, staged_zarr
 from scopeline.pipeline._paramsets import ParamSetError, ParamSetTable, parse_params, validate_params
-from scopeline.pipeline._util import progress_bar
+from scopeline.pipeline._util import json_default, progress_bar
 
 schema = dj.Schema()
 
@@ -233,5 +234,5 @@ class MotionCorrection(dj.Computed):
 
 
 def _plain(info: dict) -> dict:
-    """JSON-ready copy of a dict of numbers (numpy scalars as Python floats / bools)."""
-    return {k: (v.item() if hasattr(v, "item") else v) for k, v in info.items()}
+    """JSON-ready copy of a dict (numpy scalars and arrays as Python numbers and lists, also nested)."""
+    return json.loads(json.dumps(info, default=json_default))

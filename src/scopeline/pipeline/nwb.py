@@ -49,6 +49,7 @@ from scopeline.core import io as core_io
 from scopeline.core.quality import METRICS
 from scopeline.pipeline import acquisition, activate, cnmf, initialization, motion
 from scopeline.pipeline._objects import open_zarr
+from scopeline.pipeline._util import json_default as _json_default
 from scopeline.pipeline._util import load_npy, progress_bar
 from scopeline.pipeline.session import Session
 from scopeline.pipeline.subject import Subject as SubjectTable
@@ -790,14 +791,3 @@ def _no_slash(text: str) -> str:
 
 def _key_text(key: dict) -> str:
     return ", ".join(f"{k}={v!r}" for k, v in key.items())
-
-
-def _json_default(value):
-    """JSON for numpy scalars/arrays and dates in provenance and metadata."""
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, (_dt.date, _dt.datetime)):
-        return value.isoformat()
-    return str(value)
