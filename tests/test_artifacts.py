@@ -56,7 +56,10 @@ def test_artifacts_are_in_the_pixels_with_their_ground_truth(realistic):
     # the lens: dark outside (the sensor's baseline and 5% of the light), cells outside are invisible
     outside = gt["transmission"] < 0.1
     assert outside.any() and abs(float(np.median(movie[100:, outside])) - p.baseline) < 10
-    assert ((gt["visible_fraction"] == 0) | (gt["visible_fraction"] == 1) | (gt["visible_fraction"] > 0)).all()
+    # each cell's visible fraction follows the lens' transmission at its centre (at the median shift)
+    y, x = np.clip(np.round(gt["centers"] + np.median(gt["shifts"], axis=0)).astype(int), 0, 127).T
+    at, vf = gt["transmission"][y, x], gt["visible_fraction"]
+    assert (at < 0.3).any() and (vf[at < 0.3] < 0.5).all() and (vf[at > 0.6] > 0.9).all()
     # LED warm-up: the first frame's light is the recorded fraction of the movie's
     light = movie.reshape(len(movie), -1).mean(axis=1) - p.baseline
     assert abs(light[0] / np.median(light[100:]) - gt["led"][0]) < 0.1
@@ -166,14 +169,21 @@ def test_lens_found_on_the_sensor_and_in_the_registered_movie(realistic):
     assert fov.registered_fov(np.ones((20, 20), bool), shifts).all()
 
 
+@pytest.fixture(scope="module")
+def plain240(tmp_path_factory):
+    """128 x 128 x 240, 20 cells, no artifacts (the textureless-frames tests overwrite its first frames)."""
+    out = tmp_path_factory.mktemp("plain240")
+    sim.simulate(out, sim.SimulationParams(height=128, width=128, n_frames=240, n_cells=20, seed=3))
+    return out
+
+
 @pytest.mark.parametrize("n_bad, block", [(25, 60), (70, 30)])
-def test_registration_never_jumps_on_textureless_frames(tmp_path, n_bad, block):
+def test_registration_never_jumps_on_textureless_frames(plain240, n_bad, block):
     """First frames without any texture (no vessels, cells silent, just noise): their shifts come from
     their clear neighbours, never from a random peak (13-19 px wrong before). With 70 such frames in
     blocks of 30, two whole blocks have no clear frame: they are registered again at the end."""
-    sim.simulate(tmp_path, sim.SimulationParams(height=128, width=128, n_frames=240, n_cells=20, seed=3))
-    gt = sim.load_ground_truth(tmp_path)
-    movie = _movie(tmp_path)
+    gt = sim.load_ground_truth(plain240)
+    movie = _movie(plain240)
     rng = np.random.default_rng(0)
     movie[:n_bad] = np.clip(rng.normal(float(movie.mean()), 5.3, (n_bad, 128, 128)), 0, 255).astype(np.uint8)
     params = SMALL.model_copy(update={"block_frames": block})
@@ -186,7 +196,10 @@ def test_registration_never_jumps_on_textureless_frames(tmp_path, n_bad, block):
     assert res.confidence[:n_bad][doubted].max() < 0.5 * np.median(res.confidence[n_bad:])
     # the true motion is a random walk of 0.3 px per frame: the shifts of the first clear frames, held,
     # are off by that walk (about 0.3 sqrt(frames) px), never by a random peak
-    assert err[:n_bad].max() < 1.5 + 0.3 * np.sqrt(n_bad) * 2
+    assert err[:n_bad].max() < 1.0 + 0.45 * np.sqrt(n_bad)  # measured 1.6 (25 frames), 3.6 (70)
+    # ... and they stay within the fallback radius of the first clear frame's shift (measured: 1.5-1.7 px)
+    held = res.shifts[n_bad]
+    assert np.abs(res.shifts[:n_bad] - held).max() <= SMALL.registration.fallback_radius + 0.25
     assert np.sqrt((err[n_bad:] ** 2).mean()) < 0.15
     if n_bad > 2 * block:
         assert res.seconds["deferred"] > 0

@@ -59,16 +59,3 @@ def test_simulate_rejects_bad_parameters(tmp_path):
     out = subprocess.run([sys.executable, "-m", "scopeline.cli", "simulate", str(tmp_path / "x"), "--frames", "1"],
                          capture_output=True, text=True)
     assert out.returncode == 1 and "n_frames=1" in out.stderr
-
-
-def test_simulate_realistic_and_one_artifact(db, tmp_path):
-    env = db_env(db["backend"], db["url"], db["prefix"])
-    _run(["simulate", tmp_path / "real", "--frames", 30, "--height", 48, "--width", 48, "--cells", 3, "--realistic"],
-         env)
-    p = sim.load_ground_truth(tmp_path / "real")["params"]
-    assert p.has_artifacts and p.line_noise_sd == 4.0 and p.lens_radius > 0 and p.noise_sd == 3.5
-    _run(["simulate", tmp_path / "lens", "--frames", 30, "--height", 48, "--width", 48, "--artifact", "lens"], env)
-    p = sim.load_ground_truth(tmp_path / "lens")["params"]
-    assert p.lens_radius > 0 and p.line_noise_sd == 0 and p.noise_sd == 6.0
-    bad = _run(["simulate", tmp_path / "bad", "--artifact", "glare"], env, ok=False)
-    assert bad.returncode == 1 and "unknown artifact" in bad.stderr + bad.stdout

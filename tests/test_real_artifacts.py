@@ -34,6 +34,12 @@ def ca1():
     return tifffile.imread(shared_data("ca1_miniscope_v3", "ca1_500x240x376_uint8.tif"))
 
 
+@pytest.fixture(scope="module")
+def ca1_clean(ca1, tmp_path_factory):
+    """The CA1 recording through motion correction, initialization and CNMF, default parameters."""
+    return _chain(ca1, 15.0, motion.MotionParams(), str(tmp_path_factory.mktemp("ca1") / "c.zarr"))
+
+
 def test_wireless_recording_without_cells_gives_no_unit_and_no_seed_on_the_stripes(tmp_path):
     path = shared_data("wireless_corrupted_frames", "wireless_corrupted.avi")
     meta = io.read_metadata(io.discover(path)[0])
@@ -52,21 +58,21 @@ def test_wireless_recording_without_cells_gives_no_unit_and_no_seed_on_the_strip
     assert np.all(np.diff(rows) > 2), rows
 
 
-def test_ca1_default_finds_the_border_and_puts_no_unit_there(ca1, tmp_path):
-    res, _, units = _chain(ca1, 15.0, motion.MotionParams(), str(tmp_path / "c.zarr"))
+def test_ca1_default_finds_the_border_and_puts_no_unit_there(ca1_clean):
+    res, _, units = ca1_clean
     assert res.fov_info["found"] and 0.85 < res.fov.mean() < 0.98  # a band of 5-8 px along the edges
     cy, cx = units.A.centroids().T
     edge = np.minimum.reduce([cy, 239 - cy, cx, 375 - cx])
     assert edge.min() >= 5, edge.min()
-    # measured: 94 units where about 70-80 cells show (268 before, 71 of them within 8 px of the edge)
+    # measured: 99 units where about 70-80 cells show (268 before, 71 of them within 8 px of the edge)
     assert 60 <= len(units.A) <= 130
 
 
-def test_ca1_keeps_its_units_with_line_noise_and_hot_pixels_added(ca1, tmp_path):
+def test_ca1_keeps_its_units_with_line_noise_and_hot_pixels_added(ca1, ca1_clean, tmp_path):
     """Line noise at the ratio to pixel noise measured on the wireless recording (row offsets 1.19
     times the pixel noise, bursts 4.4 times), hot and dead pixels at the simulator's rates."""
     params = motion.MotionParams()
-    _, _, clean = _chain(ca1, 15.0, params, str(tmp_path / "clean.zarr"))
+    _, _, clean = ca1_clean
     noise = 1.05  # CA1's pixel noise (frame differences), 8-bit units
     p = sim.SimulationParams.with_artifacts(["line_noise", "defective_pixels"], seed=3,
                                             line_noise_sd=1.19 * noise, stripe_burst_sd=4.4 * noise)
@@ -75,5 +81,5 @@ def test_ca1_keeps_its_units_with_line_noise_and_hot_pixels_added(ca1, tmp_path)
     assert res.line_noise["removed"] and (res.defects != 0).sum() == (truth["defects"] != 0).sum()
     assert abs(len(noisy.A) - len(clean.A)) <= 0.1 * len(clean.A)
     ei, _ = quality.match_units(clean.A.centroids(), noisy.A.centroids(), 5.0)
-    # measured: 0.90 of the clean units (the same movie with white noise of 0.3 units added: 0.91)
-    assert len(ei) >= 0.85 * len(clean.A), (len(ei), len(clean.A), len(noisy.A))
+    # the issue's bar, 90% of the clean units; measured 91 of 99 (102 units with the artifacts)
+    assert len(ei) >= 0.9 * len(clean.A), (len(ei), len(clean.A), len(noisy.A))

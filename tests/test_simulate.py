@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import tracemalloc
 
 import numpy as np
@@ -109,3 +112,26 @@ def test_shift_bound_holds_for_long_steps(tmp_path):
     p = sim.SimulationParams(height=32, width=32, n_frames=200, n_cells=2, motion_sd=3.0, max_shift=1.0)
     sim.simulate(tmp_path, p)
     assert np.abs(sim.load_ground_truth(tmp_path)["shifts"]).max() <= 1.0
+
+
+def _cli(*args):
+    return subprocess.run([sys.executable, "-m", "scopeline.cli", *map(str, args)], capture_output=True, text=True,
+                          env=dict(os.environ), timeout=300)
+
+
+def test_cli_simulates_realistic_recordings_and_named_artifacts(tmp_path):
+    """`scopeline simulate --realistic` turns every artifact on at its measured strength; `--artifact`
+    (repeatable) only the named ones; an unknown name is an error that lists the known ones."""
+    small = ("--frames", 30, "--height", 48, "--width", 48, "--cells", 3)
+    assert _cli("simulate", tmp_path / "real", *small, "--realistic").returncode == 0
+    p = sim.load_ground_truth(tmp_path / "real")["params"]
+    assert p.has_artifacts and p.line_noise_sd == 4.0 and p.lens_radius > 0 and p.noise_sd == 3.5
+    assert _cli("simulate", tmp_path / "two", *small, "--artifact", "lens", "--artifact", "warmup").returncode == 0
+    p = sim.load_ground_truth(tmp_path / "two")["params"]
+    assert p.lens_radius > 0 and p.warmup_depth > 0 and p.line_noise_sd == 0 and p.hot_pixels == 0
+    assert _cli("simulate", tmp_path / "plain", *small).returncode == 0
+    plain = sim.load_ground_truth(tmp_path / "plain")["params"]
+    assert not plain.has_artifacts and p.noise_sd == plain.noise_sd  # pixel noise is lowered only with line noise
+    bad = _cli("simulate", tmp_path / "bad", "--artifact", "glare")
+    assert bad.returncode == 1 and "unknown artifact" in bad.stderr + bad.stdout and "line_noise" in bad.stderr + bad.stdout
+

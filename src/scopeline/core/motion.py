@@ -41,6 +41,7 @@ a block mostly starts where the thread's video reader stopped and needs no seek.
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
 import os
 import threading
@@ -817,7 +818,6 @@ def _single_threaded(fn):
     """Run a block function with OpenCV and BLAS on one thread: blocks already run in parallel, and
     OpenBLAS threads busy-wait on the small products of the upsampled DFT (measured: two workers went
     from 1.1x to 1.8x the speed of one)."""
-    import functools
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
@@ -1003,11 +1003,18 @@ def _glow_block(job: _Job, a: int) -> _Sample:
     total = small[good].sum(axis=0, dtype=np.float64) if good.any() else None
     line = []
     if job.params.preprocess.line_noise.enabled:
-        whole = pp.RowSampler(np.ones(small.shape[1:], bool), job.params.preprocess.line_noise.samples)
+        whole = _whole_frame_sampler(small.shape[1:], job.params.preprocess.line_noise.samples)
         line = [pp.difference_row_noise(small[j], small[j - 1], whole, with_floor=True)
                 for j in range(1, len(small), 10) if good[j] and good[j - 1]]
     return _Sample(minimum, means, float(raw.min()), float(raw.max()), _has_nan(raw), raw, total, int(good.sum()),
                    line, b - a)
+
+
+@functools.lru_cache(maxsize=4)
+def _whole_frame_sampler(shape: tuple[int, int], samples: int) -> "pp.RowSampler":
+    """A row sampler over the whole frame (built once per frame size: a loop over its rows); used with
+    no reference image, so sharing it between threads is safe."""
+    return pp.RowSampler(np.ones(shape, bool), samples)
 
 
 @_single_threaded

@@ -863,6 +863,7 @@ def dark_start(brightness: np.ndarray, fraction: float) -> int:
     brightness : numpy.ndarray
         float (frames,): mean intensity of each frame.
     fraction : float
+        A frame is dark below this fraction of the median brightness (0-1).
 
     Returns
     -------

@@ -73,7 +73,18 @@ def match_units(est_xy: np.ndarray, true_xy: np.ndarray, max_distance: float) ->
 def robust_mode(x: np.ndarray) -> float:
     """The half-sample mode of a sample (Bickel & Fruehwirth 2006): repeatedly keep the half of the
     sorted values with the smallest range, then the mean of the last two or three. Robust to the
-    positive transients of a calcium trace, which pull its mean and median up."""
+    positive transients of a calcium trace, which pull its mean and median up.
+
+    Parameters
+    ----------
+    x : array-like
+        Any shape, flattened; units of the data (e.g. movie units for a trace).
+
+    Returns
+    -------
+    float
+        The mode, in the data's units (NaN for an empty sample).
+    """
     v = np.sort(np.asarray(x, np.float64).ravel())
     v = v[np.isfinite(v)]
     while len(v) > 3:
@@ -244,7 +255,7 @@ def unit_metrics(movie, A, YrA: np.ndarray, sn: np.ndarray, *, diameter: float, 
         "compactness": st["compactness"], "eccentricity": st["eccentricity"], "elongation": st["elongation"],
         "rel_area": st["half_area"] / (np.pi * (diameter / 2) ** 2),
         "pnr": pnr, "skewness": skewness,
-        "outside_fov": 1 - A.dot(np.asarray(fov, np.float64)) / np.maximum(A.patches.sum(axis=(1, 2)), 1e-12)
+        "outside_fov": A.dot((~np.asarray(fov, bool)).astype(np.float64)) / np.maximum(A.patches.sum(axis=(1, 2)), 1e-12)
         if fov is not None and k else np.zeros(k),
     }
     return {name: np.nan_to_num(np.asarray(v, np.float32)) for name, v in out.items()}
@@ -252,8 +263,19 @@ def unit_metrics(movie, A, YrA: np.ndarray, sn: np.ndarray, *, diameter: float, 
 
 def auc(positive: np.ndarray, negative: np.ndarray) -> float:
     """Area under the ROC curve of a score separating two groups (the probability that a random member
-    of ``positive`` scores above a random member of ``negative``, ties counting half); NaN if a group is
-    empty."""
+    of ``positive`` scores above a random member of ``negative``, ties counting half): the
+    Mann-Whitney U statistic over the product of the group sizes, from the ranks of the pooled scores.
+
+    Parameters
+    ----------
+    positive, negative : array-like
+        float (n,), (m,): the scores of each group (e.g. a metric of matched and unmatched units).
+
+    Returns
+    -------
+    float
+        In [0, 1], 0.5 for no separation; NaN if a group is empty.
+    """
     from scipy.stats import rankdata
 
     pos, neg = np.asarray(positive, np.float64), np.asarray(negative, np.float64)
