@@ -101,12 +101,14 @@ def _configure(backend: str, url: str, store: Path) -> dj.Connection:
 
 def db_env(backend: str, url: str, prefix: str, store: Path | None = None) -> dict:
     """Environment for a scopeline subprocess that must use the test server and schemas (and the
-    test's object store, when given, so that the test reads back what the subprocess stored)."""
+    test's object store, when given, so that the test reads back what the subprocess stored; else a
+    scratch one: a lab server needs a store)."""
     host, port, user, password = url.split(":", 3)
     env = {**os.environ, "DJ_BACKEND": backend, "DJ_HOST": host, "DJ_PORT": port, "DJ_USER": user,
            "DJ_PASS": password, "DJ_USE_TLS": "false", "SCOPELINE_SCHEMA_PREFIX": prefix}
-    if store is not None:
-        env["DJ_STORES"] = json.dumps({"default": "test", "test": {"protocol": "file", "location": str(store)}})
+    store = store if store is not None else Path(tempfile.gettempdir()) / "scopeline-test-store"
+    store.mkdir(parents=True, exist_ok=True)
+    env["DJ_STORES"] = json.dumps({"default": "test", "test": {"protocol": "file", "location": str(store)}})
     return env
 
 
@@ -131,16 +133,16 @@ def pipeline_db(request, server_urls, tmp_path_factory):
 def db(pipeline_db):
     """One backend's pipeline, emptied after the test."""
     import scopeline.pipeline as pl
-    from scopeline.pipeline import acquisition, cnmf, initialization, motion
+    from scopeline.pipeline import stages
     from scopeline.pipeline.subject import Subject
 
     pl.activate(pipeline_db["prefix"], connection=pipeline_db["connection"])
     yield pipeline_db
     Subject.delete(prompt=False)
-    for table in (motion.MotionParamSet, initialization.InitParamSet, cnmf.CNMFParamSet):
-        table.delete(prompt=False)
-    for table in (acquisition.RecordingInfo, motion.MotionCorrection, initialization.Initialization, cnmf.CNMF):
-        table.jobs.delete_quick()
+    for stage in stages.with_params():
+        stage.paramset.delete(prompt=False)
+    for stage in stages.STAGES:
+        stage.computed.jobs.delete_quick()
 
 
 @pytest.fixture(scope="session")

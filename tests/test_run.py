@@ -77,8 +77,8 @@ def test_run_from_folder_to_results_figures_and_nwb(db, sim_cells, tmp_path):
 def test_two_parameter_sets_share_upstream_work_and_are_told_apart(db, sim_cells):
     (rec,) = ingest(sim_cells, "r2", "d1")
     cnmf.CNMFParamSet.insert1({"cnmf_paramset": "sparser", "params": {"sparse_penal": 5.0}})
-    presets.queue([rec.key], "default", "minian", "minian")
-    presets.queue([rec.key], "default", "minian", "sparser")
+    presets.queue([rec.key], presets.stage_paramsets("default"))
+    presets.queue([rec.key], {**presets.stage_paramsets("default"), "cnmf": "sparser"})
     assert query.status().set_index("table").loc["CNMF", "pending"] == 2
     for table in (motion.MotionCorrection, initialization.Initialization, cnmf.CNMF):
         table.populate(reserve_jobs=True)

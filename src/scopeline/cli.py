@@ -33,17 +33,14 @@ def _fail(message: str, code: int = 1):
 
 @contextlib.contextmanager
 def _clear_errors():
-    """Turn the errors a user can cause (bad recordings, identity, database access) into one line, and
-    show scopeline's own warnings (a changed preset) as one line too."""
+    """Turn the errors a user can cause (:class:`scopeline.errors.ScopelineError`: bad recordings,
+    parameters, names, configuration; and database access) into one line and the error's exit code,
+    and show scopeline's own warnings (a changed preset) as one line too."""
     import warnings
 
     from scopeline._dj import dj
-    from scopeline.core.io import RecordingError
-    from scopeline.pipeline import OutdatedSchemaError
-    from scopeline.pipeline._paramsets import ParamSetError
-    from scopeline.pipeline.ingest import IngestError
-    from scopeline.pipeline.presets import PresetError, PresetWarning
-    from scopeline.server import ServerError
+    from scopeline.errors import ScopelineError, exit_code
+    from scopeline.pipeline.presets import PresetWarning
 
     shown = warnings.showwarning
 
@@ -56,11 +53,42 @@ def _clear_errors():
     warnings.showwarning = show
     try:
         yield
-    except (RecordingError, IngestError, ServerError, ParamSetError, PresetError, FileExistsError,
-            OutdatedSchemaError, dj.DataJointError) as err:
-        _fail(f"{type(err).__name__}: {err}" if isinstance(err, dj.DataJointError) else str(err))
+    except (ScopelineError, FileExistsError, dj.DataJointError) as err:
+        _fail(f"{type(err).__name__}: {err}" if isinstance(err, dj.DataJointError) else str(err), exit_code(err))
     finally:
         warnings.showwarning = shown
+
+
+def _stage_options(*, skip: tuple = ()):
+    """Give a command one option per stage with parameters (``--motion``, ``--initialization``,
+    ``--cnmf`` and their aliases, and any stage registered later), passed to it as
+    ``paramsets={stage name: value or None}``: adding a stage adds its option everywhere. Aliases in
+    ``skip`` are left out (a command's own ``--paramset``)."""
+    import functools
+    import inspect
+
+    from scopeline.pipeline import stages
+
+    def decorate(fn):
+        signature = inspect.signature(fn)
+        own = [p for p in signature.parameters.values() if p.name != "paramsets"]
+        names = {s.name: f"paramset_{s.name}" for s in stages.with_params()}
+        extra = [inspect.Parameter(
+            names[s.name], inspect.Parameter.KEYWORD_ONLY, annotation=Optional[str],
+            default=typer.Option(None, f"--{s.name}", *(a for a in s.aliases if a not in skip), help=f"{s.label[0].upper()}{s.label[1:]} parameter set."))
+            for s in stages.with_params()]
+
+        @functools.wraps(fn)
+        def wrapper(*args, **kwargs):
+            paramsets = {stage: kwargs.pop(arg) for stage, arg in names.items()}
+            return fn(*args, paramsets=paramsets, **kwargs)
+
+        wrapper.__signature__ = signature.replace(parameters=own + extra)
+        wrapper.__annotations__ = {**{k: v for k, v in fn.__annotations__.items() if k != "paramsets"},
+                                   **{p.name: p.annotation for p in extra}}
+        return wrapper
+
+    return decorate
 
 
 # --------------------------------------------------------------------------------------- db
@@ -220,105 +248,94 @@ def simulate(
 # ---------------------------------------------------------------------------- processing
 
 paramset_app = typer.Typer(help="Parameter sets of the processing stages.", no_args_is_help=True)
-task_app = typer.Typer(help="Say which parameter set to run on which recordings.", no_args_is_help=True)
 app.add_typer(paramset_app, name="paramset")
-app.add_typer(task_app, name="task")
 
 
 @paramset_app.command("ls")
 def paramset_ls():
     """List the parameter sets of every stage in the database, and the shipped presets."""
-    from scopeline.pipeline import activate
+    from scopeline.pipeline import activate, stages
 
     with _clear_errors():
         activate()
     table = Table("stage", "paramset", "description", "hash")
-    from scopeline.pipeline.presets import PARAMSET_TABLES as tables
-
-    for stage, t in tables.items():
+    for stage in stages.with_params():
+        t = stage.paramset
         for r in t.to_dicts(order_by=t.name_attr):
-            table.add_row(stage, r[t.name_attr], r["description"], r["params_hash"][:10])
+            table.add_row(stage.name, r[t.name_attr], r["description"], r["params_hash"][:10])
     console.print(table)
-    for stage, t in tables.items():
-        console.print(f"shipped {stage} presets: {', '.join(sorted(t.presets))}")
+    for stage in stages.with_params():
+        console.print(f"shipped {stage.name} presets: {', '.join(sorted(stage.presets))}")
 
 
 @paramset_app.command("add")
 def paramset_add(
     name: str = typer.Argument(..., help="Name of the new parameter set."),
     params_file: Path = typer.Argument(..., help="JSON file of parameters (missing fields take defaults)."),
-    stage: str = typer.Option("motion", help="motion | init | cnmf"),
+    stage: str = typer.Option("motion", help="The stage: motion | initialization | cnmf (or any registered)."),
     description: str = typer.Option("", help="What it is for."),
 ):
     """Add a parameter set from a JSON file (validated against schemas/<stage>.schema.json)."""
-    from scopeline.pipeline import activate
+    from scopeline.pipeline import activate, stages
 
-    from scopeline.pipeline.presets import PARAMSET_TABLES as tables
-
-    if stage not in tables:
-        _fail(f"unknown stage {stage!r}: use one of {', '.join(tables)}")
+    with _clear_errors():
+        target = stages.get(stage)
+        if target.paramset is None:
+            _fail(f"stage {target.name!r} has no parameter sets")
     try:
         params = json.loads(params_file.read_text())
     except (OSError, json.JSONDecodeError) as err:
         _fail(f"{params_file}: {err}")
     with _clear_errors():
         activate()
-        t = tables[stage]
+        t = target.paramset
         t.insert1({t.name_attr: name, "description": description, "params": params})
-    console.print(f"added {stage} paramset {name!r}")
+    console.print(f"added {target.name} paramset {name!r}")
 
 
 def _recordings(subject, session, recording) -> list[dict]:
     from scopeline.pipeline import acquisition
 
-    restriction = {k: v for k, v in (("subject", subject), ("session", session), ("recording_id", recording))
-                   if v is not None}
+    from scopeline.pipeline import keys
+
+    restriction = keys.restriction(subject=subject, session=session, recording_id=recording)
     keys = (acquisition.RecordingInfo & restriction).keys()
     if not keys:
         _fail(f"no ingested recording matches {restriction or 'anything'}")
     return keys
 
 
-@task_app.command("motion")
-def task_motion(
-    paramset: str = typer.Option("default", "--paramset", "-p", help="Parameter set name, or a shipped preset."),
+@app.command("task")
+@_stage_options(skip=("--paramset", "-p"))
+def task(
+    stage: str = typer.Argument(..., help="The last stage to queue: motion | initialization | cnmf (or any "
+                                          "registered); the stages before it are queued too."),
+    paramset: Optional[str] = typer.Option(None, "--paramset", "-p", help="That stage's parameter set (or a "
+                                                                         "shipped preset)."),
+    preset: str = typer.Option("default", "--preset", help="Pipeline preset naming the parameter sets not given."),
     subject: Optional[str] = typer.Option(None, "--subject", "-s"),
     session: Optional[str] = typer.Option(None, "--session", "-d"),
     recording: Optional[int] = typer.Option(None, "--recording", "-r"),
+    paramsets: dict = None,
 ):
-    """Add motion-correction tasks for the matching recordings (all when no filter is given)."""
-    from scopeline.pipeline import activate, motion, presets
-
-    with _clear_errors():
-        activate()
-        m = presets.ensure_paramset("motion", paramset)
-        rows = [{**k, **m} for k in _recordings(subject, session, recording)]
-        before = len(motion.MotionTask())
-        motion.MotionTask.insert(rows, skip_duplicates=True)
-    console.print(f"{len(motion.MotionTask()) - before} motion task(s) added ({len(rows)} matching recording(s))")
-
-
-@task_app.command("cnmf")
-def task_cnmf(
-    paramset: str = typer.Option("minian", "--paramset", "-p", help="CNMF parameter set, or a shipped preset."),
-    init: str = typer.Option("minian", "--init", help="Initialization parameter set, or a shipped preset."),
-    motion_paramset: str = typer.Option("default", "--motion", help="Motion parameter set, or a shipped preset."),
-    subject: Optional[str] = typer.Option(None, "--subject", "-s"),
-    session: Optional[str] = typer.Option(None, "--session", "-d"),
-    recording: Optional[int] = typer.Option(None, "--recording", "-r"),
-):
-    """Queue the whole chain (motion, initialization, CNMF) for the matching recordings.
+    """Queue a stage and the stages before it for the matching recordings (all when no filter is given).
 
     Work already queued or done is shared: a second CNMF parameter set reuses the motion correction
     and initialization of the first.
     """
-    from scopeline.pipeline import activate, presets
+    from scopeline.pipeline import activate, presets, stages
 
     with _clear_errors():
+        target = stages.get(stage)
+        if target.task is None:
+            _fail(f"stage {target.name!r} has no tasks (recordings are queued by `scopeline ingest`)")
+        names = {**presets.stage_paramsets(preset), **{k: v for k, v in paramsets.items() if v is not None}}
+        if paramset is not None:
+            names[target.name] = paramset
         activate()
         keys = _recordings(subject, session, recording)
-        added = presets.queue(keys, motion_paramset, init, paramset)
-    console.print(f"{added} CNMF task(s) added ({len(keys)} matching recording(s))")
+        added = presets.queue(keys, names, target.name)
+    console.print(f"{added} {target.name} task(s) added ({len(keys)} matching recording(s))")
 
 
 @app.command()
@@ -328,17 +345,20 @@ def populate(
     scheduler: str = typer.Option(os.environ.get("SCOPELINE_DASK_SCHEDULER", "threads"),
                                   help="threads | processes | address of a dask.distributed scheduler "
                                        "(default: SCOPELINE_DASK_SCHEDULER or threads)."),
+    stage: Optional[list[str]] = typer.Option(None, "--stage", help="Only this stage's work (repeatable; "
+                                              "default every stage), e.g. motion on one machine and CNMF on another."),
 ):
-    """Run all pending work (RecordingInfo, MotionCorrection, Initialization, CNMF), with progress bars;
-    reports failures.
+    """Run all pending work of every stage (RecordingInfo, MotionCorrection, Initialization, CNMF, and
+    any registered), with progress bars; reports failures.
 
     Safe on many machines at once: jobs are reserved in the database, so each runs once.
     """
-    from scopeline.pipeline import activate
+    from scopeline.pipeline import activate, stages
 
     with _clear_errors():
         activate()
-    if _populate(None, retry_errors, workers, scheduler):
+        only = [stages.get(name).name for name in stage] if stage else None
+    if _populate(None, retry_errors, workers, scheduler, only=only):
         console.print("fix the cause, then: scopeline populate --retry-errors")
         raise typer.Exit(1)
 
@@ -351,17 +371,19 @@ def _errors(table, restriction) -> list[dict]:
     return [j for j in jobs if any(all(j[k] == v for k, v in r.items() if k in j) for r in restriction)]
 
 
-def _populate(restriction, retry_errors: bool = False, workers: int = 2, scheduler: str = "threads") -> int:
-    """Populate RecordingInfo, MotionCorrection, Initialization and CNMF (restricted to any of the
-    ``restriction`` dicts, if given) with progress bars; print each table's outcome and failures; return the number of failed jobs."""
-    from scopeline.pipeline import acquisition, check_current, cnmf, initialization, motion
+def _populate(restriction, retry_errors: bool = False, workers: int = 2, scheduler: str = "threads",
+              only: Optional[list[str]] = None) -> int:
+    """Populate every stage's table (those named in ``only``, if given), upstream first (restricted to
+    any of the ``restriction`` dicts, if given), with progress bars; print each table's outcome and
+    failures; return the number of failed jobs."""
+    from scopeline.pipeline import check_current, motion, stages
 
     check_current()  # tables of an earlier version would fail every insert: say so first
     motion.MotionCorrection.workers = workers
     motion.MotionCorrection.scheduler = scheduler
     where = () if restriction is None else (restriction,)
     failed = 0
-    for table in (acquisition.RecordingInfo, motion.MotionCorrection, initialization.Initialization, cnmf.CNMF):
+    for table in [s.computed for s in stages.STAGES if only is None or s.name in only]:
         name = table.__name__
         if retry_errors:
             for job in _errors(table, restriction):
@@ -388,8 +410,9 @@ def ls():
 
     with _clear_errors():
         activate()
-    rows = (acquisition.Recording * acquisition.RecordingInfo).to_dicts(
-        order_by=["subject", "session", "recording_id"])
+    from scopeline.pipeline import keys
+
+    rows = (acquisition.Recording * acquisition.RecordingInfo).to_dicts(order_by=list(keys.RECORDING))
     table = Table("subject", "session", "recording", "system", "frames", "size", "fps", "duration (s)", "path")
     for r in rows:
         table.add_row(r["subject"], r["session"], str(r["recording_id"]), r["acquisition_system"],
@@ -407,9 +430,8 @@ def _process(recordings: list[dict], preset: str, out_dir: Path, nwb: bool = Tru
     from scopeline import report
     from scopeline.pipeline import presets
 
-    names = presets.stage_paramsets(preset)
-    presets.queue(recordings, names["motion"], names["init"], names["cnmf"])
-    keys = [presets.result_key(r, preset) for r in recordings]
+    presets.queue(recordings, presets.stage_paramsets(preset), "cnmf")
+    keys = [presets.result_key(r, preset, "cnmf") for r in recordings]
     _populate(keys, retry_errors=True)
     rows = []
     for key in keys:
@@ -453,7 +475,7 @@ def _print_summary(rows: list[dict], seconds: float) -> None:
                           "")
             continue
         table.add_row(r["subject"], r["session"], str(r["recording_id"]), str(r["n_frames"]), f"{r['fps']:.2f}",
-                      str(r["n_units"]), f"{r['motion_s']:.1f}", f"{r['init_s']:.1f}", f"{r['cnmf_s']:.1f}",
+                      str(r["n_units"]), f"{r['motion_s']:.1f}", f"{r['initialization_s']:.1f}", f"{r['cnmf_s']:.1f}",
                       _artifacts_text(r))
     console.print(table)
     for r in rows:
@@ -500,39 +522,32 @@ def run(
         raise typer.Exit(1)
 
 
-# options naming one result (report, export-nwb)
+# options naming one result (report, export-nwb); the parameter sets come from _stage_options
 _SUBJECT = typer.Option(..., "--subject", "-s")
 _SESSION = typer.Option(..., "--session", "-d")
 _RECORDING = typer.Option(0, "--recording", "-r")
-_PRESET = typer.Option(None, "--preset", help="Pipeline preset (names all three parameter sets).")
-_MOTION = typer.Option(None, "--motion", help="Motion parameter set.")
-_INIT = typer.Option(None, "--init", help="Initialization parameter set.")
-_CNMF = typer.Option(None, "--paramset", "-p", help="CNMF parameter set.")
+_PRESET = typer.Option(None, "--preset", help="Pipeline preset (names every stage's parameter set).")
 
 
-def _result_key(subject: str, session: str, recording: int, preset: Optional[str], motion_paramset: Optional[str],
-                init: Optional[str], paramset: Optional[str]) -> dict:
-    """A result's key from the CLI's options: a pipeline preset names all three parameter sets, and
-    the single-stage options override it; stages left open match any parameter set."""
-    from scopeline.pipeline import presets
+def _result_key(subject: str, session: str, recording: int, preset: Optional[str], paramsets: dict) -> dict:
+    """A result's key from the CLI's options: a pipeline preset names every parameter set, and the
+    single-stage options override it; stages left open match any parameter set."""
+    from scopeline.pipeline import keys, presets
 
-    key = {"subject": subject, "session": session, "recording_id": recording}
+    key = keys.restriction(subject=subject, session=session, recording_id=recording)
     if preset:
-        key = presets.result_key(key, preset)
-    key.update({k: v for k, v in (("motion_paramset", motion_paramset), ("init_paramset", init),
-                                  ("cnmf_paramset", paramset)) if v is not None})
-    return key
+        key = presets.result_key(key, preset, "cnmf")
+    return {**key, **keys.restriction(**paramsets)}
 
 
 @app.command()
+@_stage_options()
 def report(
     subject: str = _SUBJECT,
     session: str = _SESSION,
     recording: int = _RECORDING,
     preset: Optional[str] = _PRESET,
-    motion_paramset: Optional[str] = _MOTION,
-    init: Optional[str] = _INIT,
-    paramset: Optional[str] = _CNMF,
+    paramsets: dict = None,
     out: Path = typer.Option(Path("scopeline-results"), "--out", "-o", help="Folder for the figures."),
 ):
     """Figures (motion shifts, summary images, footprint contours, traces with activity) and a summary
@@ -541,7 +556,7 @@ def report(
     from scopeline.pipeline import activate
 
     with _clear_errors():
-        key = _result_key(subject, session, recording, preset, motion_paramset, init, paramset)
+        key = _result_key(subject, session, recording, preset, paramsets)
         activate()
         try:
             paths = rep.write_figures(key, out / subject / session)
@@ -551,22 +566,21 @@ def report(
     if info:
         console.print(f"{info['n_frames']} frames ({info['size']} pixels) at {info['fps']:.2f} Hz; "
                       f"{_artifacts_text(info)}; {info['n_seeds']} seeds, {info['n_units']} units; "
-                      f"motion {info['motion_s']:.1f} s, initialization {info['init_s']:.1f} s, "
+                      f"motion {info['motion_s']:.1f} s, initialization {info['initialization_s']:.1f} s, "
                       f"CNMF {info['cnmf_s']:.1f} s")
     for p in paths.values():
         console.print(f"wrote {p}", highlight=False, soft_wrap=True)
 
 
 @app.command("export-nwb")
+@_stage_options()
 def export_nwb_cmd(
     out: Path = typer.Option(..., "--out", "-o", help="NWB file to write."),
     subject: str = _SUBJECT,
     session: str = _SESSION,
     recording: int = _RECORDING,
     preset: Optional[str] = _PRESET,
-    motion_paramset: Optional[str] = _MOTION,
-    init: Optional[str] = _INIT,
-    paramset: Optional[str] = _CNMF,
+    paramsets: dict = None,
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing file."),
     embed_movie: bool = typer.Option(False, "--embed-movie", help="Also store the corrected movie in the file."),
     inspect: bool = typer.Option(True, "--inspect/--no-inspect", help="Check the file with nwbinspector (DANDI)."),
@@ -580,7 +594,7 @@ def export_nwb_cmd(
     from scopeline.pipeline.nwb import export_nwb, inspect_nwb
 
     with _clear_errors():
-        key = _result_key(subject, session, recording, preset, motion_paramset, init, paramset)
+        key = _result_key(subject, session, recording, preset, paramsets)
         activate()
         try:
             path = export_nwb(key, out, overwrite=overwrite, embed_movie=embed_movie, progress=embed_movie)
@@ -608,9 +622,9 @@ def status(as_json: bool = typer.Option(False, "--json", help="Print JSON.")):
     if as_json:
         print(frame.to_json(orient="records"))
         return
-    table = Table("table", "done", "pending", "reserved", "error")
+    table = Table("stage", "table", "done", "pending", "reserved", "error")
     for r in frame.to_dict("records"):
-        table.add_row(r["table"], str(r["done"]), str(r["pending"]), str(r["reserved"]),
+        table.add_row(r["stage"], r["table"], str(r["done"]), str(r["pending"]), str(r["reserved"]),
                       f"[red]{r['error']}[/]" if r["error"] else "0")
     console.print(table)
     if frame["error"].sum():
@@ -618,12 +632,12 @@ def status(as_json: bool = typer.Option(False, "--json", help="Print JSON.")):
 
 
 @app.command()
+@_stage_options()
 def results(
     subject: Optional[str] = typer.Option(None, "--subject", "-s"),
     session: Optional[str] = typer.Option(None, "--session", "-d"),
-    paramset: Optional[str] = typer.Option(None, "--paramset", "-p", help="CNMF parameter set."),
-    init: Optional[str] = typer.Option(None, "--init"),
-    motion_paramset: Optional[str] = typer.Option(None, "--motion"),
+    paramsets: dict = None,
+    stage: str = typer.Option("cnmf", "--stage", help="Whose results: cnmf (default) or another stage."),
     units: bool = typer.Option(False, "--units", help="One row per unit instead of per result."),
     csv: Optional[Path] = typer.Option(None, "--csv", help="Also write the table as CSV."),
 ):
@@ -631,9 +645,8 @@ def results(
     from scopeline import query
 
     with _clear_errors():
-        args = dict(subject=subject, session=session, motion_paramset=motion_paramset, init_paramset=init,
-                    cnmf_paramset=paramset)
-        frame = query.units(**args) if units else query.results(**args)
+        args = dict(subject=subject, session=session, **paramsets)
+        frame = query.units(**args) if units else query.results(stage=stage, **args)
     if csv:
         frame.to_csv(csv, index=False)
     _print_frame(frame, "no result matches" if not units else "no unit matches")

@@ -8,8 +8,11 @@ Two cases, decided once per process by :func:`configure`:
 - Nothing is configured: scopeline starts (if needed) and uses its private server
   (:mod:`scopeline.server`).
 
-Large arrays go to DataJoint's default object store. When none is configured, scopeline adds a
-local file store under ``<home>/store``.
+Large arrays go to DataJoint's default object store (``DJ_STORES`` or ``stores`` in ``datajoint.json``).
+With the private server and no store, scopeline adds a local file store under ``<home>/store``; with a
+lab server a store must be configured (every machine must read what any machine wrote), else
+:class:`StoreNotConfiguredError` says how (``SCOPELINE_LOCAL_STORE=1`` allows a local folder for a
+one-machine setup).
 """
 
 from __future__ import annotations
@@ -19,8 +22,9 @@ import os
 
 from scopeline import server, settings
 from scopeline._dj import dj
+from scopeline.errors import ConfigurationError
 
-__all__ = ["user_configured", "configure", "connect", "describe"]
+__all__ = ["user_configured", "configure", "connect", "describe", "StoreNotConfiguredError"]
 
 STORE_NAME = "scopeline"
 
@@ -48,10 +52,31 @@ def user_configured() -> bool:
     return bool(os.environ.get("DJ_HOST") or _config_file_host())
 
 
-def _ensure_store() -> None:
+class StoreNotConfiguredError(ConfigurationError):
+    """A lab database server is configured but no object store: other machines could not read the arrays."""
+
+
+def _ensure_store(user_server: bool) -> None:
+    """Keep the configured default object store; with none, refuse for a lab server (unless
+    ``SCOPELINE_LOCAL_STORE`` is set) and add ``<home>/store`` for the private server.
+
+    Raises
+    ------
+    StoreNotConfiguredError
+        With a lab server and no store: naming the settings that configure one.
+    """
     stores = dict(dj.config.stores or {})
     if stores.get("default"):
         return
+    if user_server and os.environ.get("SCOPELINE_LOCAL_STORE", "").lower() not in ("1", "true", "yes"):
+        raise StoreNotConfiguredError(
+            f"a database server is configured (DJ_HOST={dj.config['database.host']}) but no object store: the "
+            "corrected movies and traces would go to a folder on this machine that the other machines of the "
+            "lab cannot read. Configure a store that every machine reaches, either DJ_STORES, e.g. "
+            "DJ_STORES='{\"default\": \"lab\", \"lab\": {\"protocol\": \"file\", \"location\": "
+            "\"/mnt/lab/scopeline-store\"}}' (or an S3 bucket: \"protocol\": \"s3\"), or \"stores\" in "
+            "datajoint.json; for one machine only, SCOPELINE_LOCAL_STORE=1 keeps them under "
+            f"{settings.store_location()}")
     stores[STORE_NAME] = {"protocol": "file", "location": str(settings.store_location())}
     stores["default"] = STORE_NAME
     dj.config.stores = stores
@@ -88,7 +113,7 @@ def configure(start_local: bool = True) -> dict:
         dj.config["database.password"] = info.password
         dj.config["database.use_tls"] = False
         source = "local"
-    _ensure_store()
+    _ensure_store(source == "user")
     return {
         "source": source,
         "backend": dj.config["database.backend"],

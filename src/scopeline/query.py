@@ -7,10 +7,10 @@ optional restrictions; ``None`` means any.
 Example
 -------
 >>> from scopeline import query
->>> query.units(subject="m1", cnmf_paramset="minian")          # doctest: +SKIP
->>> query.trace_matrix({"subject": "m1", "session": "d1", "recording_id": 0,
-...                     "motion_paramset": "default", "init_paramset": "minian",
-...                     "cnmf_paramset": "minian"})            # doctest: +SKIP
+>>> query.units(subject="m1", cnmf="minian")                   # doctest: +SKIP
+>>> from scopeline.pipeline import presets
+>>> query.trace_matrix(presets.result_key({"subject": "m1", "session": "d1", "recording_id": 0},
+...                                       "default"))         # doctest: +SKIP
 """
 
 from __future__ import annotations
@@ -20,64 +20,79 @@ from typing import Optional
 import numpy as np
 import pandas as pd
 
-from scopeline.pipeline import acquisition, activate, cnmf, initialization, motion
+from scopeline.pipeline import acquisition, activate, cnmf, keys, motion, stages, units as unit_reader
 from scopeline.pipeline._util import load_npy
 
 __all__ = ["sessions", "results", "units", "traces", "trace_matrix", "status"]
 
-_KEY = ["subject", "session", "recording_id", "motion_paramset", "init_paramset", "cnmf_paramset"]
 _UNIT_METRICS = ["centroid_y", "centroid_x", "area", "snr", "sn", "b0", "c0", "patch_y", "patch_x"]
-
-
-def _restriction(**fields) -> dict:
-    return {k: v for k, v in fields.items() if v is not None}
 
 
 def sessions(subject: Optional[str] = None, session: Optional[str] = None) -> pd.DataFrame:
     """One row per ingested recording: subject, session, recording_id, acquisition_system, n_frames,
-    height, width (pixels), fps (Hz), duration (s), recording_path, and how many motion corrections
-    and CNMF results it has."""
+    height, width (pixels), fps (Hz), duration (s), recording_path, and how many results each stage
+    with parameters has (``<stage>_results``: ``motion_results``, ``initialization_results``, ...)."""
     activate()
-    r = _restriction(subject=subject, session=session)
-    rows = (acquisition.Recording * acquisition.RecordingInfo & r).to_dicts(order_by=["subject", "session",
-                                                                                     "recording_id"])
-    cols = ["subject", "session", "recording_id", "acquisition_system", "n_frames", "height", "width", "fps",
-            "duration", "recording_path"]
+    r = keys.restriction(subject=subject, session=session)
+    rec = list(keys.RECORDING)
+    rows = (acquisition.Recording * acquisition.RecordingInfo & r).to_dicts(order_by=rec)
+    cols = rec + ["acquisition_system", "n_frames", "height", "width", "fps", "duration", "recording_path"]
     out = pd.DataFrame([{c: row[c] for c in cols} for row in rows], columns=cols)
-    key = ["subject", "session", "recording_id"]
-    for name, table in (("motion_corrections", motion.MotionCorrection), ("cnmf_results", cnmf.CNMF)):
-        counts = pd.DataFrame((table & r).keys(), columns=key + [c for c in table.primary_key if c not in key])
-        n = counts.groupby(key).size().rename(name) if len(counts) else pd.Series(dtype=int, name=name)
-        out = out.join(n, on=key) if len(out) else out.assign(**{name: []})
+    for stage in stages.with_params():
+        name = f"{stage.name}_results"
+        counts = pd.DataFrame((stage.computed & r).keys(), columns=list(keys.fields(stage.name)))
+        n = counts.groupby(rec).size().rename(name) if len(counts) else pd.Series(dtype=int, name=name)
+        out = out.join(n, on=rec) if len(out) else out.assign(**{name: []})
         out[name] = out[name].fillna(0).astype(int)
     return out
 
 
-def results(subject: Optional[str] = None, session: Optional[str] = None, motion_paramset: Optional[str] = None,
-            init_paramset: Optional[str] = None, cnmf_paramset: Optional[str] = None) -> pd.DataFrame:
-    """One row per CNMF result: its key (subject, session, recording_id and the three parameter-set
-    names), n_units, n_frames, and the compute time of each stage (s)."""
+def _stage_columns(stage) -> tuple[dict, dict]:
+    """A stage's columns in :func:`results`: its declared ``extra["columns"]`` and its compute time as
+    ``<stage>_s`` (when its table has one)."""
+    names = stage.computed.heading.names
+    shown = [c for c in stage.extra.get("columns", ()) if c in names]
+    timed = {f"{stage.name}_s": "compute_time"} if "compute_time" in names else {}
+    return shown, timed
+
+
+def results(subject: Optional[str] = None, session: Optional[str] = None, *, stage: str = "cnmf",
+            **paramsets: Optional[str]) -> pd.DataFrame:
+    """One row per result of a stage (default CNMF): its key (subject, session, recording_id and the
+    parameter-set names), what each stage of its chain reports (n_frames, n_units), and each stage's
+    compute time (``motion_s``, ``initialization_s``, ``cnmf_s``; s).
+
+    Parameters
+    ----------
+    subject, session : str, optional
+    stage : str
+        Whose results (any registered stage with parameters).
+    **paramsets : str, optional
+        Parameter sets by stage name or attribute (``cnmf="minian"`` or ``cnmf_paramset="minian"``).
+    """
     activate()
-    r = _restriction(subject=subject, session=session, motion_paramset=motion_paramset,
-                     init_paramset=init_paramset, cnmf_paramset=cnmf_paramset)
-    q = (cnmf.CNMF.proj("n_units", cnmf_s="compute_time")
-         * initialization.Initialization.proj(init_s="compute_time")
-         * motion.MotionCorrection.proj("n_frames", motion_s="compute_time") & r)
-    cols = _KEY + ["n_units", "n_frames", "motion_s", "init_s", "cnmf_s"]
-    return pd.DataFrame([{c: row[c] for c in cols} for row in q.to_dicts(order_by=_KEY)], columns=cols)
+    r = keys.restriction(subject=subject, session=session, **paramsets)
+    chain = [s for s in stages.chain(stage) if s.paramset is not None]
+    q, shown, times = None, [], []
+    for s in reversed(chain):  # downstream first: a column a later stage reports too is the later one's
+        cols, timed = _stage_columns(s)
+        cols = [c for c in cols if c not in shown]
+        part = s.computed.proj(*cols, **timed)
+        q = part if q is None else q * part
+        shown, times = cols + shown, list(timed) + times
+    fields = list(keys.fields(stage))
+    cols = fields + shown + times
+    return pd.DataFrame([{c: row[c] for c in cols} for row in (q & r).to_dicts(order_by=fields)], columns=cols)
 
 
-def units(subject: Optional[str] = None, session: Optional[str] = None, motion_paramset: Optional[str] = None,
-          init_paramset: Optional[str] = None, cnmf_paramset: Optional[str] = None) -> pd.DataFrame:
+def units(subject: Optional[str] = None, session: Optional[str] = None, **paramsets: Optional[str]) -> pd.DataFrame:
     """One row per unit: the result's key, unit_id, centroid_y / centroid_x (pixels), area (pixels),
     snr, sn and b0 / c0 (movie units), and the footprint patch's corner (pixels). No traces (see
-    :func:`traces`)."""
+    :func:`traces`). The units are those the result shows (:mod:`scopeline.pipeline.units`)."""
     activate()
-    r = _restriction(subject=subject, session=session, motion_paramset=motion_paramset,
-                     init_paramset=init_paramset, cnmf_paramset=cnmf_paramset)
-    cols = _KEY + ["unit_id"] + _UNIT_METRICS
-    rows = (cnmf.CNMF.Unit & r).proj(*_UNIT_METRICS).to_dicts(order_by=_KEY + ["unit_id"])
-    return pd.DataFrame([{c: row[c] for c in cols} for row in rows], columns=cols)
+    r = keys.restriction(subject=subject, session=session, **paramsets)
+    cols = list(keys.fields("cnmf")) + ["unit_id"] + _UNIT_METRICS
+    return pd.DataFrame([{c: row[c] for c in cols} for row in unit_reader.rows(r, *_UNIT_METRICS)], columns=cols)
 
 
 def _frame_times(key: dict) -> np.ndarray:
@@ -87,24 +102,23 @@ def _frame_times(key: dict) -> np.ndarray:
     return np.asarray(ts, np.float64)[idx] - float(ts[0])
 
 
-def traces(subject: Optional[str] = None, session: Optional[str] = None, motion_paramset: Optional[str] = None,
-           init_paramset: Optional[str] = None, cnmf_paramset: Optional[str] = None) -> pd.DataFrame:
+def traces(subject: Optional[str] = None, session: Optional[str] = None, **paramsets: Optional[str]) -> pd.DataFrame:
     """One row per unit with its traces: the result's key, unit_id, ``C`` and ``S`` (float32
     (frames,) arrays, movie units: not dF/F) and ``time`` (float64 (frames,), s from the first frame).
     """
     activate()
-    r = _restriction(subject=subject, session=session, motion_paramset=motion_paramset,
-                     init_paramset=init_paramset, cnmf_paramset=cnmf_paramset)
+    r = keys.restriction(subject=subject, session=session, **paramsets)
+    fields = list(keys.fields("cnmf"))
     times: dict = {}
     out = []
-    for row in (cnmf.CNMF.Unit & r).proj("trace", "activity").to_dicts(order_by=_KEY + ["unit_id"]):
-        key = {k: row[k] for k in _KEY}
-        rec = tuple(key[k] for k in _KEY[:4])
-        if rec not in times:
-            times[rec] = _frame_times(key)
+    for row in unit_reader.rows(r, "trace", "activity"):
+        key = {k: row[k] for k in fields}
+        motion_key = tuple(keys.of(key, "motion").values())
+        if motion_key not in times:
+            times[motion_key] = _frame_times(key)
         out.append({**key, "unit_id": row["unit_id"], "C": load_npy(row["trace"]), "S": load_npy(row["activity"]),
-                    "time": times[rec]})
-    return pd.DataFrame(out, columns=_KEY + ["unit_id", "C", "S", "time"])
+                    "time": times[motion_key]})
+    return pd.DataFrame(out, columns=fields + ["unit_id", "C", "S", "time"])
 
 
 def trace_matrix(key: dict, which: str = "C") -> pd.DataFrame:
@@ -116,38 +130,38 @@ def trace_matrix(key: dict, which: str = "C") -> pd.DataFrame:
     key : dict
         Restricts CNMF to exactly one result.
     which : str
-        ``"C"`` (calcium, movie units) or ``"S"`` (deconvolved activity).
+        ``"C"`` (calcium, movie units), ``"S"`` (deconvolved activity) or ``"YrA"`` (before deconvolution).
 
     Raises
     ------
     ValueError
-        If ``key`` matches no result or several, or ``which`` is not C or S.
+        If ``key`` matches no result or several, or ``which`` is not C, S or YrA (or YrA is not stored).
     """
     activate()
-    if which not in ("C", "S"):
-        raise ValueError(f"which must be 'C' or 'S', not {which!r}")
+    if which not in ("C", "S", "YrA"):
+        raise ValueError(f"which must be 'C', 'S' or 'YrA', not {which!r}")
     n = len(cnmf.CNMF & key)
     if n != 1:
         raise ValueError(f"{key} matches {n} CNMF results; give a key of exactly one")
-    res = (cnmf.CNMF & key).result()
     full = (cnmf.CNMF & key).fetch1("KEY")
+    res = unit_reader.arrays(full)
+    if res[which] is None:
+        raise ValueError(f"{keys.describe(full)}: YrA is not stored for this result (made by an earlier scopeline)")
     return pd.DataFrame(res[which].T, index=pd.Index(_frame_times(full), name="time"),
                         columns=pd.Index(res["unit_id"], name="unit_id"))
 
 
 def status() -> pd.DataFrame:
-    """Progress of every computed table across the database: one row per table with ``done`` (rows
+    """Progress of every stage across the database: one row per stage's table with ``done`` (rows
     present), ``pending`` (queued by a task, or an ingested recording, and not started, whether or
     not its upstream work is done yet), ``reserved`` (being computed now) and ``error`` (failed; see
-    ``scopeline populate --retry-errors``)."""
+    ``scopeline populate --retry-errors``); ``stage`` the stage's name."""
     activate()
     out = []
-    for table, queued in ((acquisition.RecordingInfo, acquisition.Recording),
-                          (motion.MotionCorrection, motion.MotionTask),
-                          (initialization.Initialization, initialization.InitTask),
-                          (cnmf.CNMF, cnmf.CNMFTask)):
-        todo = len(queued.proj() - table.proj())
+    for stage in stages.STAGES:
+        table = stage.computed
+        todo = len(stage.queued_by.proj() - table.proj())
         reserved, error = len(table.jobs.reserved), len(table.jobs.errors)
-        out.append({"table": table.__name__, "done": len(table()), "pending": max(todo - reserved - error, 0),
-                    "reserved": reserved, "error": error})
-    return pd.DataFrame(out, columns=["table", "done", "pending", "reserved", "error"])
+        out.append({"stage": stage.name, "table": table.__name__, "done": len(table()),
+                    "pending": max(todo - reserved - error, 0), "reserved": reserved, "error": error})
+    return pd.DataFrame(out, columns=["stage", "table", "done", "pending", "reserved", "error"])

@@ -12,12 +12,9 @@ import numpy as np
 
 from scopeline.figures import cnmf_figure, motion_figure, quality_figure
 from scopeline.core.quality import METRICS
-from scopeline.pipeline import acquisition, cnmf, initialization, motion
+from scopeline.pipeline import acquisition, cnmf, initialization, keys, motion, stages, units
 
 __all__ = ["result_name", "summary", "write_figures", "unit_metrics"]
-
-_MOTION_KEY = ["subject", "session", "recording_id", "motion_paramset"]
-_KEY = _MOTION_KEY + ["init_paramset", "cnmf_paramset"]
 
 
 def _one(table, key: dict, what: str) -> dict:
@@ -39,8 +36,12 @@ def _one(table, key: dict, what: str) -> dict:
 
 
 def result_name(key: dict) -> str:
-    """File-name stem of a result: subject_session_recording_motion_init_cnmf."""
-    return "_".join(str(key[k]) for k in _KEY if k in key)
+    """File-name stem of a result: subject_session_recording_motion_init_cnmf (:func:`scopeline.pipeline.keys.name`)."""
+    return keys.name(key)
+
+
+def _title(key: dict) -> str:
+    return " / ".join(str(v) for v in keys.of(key).values())
 
 
 def _frame_times(key: dict) -> np.ndarray | None:
@@ -68,34 +69,33 @@ def write_figures(key: dict, out_dir: str | Path) -> dict[str, Path]:
     LookupError
         If no motion correction matches ``key``, or several do.
     """
-    mkey = _one(motion.MotionCorrection, {k: v for k, v in key.items() if k in _MOTION_KEY}, "motion correction")
+    mkey = _one(motion.MotionCorrection, keys.of(key, "motion"), "motion correction")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     row = (motion.MotionCorrection & mkey).fetch1()
     ts = _frame_times(mkey)
-    title = " / ".join(str(mkey[k]) for k in _MOTION_KEY)
-    paths = {"motion": motion_figure(row, ts, out / f"{result_name(mkey)}_motion.png", title=title)}
-    if "cnmf_paramset" in key or len(cnmf.CNMF & key) == 1:
+    paths = {"motion": motion_figure(row, ts, out / f"{result_name(mkey)}_motion.png", title=_title(mkey))}
+    if cnmf.STAGE.key_attr in key or len(cnmf.CNMF & key) == 1:
         ckey = _one(cnmf.CNMF, key, "CNMF")
-        res = (cnmf.CNMF & ckey).result()
+        res = units.arrays(ckey)
         idx = row["frame_index"]
         times = ts[idx] - ts[0] if ts is not None and len(ts) > idx.max(initial=0) else None
         paths["cnmf"] = cnmf_figure(res["A"], row["max_image"], res["C"], res["S"], times,
                                     out / f"{result_name(ckey)}_cnmf.png",
-                                    title=" / ".join(str(ckey[k]) for k in _KEY), unit_ids=res["unit_id"])
+                                    title=_title(ckey), unit_ids=res["unit_id"])
         metrics = unit_metrics(ckey)
         if metrics:
             paths["quality"] = quality_figure(res["A"], metrics, row["max_image"],
                                               (motion.MotionCorrection & mkey).field_of_view(),
                                               out / f"{result_name(ckey)}_quality.png",
-                                              title=" / ".join(str(ckey[k]) for k in _KEY) + ": unit quality metrics")
+                                              title=_title(ckey) + ": unit quality metrics")
     return paths
 
 
 def unit_metrics(key: dict) -> dict:
     """One CNMF result's per-unit quality metrics, metric -> float32 (units,) in unit order ({} for a
     result made before scopeline stored them)."""
-    rows = (cnmf.CNMF.Unit & key).to_dicts(order_by="unit_id")
+    rows = units.rows(key, *METRICS)
     if not rows or rows[0].get("r_value") is None:
         return {}
     return {name: np.array([r[name] for r in rows], np.float32) for name in METRICS}
@@ -104,7 +104,8 @@ def unit_metrics(key: dict) -> dict:
 def summary(key: dict) -> dict:
     """One CNMF result in numbers: its key, frames, fps (Hz), duration (s), frames flagged (corrupted or
     striped, dark at the start, shifts from neighbours), line noise before / after removal (movie units),
-    the field of view (fraction of the frame), units, and the compute time of each stage (s).
+    the field of view (fraction of the frame), units shown (:mod:`scopeline.pipeline.units`), and the
+    compute time of each stage (``<stage>_s``, s).
 
     Raises
     ------
@@ -114,11 +115,12 @@ def summary(key: dict) -> dict:
     ckey = _one(cnmf.CNMF, key, "CNMF")
     info = (acquisition.RecordingInfo & ckey).fetch1("fps", "duration")
     mc = motion.MotionCorrection & ckey
-    m = mc.fetch1("n_frames", "height", "width", "corrupted_frames", "compute_time")
+    m = mc.fetch1("n_frames", "height", "width", "corrupted_frames")
     dark, fallback, line = mc.fetch1("dark_frames", "fallback_frames", "line_noise")
     line = line or {}
-    init_s, n_seeds = (initialization.Initialization & ckey).fetch1("compute_time", "n_seeds")
-    n_units, cnmf_s = (cnmf.CNMF & ckey).fetch1("n_units", "compute_time")
+    n_seeds = (initialization.Initialization & ckey).fetch1("n_seeds")
+    seconds = {f"{s.name}_s": float((s.computed & ckey).fetch1("compute_time")) for s in stages.chain("cnmf")
+               if "compute_time" in s.computed.heading.names}
     return {**ckey, "n_frames": int(m[0]), "size": f"{m[1]}x{m[2]}", "fps": float(info[0]),
             "duration_s": float(info[1]), "corrupted_frames": int(len(m[3])),
             "dark_frames": int(len(dark)) if dark is not None else 0,
@@ -126,4 +128,4 @@ def summary(key: dict) -> dict:
             "line_noise_before": round(float(line.get("before", 0.0)), 2) if line.get("removed") else None,
             "line_noise_after": round(float(line.get("after", 0.0)), 2) if line.get("removed") else None,
             "fov_fraction": round(float(mc.field_of_view().mean()), 3), "n_seeds": int(n_seeds),
-            "n_units": int(n_units), "motion_s": float(m[4]), "init_s": float(init_s), "cnmf_s": float(cnmf_s)}
+            "n_units": len(units.table(ckey)), **seconds}

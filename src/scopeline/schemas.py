@@ -12,24 +12,10 @@ from pathlib import Path
 
 from pydantic import BaseModel
 
-from scopeline.core import cnmf, initialize, motion
 from scopeline.core.simulate import SimulationParams
+from scopeline.pipeline import stages
 
 __all__ = ["schemas", "presets", "write"]
-
-
-#: stage -> (parameter model, presets, description)
-STAGES = {
-    "motion": (motion.MotionParams, motion.PRESETS,
-               "Motion-correction parameter set of scopeline (preprocessing, registration, output); pixels "
-               "refer to the frame after cropping and downsampling unless stated."),
-    "initialization": (initialize.InitParams, initialize.PRESETS,
-                       "Initialization parameter set of scopeline (seeds, refinement, initial footprints); "
-                       "pixels of the motion-corrected movie, Hz of its frame rate."),
-    "cnmf": (cnmf.CNMFParams, cnmf.PRESETS,
-             "CNMF parameter set of scopeline (noise, spatial and temporal updates, merging); pixels and "
-             "frames of the motion-corrected movie."),
-}
 
 
 def _schema(model_cls: type[BaseModel], description: str) -> dict:
@@ -42,13 +28,13 @@ def _schema(model_cls: type[BaseModel], description: str) -> dict:
 def schemas() -> dict[str, dict]:
     """Schema name -> JSON Schema (dict)."""
     out = {"simulation": SimulationParams.json_schema()}
-    out.update({stage: _schema(model, text) for stage, (model, _, text) in STAGES.items()})
+    out.update({s.name: _schema(s.model, s.description) for s in stages.with_params()})
     return out
 
 
 def presets() -> dict[str, dict[str, dict]]:
     """Stage -> preset name -> parameters (JSON-ready dict, every default filled)."""
-    return {stage: {name: json.loads(p.canonical_json()) for name, p in named.items()} for stage, (_, named, _) in STAGES.items()}
+    return {s.name: {name: json.loads(p.canonical_json()) for name, p in s.presets.items()} for s in stages.with_params()}
 
 
 def write(folder: str | Path) -> list[Path]:

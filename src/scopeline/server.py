@@ -24,6 +24,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from scopeline import settings
+from scopeline.errors import ConfigurationError
 
 __all__ = ["ServerError", "ServerInfo", "up", "down", "status", "server_dir"]
 
@@ -31,7 +32,7 @@ _SBIN = ("/usr/sbin", "/usr/local/sbin", "/usr/local/mysql/bin", "/usr/bin")
 _READY_TIMEOUT_S = 60.0
 
 
-class ServerError(RuntimeError):
+class ServerError(ConfigurationError, RuntimeError):
     """The private database server could not be found, initialized, started or stopped."""
 
 

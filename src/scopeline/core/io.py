@@ -54,6 +54,7 @@ import dask  # noqa: E402
 import dask.array as da  # noqa: E402
 import numpy as np  # noqa: E402
 import tifffile  # noqa: E402
+from scopeline.errors import ScopelineError  # noqa: E402
 
 __all__ = [
     "RecordingError",
@@ -81,7 +82,7 @@ DROP_FACTOR = 1.5  # an interval longer than this many median intervals is a dro
 CHUNK_BYTES = 32 * 2**20  # target size of one lazy chunk of frames
 
 
-class RecordingError(ValueError):
+class RecordingError(ScopelineError, ValueError):
     """A recording on disk is missing, unreadable or inconsistent; the message names the file."""
 
 

@@ -60,6 +60,7 @@ from scopeline.core import fov as fov_
 from scopeline.core import io
 from scopeline.core import preprocess as pp
 from scopeline.core.params import StageParams
+from scopeline.errors import ScopelineError
 
 __all__ = [
     "MotionError",
@@ -81,7 +82,7 @@ __all__ = [
 ]
 
 
-class MotionError(ValueError):
+class MotionError(ScopelineError, ValueError):
     """Motion correction cannot run on this input; the message says why."""
 
 

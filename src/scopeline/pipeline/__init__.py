@@ -10,14 +10,11 @@ from __future__ import annotations
 import os
 
 from scopeline._dj import dj
-from scopeline.pipeline import acquisition, cnmf, initialization, motion, session, subject
+from scopeline.errors import ScopelineError
+from scopeline.pipeline import acquisition, cnmf, initialization, motion, session, stages, subject
 
 __all__ = ["activate", "deactivate", "drop", "schema_prefix", "outdated", "migrate", "check_current",
-           "OutdatedSchemaError", "SCHEMAS", "subject", "session", "acquisition", "motion", "initialization", "cnmf"]
-
-#: (module, schema suffix) in dependency order
-SCHEMAS = [(subject, "subject"), (session, "session"), (acquisition, "acquisition"), (motion, "motion"),
-           (initialization, "initialization"), (cnmf, "cnmf")]
+           "OutdatedSchemaError", "stages", "subject", "session", "acquisition", "motion", "initialization", "cnmf"]
 
 _active: dict = {}
 
@@ -54,7 +51,7 @@ def activate(prefix: str | None = None, connection: dj.Connection | None = None)
         return dict(_active)
     if _active:
         deactivate()
-    for module, name in SCHEMAS:
+    for module, name in stages.schemas():
         module.schema.activate(prefix + name, connection=connection)
     _active.update(prefix=prefix, connection=connection)
     return dict(_active)
@@ -62,7 +59,7 @@ def activate(prefix: str | None = None, connection: dj.Connection | None = None)
 
 def deactivate() -> None:
     """Detach the schema objects so that :func:`activate` can bind them to another database."""
-    for module, _ in SCHEMAS:
+    for module, _ in stages.schemas():
         module.schema.database = None
         module.schema.connection = None
     _active.clear()
@@ -72,13 +69,15 @@ def drop(force: bool = False) -> None:
     """Drop every scopeline schema of the active prefix (all their data), most dependent first."""
     if not _active:
         raise RuntimeError("no scopeline pipeline is active")
-    for module, _ in reversed(SCHEMAS):
+    for module, _ in reversed(stages.schemas()):
         module.schema.drop(prompt=not force)
     deactivate()
 
 
-class OutdatedSchemaError(RuntimeError):
+class OutdatedSchemaError(ScopelineError, RuntimeError):
     """Tables of the database were made by an earlier scopeline and lack attributes this one stores."""
+
+    exit_code = 3
 
 
 def _declared(table) -> list[str]:
@@ -96,7 +95,7 @@ def _tables():
     """Every table class of the pipeline, part tables included."""
     import inspect
 
-    for module, _ in SCHEMAS:
+    for module, _ in stages.schemas():
         for _, cls in inspect.getmembers(module, inspect.isclass):
             if cls.__module__ != module.__name__ or not hasattr(cls, "definition") or not isinstance(cls.definition, str):
                 continue
@@ -156,3 +155,6 @@ def migrate() -> dict[str, list[str]]:
     if left:
         raise OutdatedSchemaError(f"could not add every attribute: {left}")
     return old
+
+
+stages.load_plugins()

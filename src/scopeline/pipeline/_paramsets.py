@@ -7,10 +7,12 @@ import json
 
 from pydantic import BaseModel, ValidationError
 
+from scopeline.errors import ScopelineError
+
 __all__ = ["ParamSetError", "validate_params", "parse_params", "ParamSetTable"]
 
 
-class ParamSetError(ValueError):
+class ParamSetError(ScopelineError, ValueError):
     """A parameter set was refused: the message names the field and the reason."""
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path, PurePosixPath
 
 import numpy as np
@@ -10,6 +11,7 @@ from scopeline import settings
 from scopeline._dj import dj
 from scopeline.core import io
 from scopeline.pipeline.session import Session  # noqa: F401  (foreign key)
+from scopeline.pipeline._stage import Stage
 
 schema = dj.Schema()
 
@@ -209,3 +211,7 @@ def info_rows(key: dict, meta: io.RecordingMetadata) -> tuple[dict, list[dict]]:
                           file_frames=f.n_frames, first_frame=first, file_size=f.path.stat().st_size))
         first += f.n_frames
     return master, files
+
+
+STAGE = Stage("acquisition", module=sys.modules[__name__], computed=RecordingInfo, queued_by=Recording,
+              label="ingestion")

@@ -6,6 +6,7 @@ stored corrected movie: changing CNMF parameters reuses both, never recomputes t
 
 from __future__ import annotations
 
+import sys
 import time
 import warnings
 
@@ -18,7 +19,8 @@ from scopeline.core import initialize as core_init
 from scopeline.core.footprints import Footprints
 from scopeline.pipeline import initialization, motion
 from scopeline.pipeline._objects import open_zarr
-from scopeline.pipeline._paramsets import ParamSetTable, parse_params
+from scopeline.pipeline._paramsets import parse_params
+from scopeline.pipeline._stage import Stage, stage_tables
 from scopeline.pipeline._util import load_npy, progress_bar
 
 schema = dj.Schema()
@@ -26,47 +28,9 @@ schema = dj.Schema()
 __all__ = ["CNMFParamSet", "CNMFTask", "CNMF"]
 
 
-@schema
-class CNMFParamSet(ParamSetTable, dj.Lookup):
-    """Named CNMF parameter sets (:class:`scopeline.core.cnmf.CNMFParams`).
-
-    Attributes
-    ----------
-    cnmf_paramset : str
-        Name.
-    description : str
-    params : dict
-        Every parameter, defaults filled; validated on insert (field and reason when refused).
-    params_hash : str
-        md5 of the canonical JSON; unique. Presets: ``minian``, ``cnmfe`` (:meth:`add_preset`).
-    """
-
-    definition = """
-    # Named CNMF parameter sets
-    cnmf_paramset              : varchar(64)
-    ---
-    description = ''           : varchar(1024)
-    params                     : json           # every field of CNMFParams, defaults filled
-    params_hash                : char(32)       # md5 of the canonical JSON
-    unique index (params_hash)
-    """
-
-    model = core_cnmf.CNMFParams
-    presets = core_cnmf.PRESETS
-    stage = "CNMF"
-    name_attr = "cnmf_paramset"
-
-
-@schema
-class CNMFTask(dj.Manual):
-    """Which CNMF parameter set to run after which initialization task (may be inserted before the
-    initialization is done)."""
-
-    definition = """
-    # A CNMF job: this parameter set on this initialization task
-    -> initialization.InitTask
-    -> CNMFParamSet
-    """
+CNMFParamSet, CNMFTask = stage_tables(
+    globals(), prefix="CNMF", attr="cnmf_paramset", model=core_cnmf.CNMFParams, presets=core_cnmf.PRESETS,
+    label="CNMF", upstream="initialization.InitTask", upstream_text="an initialization task")
 
 
 @schema
@@ -109,8 +73,9 @@ class CNMF(dj.Computed):
 
         C and S are in movie units at the footprint's peak pixel (the footprint has peak 1): the
         fluorescence of the corrected, background-removed movie, not dF/F. The quality metrics after
-        ``snr`` are :data:`scopeline.core.quality.METRICS` (formulas there); they are null in rows an
-        earlier scopeline made.
+        ``snr`` are :data:`scopeline.core.quality.METRICS` (formulas there); they and ``yra`` (YrA, what
+        curation and QC views show beside C) are null in rows an earlier scopeline made. Readers get
+        units through :mod:`scopeline.pipeline.units`.
         """
 
         definition = """
@@ -139,6 +104,7 @@ class CNMF(dj.Computed):
         pnr = null                 : float32        # (max - mode) of YrA over sn
         skewness = null            : float32        # of YrA
         outside_fov = null         : float32        # fraction of the footprint outside the field of view
+        yra = null                 : <npy@>         # YrA: float32 (n_frames,) trace before deconvolution (C + residual)
         """
 
     show_progress = True
@@ -177,7 +143,7 @@ class CNMF(dj.Computed):
         area = res.A.area()
         units = [dict(key, unit_id=i, footprint=res.A.patches[i], patch_y=int(res.A.offsets[i, 0]),
                       patch_x=int(res.A.offsets[i, 1]), centroid_y=float(cy[i]), centroid_x=float(cx[i]),
-                      area=int(area[i]), trace=res.C[i], activity=res.S[i], b0=float(res.b0[i]), c0=float(res.c0[i]),
+                      area=int(area[i]), trace=res.C[i], activity=res.S[i], yra=res.YrA[i], b0=float(res.b0[i]), c0=float(res.c0[i]),
                       g=res.g[i], sn=float(res.sn[i]), snr=float(res.snr[i]),
                       **{name: float(values[i]) for name, values in metrics.items()})
                  for i in range(len(res.A))]
@@ -189,15 +155,15 @@ class CNMF(dj.Computed):
             self.Unit.insert(units)
 
     def result(self) -> dict:
-        """One row's units as arrays: ``A`` (Footprints), ``C``, ``S`` float32 (units, frames), ``unit_id``."""
-        key = self.fetch1("KEY")
-        rows = (self.Unit & key).to_dicts(order_by="unit_id")
-        shape = (motion.MotionCorrection & key).fetch1("height", "width")
-        if not rows:
-            n = int((motion.MotionCorrection & key).fetch1("n_frames"))
-            return {"A": Footprints.empty(shape), "C": np.zeros((0, n), np.float32),
-                    "S": np.zeros((0, n), np.float32), "unit_id": np.zeros(0, int)}
-        A = Footprints(np.stack([r["footprint"] for r in rows]), [(r["patch_y"], r["patch_x"]) for r in rows], shape)
-        return {"A": A, "C": np.stack([load_npy(r["trace"]) for r in rows]),
-                "S": np.stack([load_npy(r["activity"]) for r in rows]),
-                "unit_id": np.array([r["unit_id"] for r in rows])}
+        """One row's units as arrays (:func:`scopeline.pipeline.units.arrays`: the units a reader sees)."""
+        from scopeline.pipeline import units
+
+        return units.arrays(self.fetch1("KEY"))
+
+
+STAGE = Stage(
+    "cnmf", module=sys.modules[__name__], computed=CNMF, paramset=CNMFParamSet, task=CNMFTask,
+    upstream="initialization", label="CNMF", aliases=("--paramset", "-p"),
+    extra={"columns": ("n_units",)},
+    description="CNMF parameter set of scopeline (noise, spatial and temporal updates, merging); pixels and frames "
+                "of the motion-corrected movie.")

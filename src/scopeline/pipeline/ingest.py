@@ -15,11 +15,12 @@ from scopeline.core import io
 from scopeline.pipeline import acquisition, activate
 from scopeline.pipeline.session import Session
 from scopeline.pipeline.subject import Subject
+from scopeline.errors import ScopelineError
 
 __all__ = ["IngestError", "Ingested", "ingest", "match_pattern"]
 
 
-class IngestError(ValueError):
+class IngestError(ScopelineError, ValueError):
     """Ingestion refused: the message names the path or key and the problem."""
 
 

@@ -6,6 +6,7 @@ module fetches, calls it, and inserts.
 
 from __future__ import annotations
 
+import sys
 import time
 import warnings
 
@@ -16,7 +17,8 @@ from scopeline._dj import dj
 from scopeline.core import initialize as core_init
 from scopeline.pipeline import acquisition, motion
 from scopeline.pipeline._objects import open_zarr
-from scopeline.pipeline._paramsets import ParamSetTable, parse_params
+from scopeline.pipeline._paramsets import parse_params
+from scopeline.pipeline._stage import Stage, stage_tables
 from scopeline.pipeline._util import progress_bar
 
 schema = dj.Schema()
@@ -24,47 +26,9 @@ schema = dj.Schema()
 __all__ = ["InitParamSet", "InitTask", "Initialization"]
 
 
-@schema
-class InitParamSet(ParamSetTable, dj.Lookup):
-    """Named initialization parameter sets (:class:`scopeline.core.initialize.InitParams`).
-
-    Attributes
-    ----------
-    init_paramset : str
-        Name.
-    description : str
-    params : dict
-        Every parameter, defaults filled; validated on insert (field and reason when refused).
-    params_hash : str
-        md5 of the canonical JSON; unique. Presets: ``minian``, ``cnmfe`` (:meth:`add_preset`).
-    """
-
-    definition = """
-    # Named initialization parameter sets
-    init_paramset              : varchar(64)
-    ---
-    description = ''           : varchar(1024)
-    params                     : json           # every field of InitParams, defaults filled
-    params_hash                : char(32)       # md5 of the canonical JSON
-    unique index (params_hash)
-    """
-
-    model = core_init.InitParams
-    presets = core_init.PRESETS
-    stage = "initialization"
-    name_attr = "init_paramset"
-
-
-@schema
-class InitTask(dj.Manual):
-    """Which initialization parameter set to run after which motion correction (may be inserted
-    before the motion correction is done)."""
-
-    definition = """
-    # An initialization job: this parameter set on this motion-correction task
-    -> motion.MotionTask
-    -> InitParamSet
-    """
+InitParamSet, InitTask = stage_tables(
+    globals(), prefix="Init", attr="init_paramset", model=core_init.InitParams, presets=core_init.PRESETS,
+    label="initialization", upstream="motion.MotionTask", upstream_text="a motion-correction task")
 
 
 @schema
@@ -166,3 +130,10 @@ def corrected_fps(key) -> float:
     fps = float((acquisition.RecordingInfo & key).fetch1("fps"))
     motion_params = (motion.MotionParamSet & key).fetch1("params")
     return fps / float(motion_params.get("preprocess", {}).get("temporal_downsample", 1))
+
+
+STAGE = Stage(
+    "initialization", module=sys.modules[__name__], computed=Initialization, paramset=InitParamSet,
+    task=InitTask, upstream="motion", aliases=("--init",),
+    description="Initialization parameter set of scopeline (seeds, refinement, initial footprints); pixels of the "
+                "motion-corrected movie, Hz of its frame rate.")

@@ -7,6 +7,7 @@ computation (no transaction open), and removed again if the computation fails.
 
 from __future__ import annotations
 
+import sys
 import json
 import os
 import time
@@ -17,7 +18,8 @@ from scopeline._dj import dj
 from scopeline.core import motion as core_motion
 from scopeline.pipeline import acquisition
 from scopeline.pipeline._objects import open_zarr, staged_zarr
-from scopeline.pipeline._paramsets import ParamSetError, ParamSetTable, parse_params, validate_params
+from scopeline.pipeline._paramsets import ParamSetError, parse_params, validate_params
+from scopeline.pipeline._stage import Stage, stage_tables
 from scopeline.pipeline._util import json_default, progress_bar
 
 schema = dj.Schema()
@@ -25,49 +27,9 @@ schema = dj.Schema()
 __all__ = ["ParamSetError", "MotionParamSet", "MotionTask", "MotionCorrection", "validate_params"]
 
 
-@schema
-class MotionParamSet(ParamSetTable, dj.Lookup):
-    """Named motion-correction parameter sets (preprocessing + registration + output).
-
-    Attributes
-    ----------
-    motion_paramset : str
-        Name.
-    description : str
-    params : dict
-        Every parameter of :class:`scopeline.core.motion.MotionParams`, defaults filled.
-    params_hash : str
-        md5 of the canonical JSON; unique, so the same parameters cannot be stored under two names.
-
-    Rows are validated on insert (:func:`scopeline.pipeline._paramsets.validate_params`); invalid ones
-    are refused with the field and the reason. :meth:`add_preset` inserts a shipped preset (``minian``, ``fast``).
-    """
-
-    definition = """
-    # Named motion-correction parameter sets
-    motion_paramset            : varchar(64)
-    ---
-    description = ''           : varchar(1024)
-    params                     : json           # every field of MotionParams, defaults filled
-    params_hash                : char(32)       # md5 of the canonical JSON
-    unique index (params_hash)
-    """
-
-    model = core_motion.MotionParams
-    presets = core_motion.PRESETS
-    stage = "motion"
-    name_attr = "motion_paramset"
-
-
-@schema
-class MotionTask(dj.Manual):
-    """Which motion parameter set to run on which recording (populate runs exactly these)."""
-
-    definition = """
-    # A motion-correction job: this parameter set on this recording
-    -> acquisition.RecordingInfo
-    -> MotionParamSet
-    """
+MotionParamSet, MotionTask = stage_tables(
+    globals(), prefix="Motion", attr="motion_paramset", model=core_motion.MotionParams, presets=core_motion.PRESETS,
+    label="motion", upstream="acquisition.RecordingInfo", upstream_text="a recording")
 
 
 @schema
@@ -236,3 +198,10 @@ class MotionCorrection(dj.Computed):
 def _plain(info: dict) -> dict:
     """JSON-ready copy of a dict (numpy scalars and arrays as Python numbers and lists, also nested)."""
     return json.loads(json.dumps(info, default=json_default))
+
+
+STAGE = Stage(
+    "motion", module=sys.modules[__name__], computed=MotionCorrection, paramset=MotionParamSet,
+    task=MotionTask, upstream="acquisition", extra={"columns": ("n_frames",)},
+    description="Motion-correction parameter set of scopeline (preprocessing, registration, output); pixels refer "
+                "to the frame after cropping and downsampling unless stated.")

@@ -47,7 +47,7 @@ import scopeline
 from scopeline import settings
 from scopeline.core import io as core_io
 from scopeline.core.quality import METRICS
-from scopeline.pipeline import acquisition, activate, cnmf, initialization, motion
+from scopeline.pipeline import acquisition, activate, cnmf, initialization, keys, motion, stages, units
 from scopeline.pipeline._objects import open_zarr
 from scopeline.pipeline._util import json_default as _json_default
 from scopeline.pipeline._util import load_npy, progress_bar
@@ -224,12 +224,12 @@ def _one_key(key: Mapping) -> dict:
 
 def _fetch(key: dict) -> dict:
     """Everything the file holds, from the database, as plain values (arrays loaded except the movie)."""
-    rec_key = {k: key[k] for k in ("subject", "session", "recording_id")}
+    rec_key = keys.recording(key)
     info = (acquisition.RecordingInfo & rec_key).fetch1()
     files = (acquisition.RecordingInfo.File & rec_key).to_dicts(order_by="file_index")
     mc = (motion.MotionCorrection & key).fetch1()
     blocks = (motion.MotionCorrection.Block & key).to_dicts(order_by="block_id")
-    unit_rows = (cnmf.CNMF.Unit & key).to_dicts(order_by="unit_id")
+    unit_rows = units.rows(key)
     return {
         "key": key,
         "subject": (SubjectTable & rec_key).fetch1(),
@@ -242,14 +242,17 @@ def _fetch(key: dict) -> dict:
         "blocks": blocks,
         "init": (initialization.Initialization & key).fetch1(),
         "cnmf": (cnmf.CNMF & key).fetch1(),
-        "result": (cnmf.CNMF & key).result(),
+        "result": units.arrays(key),
         "units": unit_rows,
-        "paramsets": {
-            "motion": (motion.MotionParamSet & key).fetch1(),
-            "initialization": (initialization.InitParamSet & key).fetch1(),
-            "cnmf": (cnmf.CNMFParamSet & key).fetch1(),
-        },
+        "paramsets": {s.name: _paramset(s, key) for s in stages.chain("cnmf") if s.paramset is not None},
     }
+
+
+def _paramset(stage, key: dict) -> dict:
+    """A stage's parameter set of the result as provenance: name, description, hash, parameters."""
+    row = (stage.paramset & key).fetch1()
+    return {"name": row[stage.key_attr], "description": row["description"], "params_hash": row["params_hash"],
+            "params": row["params"]}
 
 
 # ------------------------------------------------------------------------------------ the file
@@ -343,8 +346,8 @@ def _session_description(data: dict) -> str:
     key = data["key"]
     text = (data["session"].get("session_description") or "").strip()
     auto = (f"1-photon miniscope calcium imaging: recording {key['recording_id']} of subject {key['subject']!r}, "
-            f"session {key['session']!r}, processed by scopeline (motion {key['motion_paramset']!r}, "
-            f"initialization {key['init_paramset']!r}, CNMF {key['cnmf_paramset']!r})")
+            f"session {key['session']!r}, processed by scopeline ("
+            + ", ".join(f"{s.label} {key[s.key_attr]!r}" for s in stages.chain("cnmf") if s.key_attr) + ")")
     return f"{text} ({auto})" if text else auto
 
 
@@ -390,11 +393,6 @@ def _provenance(data: dict) -> dict:
     """The JSON provenance: the key, every stage's parameter set, version and timing, the recording."""
     info, mc, init, cn = data["info"], data["motion"], data["init"], data["cnmf"]
     ps = data["paramsets"]
-
-    def paramset(row: dict, name_attr: str) -> dict:
-        return {"name": row[name_attr], "description": row["description"], "params_hash": row["params_hash"],
-                "params": row["params"]}
-
     return {
         "pipeline": "scopeline",
         "exported_by": f"scopeline.pipeline.nwb.export_nwb (scopeline {scopeline.__version__})",
@@ -409,19 +407,19 @@ def _provenance(data: dict) -> dict:
             "dropped_after": np.asarray(info["dropped_after"]).tolist(),
         },
         "motion": {
-            "paramset": paramset(ps["motion"], "motion_paramset"),
+            "paramset": ps["motion"],
             "scopeline_version": mc["scopeline_version"], "compute_time_s": mc["compute_time"],
             "seconds": mc["seconds"], "n_frames": mc["n_frames"], "height": mc["height"], "width": mc["width"],
             "movie_dtype": mc["movie_dtype"], "corrupted_frames": mc["corrupted_reasons"],
         },
         "initialization": {
-            "paramset": paramset(ps["initialization"], "init_paramset"),
+            "paramset": ps["initialization"],
             "scopeline_version": init["scopeline_version"], "compute_time_s": init["compute_time"],
             "seconds": init["seconds"], "n_seeds": init["n_seeds"], "n_units": init["n_units"],
             "noise": init["noise"],
         },
         "cnmf": {
-            "paramset": paramset(ps["cnmf"], "cnmf_paramset"),
+            "paramset": ps["cnmf"],
             "scopeline_version": cn["scopeline_version"], "compute_time_s": cn["compute_time"],
             "seconds": cn["seconds"], "n_units": cn["n_units"],
         },

@@ -1,40 +1,39 @@
 """Pipeline presets: one name for the parameter sets of every stage, and queuing the whole chain.
 
-A pipeline preset names a motion, an initialization and a CNMF parameter set (each a shipped stage
-preset, or a parameter set already in the database). :func:`queue` inserts the stage presets that are
-missing and the tasks of the chain (MotionTask -> InitTask -> CNMFTask), sharing work already queued
-or done: a second preset that differs only in CNMF reuses the motion correction and initialization.
+A pipeline preset names a parameter set of each stage (a shipped stage preset, or a parameter set
+already in the database); a stage it does not name (a stage registered later) takes its own preset
+of the pipeline preset's name, else its ``default``, else its first. :func:`queue` inserts the stage
+presets that are missing and the tasks of the chain (one per stage, upstream first), sharing work
+already queued or done: a second preset that differs only in CNMF reuses the motion correction and
+initialization.
 """
 
 from __future__ import annotations
 
 import json
 import warnings
+from typing import Mapping, Optional
 
-from scopeline.pipeline import cnmf, initialization, motion
+from scopeline.errors import ScopelineError
+from scopeline.pipeline import keys, stages
 from scopeline.pipeline._paramsets import validate_params
 
-__all__ = ["PIPELINE_PRESETS", "PARAMSET_TABLES", "PresetError", "PresetWarning", "stage_paramsets",
-           "ensure_paramset", "queue", "result_key"]
+__all__ = ["PIPELINE_PRESETS", "PresetError", "PresetWarning", "stage_paramsets", "ensure_paramset", "queue",
+           "result_key"]
 
-#: preset -> {"motion", "init", "cnmf"} parameter-set names
+#: preset -> {stage name: parameter-set name}
 PIPELINE_PRESETS: dict[str, dict[str, str]] = {
-    "default": {"motion": "default", "init": "minian", "cnmf": "minian"},
-    "minian": {"motion": "minian", "init": "minian", "cnmf": "minian"},
-    "cnmfe": {"motion": "default", "init": "cnmfe", "cnmf": "cnmfe"},
-    "fast": {"motion": "fast", "init": "minian", "cnmf": "minian"},
+    "default": {"motion": "default", "initialization": "minian", "cnmf": "minian"},
+    "minian": {"motion": "minian", "initialization": "minian", "cnmf": "minian"},
+    "cnmfe": {"motion": "default", "initialization": "cnmfe", "cnmf": "cnmfe"},
+    "fast": {"motion": "fast", "initialization": "minian", "cnmf": "minian"},
     # a movie registered before (e.g. shared data): seeds kept 10 px from the edges, which moved
     # with the earlier registration's shifts (the real CA1 demo recording: 71 of 268 units there)
-    "registered": {"motion": "default", "init": "registered", "cnmf": "minian"},
+    "registered": {"motion": "default", "initialization": "registered", "cnmf": "minian"},
 }
 
-#: stage name -> its parameter-set table
-PARAMSET_TABLES = {"motion": motion.MotionParamSet, "init": initialization.InitParamSet, "cnmf": cnmf.CNMFParamSet}
-#: stage name -> its folder of shipped presets under schemas/presets/
-PRESET_FOLDERS = {"motion": "motion", "init": "initialization", "cnmf": "cnmf"}
 
-
-class PresetError(ValueError):
+class PresetError(ScopelineError, ValueError):
     """An unknown pipeline preset or stage parameter set."""
 
 
@@ -43,7 +42,7 @@ class PresetWarning(UserWarning):
 
 
 def stage_paramsets(preset: str) -> dict[str, str]:
-    """``{"motion", "init", "cnmf"}`` parameter-set names of a pipeline preset.
+    """``{stage name: parameter-set name}`` of a pipeline preset, for every stage with parameters.
 
     Raises
     ------
@@ -52,7 +51,17 @@ def stage_paramsets(preset: str) -> dict[str, str]:
     """
     if preset not in PIPELINE_PRESETS:
         raise PresetError(f"unknown preset {preset!r}: choose one of {', '.join(PIPELINE_PRESETS)}")
-    return dict(PIPELINE_PRESETS[preset])
+    named = PIPELINE_PRESETS[preset]
+    return {s.name: named[s.name] if s.name in named else _own_preset(s, preset) for s in stages.with_params()}
+
+
+def _own_preset(stage, preset: str) -> str:
+    """A stage's parameter set for a pipeline preset that does not name it: its preset of that name, else
+    its ``default``, else its first."""
+    for name in (preset, "default"):
+        if name in stage.presets:
+            return name
+    return next(iter(stage.presets), "default")
 
 
 def ensure_paramset(stage: str, name: str) -> dict:
@@ -68,7 +77,8 @@ def ensure_paramset(stage: str, name: str) -> dict:
     PresetError
         If ``name`` is neither in the database nor a shipped preset of the stage.
     """
-    table = PARAMSET_TABLES[stage]
+    stage = stages.get(stage).name
+    table = stages.get(stage).paramset
     key = {table.name_attr: name}
     if not (table & key):
         if name not in table.presets:
@@ -82,38 +92,47 @@ def ensure_paramset(stage: str, name: str) -> dict:
                 f"{stage} parameter set {name!r} in the database differs from the preset of that name shipped "
                 f"with this version of scopeline (an earlier version's); the database's is used, as for the "
                 f"results already made with it. To run this version's, add it under another name: scopeline "
-                f"paramset add NEW schemas/presets/{PRESET_FOLDERS[stage]}/{name}.json --stage {stage}"),
+                f"paramset add NEW schemas/presets/{stage}/{name}.json --stage {stage}"),
                 stacklevel=2)
     return key
 
 
-def queue(recordings: list[dict], motion_paramset: str, init_paramset: str, cnmf_paramset: str) -> int:
-    """Queue motion correction, initialization and CNMF with these parameter sets for the recordings.
+def queue(recordings: list[dict], paramsets: Mapping[str, str], stage: Optional[str] = None) -> int:
+    """Queue the chain up to ``stage`` (default: every stage) with these parameter sets for the recordings.
 
     Parameters
     ----------
     recordings : list of dict
         Primary keys of RecordingInfo rows.
-    motion_paramset, init_paramset, cnmf_paramset : str
-        Parameter-set names (shipped presets are inserted when missing).
+    paramsets : dict
+        Stage name -> parameter-set name (shipped presets are inserted when missing), e.g.
+        :func:`stage_paramsets` of a pipeline preset.
+    stage : str, optional
+        The last stage to queue.
 
     Returns
     -------
     int
-        CNMF tasks added (0 when all were queued before).
+        Tasks of the last stage added (0 when all were queued before).
+
+    Raises
+    ------
+    PresetError
+        If ``paramsets`` lacks a stage of the chain, or names a parameter set that does not exist.
     """
-    m = ensure_paramset("motion", motion_paramset)
-    i = ensure_paramset("init", init_paramset)
-    c = ensure_paramset("cnmf", cnmf_paramset)
-    before = len(cnmf.CNMFTask())
-    motion.MotionTask.insert([{**k, **m} for k in recordings], skip_duplicates=True)
-    initialization.InitTask.insert([{**k, **m, **i} for k in recordings], skip_duplicates=True)
-    cnmf.CNMFTask.insert([{**k, **m, **i, **c} for k in recordings], skip_duplicates=True)
-    return len(cnmf.CNMFTask()) - before
+    chain = [s for s in (stages.chain(stage) if stage else stages.STAGES) if s.task is not None]
+    missing = [s.name for s in chain if s.name not in paramsets]
+    if missing:
+        raise PresetError(f"no parameter set given for {', '.join(missing)}")
+    names = {s.key_attr: ensure_paramset(s.name, paramsets[s.name])[s.key_attr] for s in chain}
+    before = len(chain[-1].task())
+    for s in chain:
+        upto = keys.stage_fields(s.name)
+        s.task.insert([{**keys.recording(r), **{a: names[a] for a in upto}} for r in recordings],
+                      skip_duplicates=True)
+    return len(chain[-1].task()) - before
 
 
-def result_key(recording: dict, preset: str) -> dict:
-    """The CNMF primary key of a recording processed with a pipeline preset."""
-    names = stage_paramsets(preset)
-    return {**{k: recording[k] for k in ("subject", "session", "recording_id")},
-            "motion_paramset": names["motion"], "init_paramset": names["init"], "cnmf_paramset": names["cnmf"]}
+def result_key(recording: dict, preset: str, stage: Optional[str] = None) -> dict:
+    """The key of a recording's result (of ``stage``, default every stage) made with a pipeline preset."""
+    return keys.for_paramsets(recording, stage_paramsets(preset), stage)

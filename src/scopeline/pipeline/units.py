@@ -1,0 +1,79 @@
+"""The reader seam for units: every reader (NWB export, the query layer, reports) gets a result's units
+here, never from ``CNMF.Unit`` directly.
+
+Today a result's units are all units of its CNMF row. A stage that chooses units (a curation) declares
+``Stage(..., extra={"select_units": fn})`` with ``fn(key) -> restriction or None`` (None: it has no
+choice for this result, e.g. none was made); :func:`selection` applies the first such choice, so
+NWB files, queries and figures show the curated units with no change of their own.
+"""
+
+from __future__ import annotations
+
+from typing import Mapping
+
+import numpy as np
+
+from scopeline.core.footprints import Footprints
+from scopeline.pipeline import cnmf, motion, stages
+from scopeline.pipeline._util import load_npy
+
+__all__ = ["table", "selection", "rows", "arrays"]
+
+
+def selection(key: Mapping):
+    """The restriction on ``CNMF.Unit`` of the units a result shows: the first registered stage's
+    choice (``extra["select_units"]``) for ``key``, else every unit (an empty restriction)."""
+    for stage in stages.STAGES:
+        select = stage.extra.get("select_units")
+        if select is not None:
+            chosen = select(dict(key))
+            if chosen is not None:
+                return chosen
+    return {}
+
+
+def table(key: Mapping):
+    """``CNMF.Unit`` restricted to the units of the results ``key`` matches (a DataJoint expression)."""
+    return cnmf.CNMF.Unit & dict(key) & selection(key)
+
+
+def rows(key: Mapping, *attrs: str) -> list[dict]:
+    """The units of ``key``'s results as dicts in (result, unit_id) order: ``attrs`` and their keys, or
+    every attribute when none is named."""
+    from scopeline.pipeline import keys
+
+    q = table(key)
+    if attrs:
+        q = q.proj(*attrs)
+    return q.to_dicts(order_by=list(keys.fields("cnmf")) + ["unit_id"])
+
+
+def arrays(key: Mapping) -> dict:
+    """One result's units as arrays.
+
+    Returns
+    -------
+    dict
+        ``A`` (:class:`scopeline.core.footprints.Footprints`, frame (height, width) pixels), ``C``, ``S``,
+        ``YrA`` float32 (units, frames) movie units (``YrA`` None when the row predates its storage),
+        ``unit_id`` int (units,).
+
+    Raises
+    ------
+    datajoint.DataJointError
+        If ``key`` matches no CNMF result or several.
+    """
+    full = (cnmf.CNMF & dict(key)).fetch1("KEY")
+    units = rows(full)
+    shape = (motion.MotionCorrection & full).fetch1("height", "width")
+    if not units:
+        n = int((motion.MotionCorrection & full).fetch1("n_frames"))
+        empty = np.zeros((0, n), np.float32)
+        return {"A": Footprints.empty(shape), "C": empty, "S": empty.copy(), "YrA": empty.copy(),
+                "unit_id": np.zeros(0, int)}
+    A = Footprints(np.stack([u["footprint"] for u in units]), [(u["patch_y"], u["patch_x"]) for u in units], shape)
+    yra = [u.get("yra") for u in units]
+    return {"A": A, "C": np.stack([load_npy(u["trace"]) for u in units]),
+            "S": np.stack([load_npy(u["activity"]) for u in units]),
+            "YrA": None if any(y is None for y in yra) else np.stack([load_npy(y) for y in yra]),
+            "unit_id": np.array([u["unit_id"] for u in units])}
