@@ -153,3 +153,36 @@ def test_border_pixels_excludes_seeds_at_the_edge(corrected):
     init = initialize.initialize(movie, fps, initialize.InitParams(border_pixels=edge), valid=valid)
     h, w = movie.shape[1:]
     assert len(init.seeds) and (init.seeds.min(axis=0) >= edge).all() and (init.seeds.max(axis=0) < (h - edge, w - edge)).all()
+
+
+def test_one_or_two_workers_give_the_same_units_and_traces(corrected):
+    """The executor's read-ahead and per-unit kernels leave every number as it is."""
+    movie, shifts, _, _, fps = corrected
+    valid = initialize.valid_region(movie.shape[1:], shifts)
+    out = []
+    for workers in (1, 2):
+        init = initialize.initialize(movie, fps, valid=valid, workers=workers)
+        res = cnmf.cnmf(movie, init.A, init.C, init.b, init.f, workers=workers)
+        out.append((init, res))
+    (i1, r1), (i2, r2) = out
+    assert len(r1.A) == len(r2.A) > 40
+    np.testing.assert_array_equal(i1.C, i2.C)
+    for name in ("C", "S", "YrA", "b0", "sn"):
+        np.testing.assert_array_equal(getattr(r1, name), getattr(r2, name))
+    np.testing.assert_array_equal(r1.A.dense(), r2.A.dense())
+
+
+def test_footprint_correlation_adds_each_units_weighted_patches():
+    rng = np.random.default_rng(3)
+    A = np.zeros((4, 30, 40), np.float32)
+    for i, (y, x) in enumerate([(0, 0), (10, 12), (24, 34), (11, 13)]):
+        A[i, y: y + 6, x: x + 6] = rng.random((6, 6))
+    fp = Footprints.from_dense(A, pad=1)
+    frames = rng.random((19, 30, 40)).astype(np.float32)  # not a multiple of the kernel's chunk
+    traces = rng.random((4, 19)).astype(np.float32)
+    traces[1, 3:9] = 0
+    acc = np.ones((4, *fp.patches.shape[1:]))
+    fp.correlate(frames, traces, acc)
+    for i in range(4):
+        ys, xs = fp._slices(i)
+        np.testing.assert_allclose(acc[i], 1 + np.tensordot(traces[i], frames[:, ys, xs], axes=(0, 0)), rtol=1e-5)

@@ -10,6 +10,7 @@ import pytest
 import zarr
 from conftest import shared_data
 
+from scopeline import executor
 from scopeline.core import io, motion
 from scopeline.core import preprocess as pp
 from scopeline.core import simulate as sim
@@ -284,7 +285,7 @@ def test_block_order_runs_per_thread():
     block after each one (in its run) comes exactly one round later."""
     starts = list(range(0, 2300, 100))
     for n in (1, 2, 3, 30):
-        order = motion._runs(starts, n)
+        order = executor.runs(starts, n)
         assert sorted(order) == starts
         k = min(n, len(starts))
         size = -(-len(starts) // k)
@@ -292,7 +293,7 @@ def test_block_order_runs_per_thread():
         for run in runs:
             pos = [order.index(a) for a in run]
             assert pos == sorted(pos)
-    assert motion._runs(starts, 2)[:4] == [0, 1200, 100, 1300]
+    assert executor.runs(starts, 2)[:4] == [0, 1200, 100, 1300]
 
 
 def test_highpass_of_8_bit_frames_and_small_medians():

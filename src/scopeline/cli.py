@@ -341,10 +341,10 @@ def task(
 @app.command()
 def populate(
     retry_errors: bool = typer.Option(False, "--retry-errors", help="Clear failed jobs first and run them again."),
-    workers: int = typer.Option(2, help="Blocks processed in parallel per job."),
-    scheduler: str = typer.Option(os.environ.get("SCOPELINE_DASK_SCHEDULER", "threads"),
-                                  help="threads | processes | address of a dask.distributed scheduler "
-                                       "(default: SCOPELINE_DASK_SCHEDULER or threads)."),
+    workers: Optional[int] = typer.Option(None, help="Blocks (and kernel threads) in parallel per job "
+                                                     "(default: SCOPELINE_WORKERS or 2)."),
+    scheduler: Optional[str] = typer.Option(None, help="threads | processes | address of a dask.distributed "
+                                                       "scheduler (default: SCOPELINE_DASK_SCHEDULER or threads)."),
     stage: Optional[list[str]] = typer.Option(None, "--stage", help="Only this stage's work (repeatable; "
                                               "default every stage), e.g. motion on one machine and CNMF on another."),
 ):
@@ -371,16 +371,16 @@ def _errors(table, restriction) -> list[dict]:
     return [j for j in jobs if any(all(j[k] == v for k, v in r.items() if k in j) for r in restriction)]
 
 
-def _populate(restriction, retry_errors: bool = False, workers: int = 2, scheduler: str = "threads",
-              only: Optional[list[str]] = None) -> int:
+def _populate(restriction, retry_errors: bool = False, workers: Optional[int] = None,
+              scheduler: Optional[str] = None, only: Optional[list[str]] = None) -> int:
     """Populate every stage's table (those named in ``only``, if given), upstream first (restricted to
     any of the ``restriction`` dicts, if given), with progress bars; print each table's outcome and
     failures; return the number of failed jobs."""
-    from scopeline.pipeline import check_current, motion, stages
+    from scopeline import executor
+    from scopeline.pipeline import check_current, stages
 
     check_current()  # tables of an earlier version would fail every insert: say so first
-    motion.MotionCorrection.workers = workers
-    motion.MotionCorrection.scheduler = scheduler
+    executor.configure(workers=workers, scheduler=scheduler)
     where = () if restriction is None else (restriction,)
     failed = 0
     for table in [s.computed for s in stages.STAGES if only is None or s.name in only]:

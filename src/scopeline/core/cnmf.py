@@ -47,6 +47,8 @@ import numpy as np
 from pydantic import Field, field_validator
 from scipy import ndimage
 
+from scopeline import executor
+
 from . import deconvolve as dc
 from . import quality
 from .footprints import Footprints, ShapeParams, components, frame_blocks, not_cell_shaped
@@ -169,11 +171,16 @@ def pixel_noise(movie, p: CNMFParams, tile: int = 128) -> np.ndarray:
     n, h, w = movie.shape
     m = min(n, p.noise_frames)
     out = np.zeros((h, w), np.float32)
-    for y in range(0, h, tile):
-        for x in range(0, w, tile):
-            part = movie[:m, y: y + tile, x: x + tile]
-            part = np.nan_to_num(np.asarray(part.compute() if hasattr(part, "compute") else part, np.float32))
-            out[y: y + tile, x: x + tile] = dc.noise_sn(part, p.noise_band, nperseg=min(256, m), axis=0)
+
+    def tile_noise(corner):
+        y, x = corner
+        part = movie[:m, y: y + tile, x: x + tile]
+        part = np.nan_to_num(np.asarray(part.compute() if hasattr(part, "compute") else part, np.float32))
+        return dc.noise_sn(part, p.noise_band, nperseg=min(256, m), axis=0)
+
+    corners = [(y, x) for y in range(0, h, tile) for x in range(0, w, tile)]
+    for (y, x), noise in executor.read_ahead(tile_noise, corners):
+        out[y: y + tile, x: x + tile] = noise
     return out
 
 
@@ -405,6 +412,7 @@ def _temporal_step(movie, A: Footprints, C, b, f, p: CNMFParams, progress):
     return A.subset(keep), temporal["C"], temporal["f"], temporal
 
 
+@executor.with_workers
 def cnmf(movie, A: Footprints, C: np.ndarray, b: np.ndarray, f: np.ndarray, params: Optional[CNMFParams] = None,
          progress: Optional[Callable[[int], None]] = None, diameter: Optional[float] = None,
          fps: Optional[float] = None, fov: Optional[np.ndarray] = None) -> CNMFResult:
@@ -429,6 +437,10 @@ def cnmf(movie, A: Footprints, C: np.ndarray, b: np.ndarray, f: np.ndarray, para
         given).
     fov : numpy.ndarray, optional
         bool (height, width): the field of view, for the quality metric ``outside_fov``.
+    workers : int, optional
+        Threads (:func:`scopeline.executor.kernel_threads`; default :func:`scopeline.executor.settings`):
+        the movie's next blocks are read while one is computed, the per-unit kernels split the units,
+        the noise is estimated on several tiles at once. The result does not depend on it.
 
     Returns
     -------

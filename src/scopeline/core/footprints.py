@@ -11,10 +11,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable, Iterator, Optional
 
+import numba
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-__all__ = ["Footprints", "ShapeParams", "not_cell_shaped", "frame_blocks", "components"]
+from scopeline import executor
+
+__all__ = ["Footprints", "ShapeParams", "not_cell_shaped", "frame_blocks", "read_frames", "components"]
 
 
 class ShapeParams(BaseModel):
@@ -65,8 +68,22 @@ def not_cell_shaped(A: "Footprints", p: ShapeParams, diameter: Optional[float] =
     return odd | ~np.isfinite(st["half_area"])
 
 
+def read_frames(movie, a: int, b: int) -> np.ndarray:
+    """Frames [a, b) of a movie (Zarr, dask or numpy array) as float32, non-finite values as 0."""
+    part = movie[a:b]
+    if hasattr(part, "compute"):
+        part = part.compute()
+    frames = np.asarray(part, dtype=np.float32)
+    if not np.all(np.isfinite(frames)):
+        frames = np.nan_to_num(frames, nan=0.0, posinf=0.0, neginf=0.0)
+    return frames
+
+
 def frame_blocks(movie, block: int, progress: Optional[Callable[[int], None]] = None) -> Iterator[tuple[int, np.ndarray]]:
-    """Yield ``(start, frames)`` blocks of a movie as float32 (frames, height, width).
+    """Yield ``(start, frames)`` blocks of a movie as float32 (frames, height, width), in order.
+
+    Inside :func:`scopeline.executor.kernel_threads` the next blocks are read (and decompressed) on its
+    worker threads while the caller computes on the current one (:func:`scopeline.executor.read_ahead`).
 
     Parameters
     ----------
@@ -75,20 +92,14 @@ def frame_blocks(movie, block: int, progress: Optional[Callable[[int], None]] = 
     block : int
         Frames per block.
     progress : callable, optional
-        Called with the number of frames of each block once read.
+        Called with the number of frames of each block once it has been used.
     """
     n = movie.shape[0]
-    for a in range(0, n, block):
-        b = min(a + block, n)
-        part = movie[a:b]
-        if hasattr(part, "compute"):
-            part = part.compute()
-        frames = np.asarray(part, dtype=np.float32)
-        if not np.all(np.isfinite(frames)):
-            frames = np.nan_to_num(frames, nan=0.0, posinf=0.0, neginf=0.0)
+    for a, frames in executor.read_ahead(lambda start: read_frames(movie, start, min(start + block, n)),
+                                         range(0, n, block)):
         yield a, frames
         if progress is not None:
-            progress(b - a)
+            progress(len(frames))
 
 
 def components(n: int, pairs) -> list[list[int]]:
@@ -297,11 +308,12 @@ class Footprints:
     # ------------------------------------------------------------------ streaming products
 
     def project(self, frames: np.ndarray) -> np.ndarray:
-        """float32 (units, frames): A^T Y_t for a block of frames (frames, height, width)."""
+        """float32 (units, frames): A^T Y_t for a block of frames (frames, height, width); the units are
+        split over the kernel threads (:func:`scopeline.executor.kernel_threads`), each unit's sums in
+        float64 on one thread."""
         out = np.empty((len(self), len(frames)), np.float32)
-        for i in range(len(self)):
-            ys, xs = self._slices(i)
-            out[i] = np.tensordot(frames[:, ys, xs], self.patches[i], axes=([1, 2], [0, 1]))
+        _project(np.ascontiguousarray(frames, np.float32), np.ascontiguousarray(self.patches, np.float32),
+                 self.offsets.astype(np.int64), out)
         return out
 
     def correlate(self, frames: np.ndarray, traces: np.ndarray, acc: np.ndarray) -> None:
@@ -314,8 +326,48 @@ class Footprints:
         traces : numpy.ndarray
             float32 (units, frames): each unit's trace over the block.
         acc : numpy.ndarray
-            float64 (units, size_y, size_x), updated in place.
+            float64 (units, size_y, size_x), updated in place (units split over the kernel threads).
         """
-        for i in range(len(self)):
-            ys, xs = self._slices(i)
-            acc[i] += np.tensordot(traces[i], frames[:, ys, xs], axes=(0, 0))
+        _correlate(np.ascontiguousarray(frames, np.float32), np.ascontiguousarray(traces, np.float32),
+                   self.offsets.astype(np.int64), acc)
+
+
+#: frames per partial sum of :func:`_correlate` (fixed, so that the result does not depend on the threads)
+_CHUNK = 8
+
+
+@numba.njit(parallel=True, cache=True, nogil=True, fastmath=True)
+def _project(frames, patches, offsets, out):  # pragma: no cover - compiled
+    """out[i, t] = sum of frame t under patch i: frames split over the threads (each frame read from
+    cache by every unit), each sum in float64 on one thread."""
+    k, sy, sx = patches.shape
+    n = frames.shape[0]
+    for t in numba.prange(n):
+        for i in range(k):
+            y0, x0 = offsets[i, 0], offsets[i, 1]
+            total = 0.0
+            for y in range(sy):
+                for x in range(sx):
+                    total += frames[t, y0 + y, x0 + x] * patches[i, y, x]
+            out[i, t] = total
+
+
+@numba.njit(parallel=True, cache=True, nogil=True, fastmath=True)
+def _correlate(frames, traces, offsets, acc):  # pragma: no cover - compiled
+    """acc[i] += sum_t traces[i, t] frames[t] under patch i: partial sums over fixed chunks of frames
+    on the threads, then added in chunk order (the same result on any number of threads)."""
+    k, sy, sx = acc.shape
+    n = frames.shape[0]
+    chunks = (n + _CHUNK - 1) // _CHUNK
+    partial = np.zeros((chunks, k, sy, sx))
+    for c in numba.prange(chunks):
+        for t in range(c * _CHUNK, min(n, (c + 1) * _CHUNK)):
+            for i in range(k):
+                w = traces[i, t]
+                if w != 0.0:
+                    y0, x0 = offsets[i, 0], offsets[i, 1]
+                    for y in range(sy):
+                        for x in range(sx):
+                            partial[c, i, y, x] += w * frames[t, y0 + y, x0 + x]
+    for c in range(chunks):
+        acc += partial[c]

@@ -36,6 +36,8 @@ from pydantic import Field
 from scipy import ndimage, signal, stats
 from scipy.spatial import cKDTree
 
+from scopeline import executor
+
 from .footprints import Footprints, ShapeParams, components, frame_blocks, not_cell_shaped
 from .params import StageParams
 from .scratch import ColumnWriter, Scratch, row_blocks, take_rows
@@ -500,6 +502,7 @@ def valid_region(shape: tuple[int, int], shifts: np.ndarray, max_padded: float =
     return valid if fov is None else valid & np.asarray(fov, bool)
 
 
+@executor.with_workers
 def initialize(movie, fps: float, params: Optional[InitParams] = None,
                progress: Optional[Callable[[int], None]] = None, valid: Optional[np.ndarray] = None) -> InitResult:
     """Seeds, initial footprints A, traces C and background (b, f) of a motion-corrected movie.
@@ -518,6 +521,9 @@ def initialize(movie, fps: float, params: Optional[InitParams] = None,
     valid : numpy.ndarray, optional
         bool (height, width): where seeds may lie; motion correction's border (see
         :func:`valid_region`) holds edges that look like activity.
+    workers : int, optional
+        Threads (:func:`scopeline.executor.kernel_threads`; default :func:`scopeline.executor.settings`):
+        the movie's next blocks are read while one is computed. The result does not depend on it.
 
     Returns
     -------

@@ -40,7 +40,6 @@ a block mostly starts where the thread's video reader stopped and needs no seek.
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import math
 import os
@@ -60,6 +59,7 @@ from scopeline.core import fov as fov_
 from scopeline.core import io
 from scopeline.core import preprocess as pp
 from scopeline.core.params import StageParams
+from scopeline import executor
 from scopeline.errors import ScopelineError
 
 __all__ = [
@@ -1111,7 +1111,7 @@ class _Block:
     patch: Optional[np.ndarray]
     loaded: _Loaded  # without its frames
     stats: "SummaryStats"
-    frames: int  # raw frames done (for progress; last, as _stream reports it)
+    frames: int  # raw frames done (for progress; last, as executor.stream reports it)
 
 
 def _apply(job: _Job, small: np.ndarray, kept: np.ndarray, shifts: np.ndarray, skip: np.ndarray,
@@ -1321,82 +1321,8 @@ def _template(job: _Job, shape: tuple[int, int], threads: int, read: dict) -> tu
     return template, float(np.median(scores)), float(np.median(reference)) if reference else float(np.median(scores))
 
 
-@contextlib.contextmanager
-def _client(workers: int, scheduler: str):
-    """A dask.distributed client: local threads, local processes, or a scheduler address."""
-    import logging
-
-    import dask
-    from distributed import Client, LocalCluster
-
-    logging.getLogger("distributed").setLevel(logging.ERROR)
-    if scheduler not in ("threads", "processes"):
-        with Client(scheduler) as client:
-            yield client
-        return
-    processes = scheduler == "processes"
-    # no statistical profiler in the local workers: it walks every thread's stack each 10 ms holding
-    # the GIL, and its records grow with the run (no dashboard shows them here)
-    with dask.config.set({"distributed.worker.profile.enabled": False}), \
-            LocalCluster(n_workers=workers if processes else 1, threads_per_worker=1 if processes else workers,
-                         processes=processes, dashboard_address=None, memory_limit=0) as cluster, \
-            Client(cluster) as client:
-        yield client
-
-
-def _ship(client, job: _Job):
-    """Send the job to every worker once (no content hashing: the movie may be a large array)."""
-    return client.scatter(job, broadcast=True, hash=False)
-
-
-def _runs(starts: list[int], n: int) -> list[int]:
-    """Block starts in the order they should run on ``n`` parallel threads: ``n`` contiguous runs,
-    interleaved (run 0's first block, run 1's first block, ..., run 0's second block, ...).
-
-    Each thread then mostly takes the block after its previous one, and the video reader its previous
-    block left there continues without seeking (:class:`scopeline.core.io._VideoReaders`); blocks in
-    plain order would have the threads read neighbouring blocks at the same time, each seeking.
-    """
-    n = max(1, min(n, len(starts)))
-    size = math.ceil(len(starts) / n)
-    return [starts[r * size + k] for k in range(size) for r in range(n) if r * size + k < len(starts)]
-
-
-def _stream(client, fn, job_future, starts: list[int], report: Callable[[int], None], blocks: Optional[dict] = None):
-    """Run ``fn(job, start[, block])`` for each block start; yield ``(start, result)`` as each finishes.
-
-    Blocks go in the order of :func:`_runs`, at most two per thread submitted at a time (the next is
-    submitted as one finishes), so memory is bounded by what runs and what waits to be consumed,
-    whatever the movie's length. ``blocks``: raw blocks already read, by start, passed to ``fn`` as a
-    third argument. ``report`` gets the result's ``frames`` (or its last item): the raw frames done.
-    """
-    from distributed import as_completed
-
-    blocks = blocks or {}
-    threads = sum(client.nthreads().values())
-    order = _runs(starts, threads)
-    futures = {}
-
-    def submit(i: int):
-        a = order[i]
-        extra = [client.scatter(blocks[a], hash=False)] if a in blocks else []
-        future = client.submit(fn, job_future, a, *extra, pure=False, priority=len(order) - i)
-        futures[future] = a
-        return future
-
-    window = min(len(order), 2 * max(threads, 1))
-    pending = as_completed([submit(i) for i in range(window)])
-    for future in pending:
-        result = future.result()
-        future.release()
-        if window < len(order):
-            pending.add(submit(window))
-            window += 1
-        report(result.frames if hasattr(result, "frames") else result[-1])
-        yield futures.pop(future), result
-
-
-def correct_motion(movie, params: MotionParams, out_array=None, *, workers: int = 2, scheduler: str = "threads",
+def correct_motion(movie, params: MotionParams, out_array=None, *, workers: Optional[int] = None,
+                   scheduler: Optional[str] = None,
                    progress: Optional[Callable[[int], None]] = None) -> MotionResult:
     """Preprocess and motion-correct a movie, writing the corrected movie block by block.
 
@@ -1410,13 +1336,14 @@ def correct_motion(movie, params: MotionParams, out_array=None, *, workers: int 
     out_array : callable, optional
         ``out_array(shape, chunks, dtype)`` returning a writable array (a Zarr array) for the
         corrected movie; None to skip writing (shifts and summaries only).
-    workers : int
+    workers : int, optional
         Blocks processed in parallel (ignored with a scheduler address: its cluster decides; 1 when
-        corrupted frames are dropped).
-    scheduler : str
+        corrupted frames are dropped). Default: :func:`scopeline.executor.settings`.
+    scheduler : str, optional
         ``"threads"`` (one process), ``"processes"`` (a local dask.distributed cluster of worker
-        processes), or the address of a running dask.distributed scheduler. Dropping corrupted frames
-        runs on one thread (blocks then share Zarr chunks).
+        processes), or the address of a running dask.distributed scheduler (:mod:`scopeline.executor`).
+        Dropping corrupted frames runs on one thread (blocks then share Zarr chunks). Default:
+        :func:`scopeline.executor.settings`.
     progress : callable, optional
         Called with the number of raw frames finished, as blocks finish (for progress bars); the
         total is the number of raw frames used, twice that when corrupted frames are dropped.
@@ -1446,6 +1373,8 @@ def correct_motion(movie, params: MotionParams, out_array=None, *, workers: int 
     already run in parallel.
     """
     t_start = time.perf_counter()
+    workers = workers or executor.settings().workers
+    scheduler = scheduler or executor.settings().scheduler
     pre, reg = params.preprocess, params.registration
     n_raw, h_raw, w_raw = movie.shape
     t = pre.temporal_downsample
@@ -1467,7 +1396,7 @@ def correct_motion(movie, params: MotionParams, out_array=None, *, workers: int 
     seconds: dict = {}
     previous_threads = cv2.getNumThreads()
     try:
-        with _client(workers, scheduler) as client:
+        with executor.client(workers, scheduler) as client:
             seconds["start"] = time.perf_counter() - t_start
             t0 = time.perf_counter()
             read, sample = _sample(client, job, starts)
@@ -1477,7 +1406,7 @@ def correct_motion(movie, params: MotionParams, out_array=None, *, workers: int 
             keep = np.ones(n_out, bool)
             if pre.corruption.action == "drop":
                 t0 = time.perf_counter()
-                for _, (found, _) in _stream(client, _scan_block, _ship(client, job), starts, report):
+                for _, (found, _) in executor.stream(client, _scan_block, executor.ship(client, job), starts, report):
                     corrupted.update(found)
                 bad = np.zeros(job.n_used, bool)
                 bad[list(corrupted)] = True
@@ -1496,11 +1425,11 @@ def correct_motion(movie, params: MotionParams, out_array=None, *, workers: int 
             chunks = (min(params.chunk_frames, n_keep), min(params.chunk_tile, h), min(params.chunk_tile, w))
             job.out = out_array((n_keep, h, w), chunks, params.store_dtype) if out_array is not None else None
             t0 = time.perf_counter()
-            job_f = _ship(client, job)
+            job_f = executor.ship(client, job)
             stats = SummaryStats(h, w)
             by_start = {}
             blocks, read = read, None
-            for a, block in _stream(client, _correct_block, job_f, starts, report, blocks):
+            for a, block in executor.stream(client, _correct_block, job_f, starts, report, blocks):
                 stats.merge(block.stats)
                 block.stats = None  # kept: the shifts and what was found, a few numbers per frame
                 corrupted.update(block.loaded.corrupted)
@@ -1554,7 +1483,7 @@ def _sample(client, job: _Job, starts: list[int]) -> tuple[dict, dict]:
     chosen = [starts[i] for i in np.unique(np.linspace(0, len(starts) - 1, n_blocks).round().astype(int))]
     # the template's blocks too: the template then reads no frame again
     chosen = sorted(set(chosen) | {a for a in starts if a < reg.template_frames * job.t})
-    parts = _kept(_stream(client, _glow_block, _ship(client, job), chosen, lambda n: None))
+    parts = _kept(executor.stream(client, _glow_block, executor.ship(client, job), chosen, lambda n: None))
     if any(p_.has_nan for p_ in parts.values()):
         raise MotionError("the movie holds NaN values")
     lo, hi = min(p_.lo for p_ in parts.values()), max(p_.hi for p_ in parts.values())
@@ -1564,7 +1493,7 @@ def _sample(client, job: _Job, starts: list[int]) -> tuple[dict, dict]:
     dark = [a for a, p_ in parts.items() if pre.corruption.enabled
             and (p_.means < pre.corruption.black_fraction * job.brightness).any()]
     if dark:  # dropped-to-black frames must not pull the minimum down: redo those blocks
-        parts.update(_kept(_stream(client, _glow_block, _ship(client, job), dark, lambda n: None)))
+        parts.update(_kept(executor.stream(client, _glow_block, executor.ship(client, job), dark, lambda n: None)))
     mins = [p_.minimum for p_ in parts.values() if p_.minimum is not None]
     if not mins:
         raise MotionError("every sampled frame is corrupted: raise glow_samples or check the recording")
@@ -1614,7 +1543,7 @@ def _redo_deferred(client, job: _Job, starts: list[int], ordered: list, shifts: 
     expected = np.stack([np.interp(bad, good, shifts[good, k]) for k in (0, 1)], axis=1)
     at = {f: e for f, e in zip(bad, expected)}
     job.redo = {a: (frames, np.array([at[f] for f in frames])) for a, frames in deferred.items()}
-    for _, (frames, s, part, partial, _) in _stream(client, _redo_block, _ship(client, job), sorted(job.redo),
+    for _, (frames, s, part, partial, _) in executor.stream(client, _redo_block, executor.ship(client, job), sorted(job.redo),
                                                      lambda n: None):
         shifts[frames] = s
         fallback[frames] = True

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import sys
 import json
-import os
 import time
 
 import numpy as np
@@ -132,8 +131,6 @@ class MotionCorrection(dj.Computed):
         block_shifts               : <blob>         # float32 (n_frames, 2) total (dy, dx), pixels
         """
 
-    workers = 2  # blocks processed in parallel
-    scheduler = os.environ.get("SCOPELINE_DASK_SCHEDULER", "threads")  # or "processes", or a scheduler address
     show_progress = True
 
     @property
@@ -155,7 +152,7 @@ class MotionCorrection(dj.Computed):
         bar = progress_bar(passes * movie.shape[0], f"motion {key['subject']}/{key['session']}/{key['recording_id']}",
                    self.show_progress)
         with staged_zarr(self, key, "movie") as (create, finish):
-            res = core_motion.correct_motion(movie, p, create, workers=self.workers, scheduler=self.scheduler,
+            res = core_motion.correct_motion(movie, p, create,  # workers, scheduler: scopeline.executor.settings()
                                              progress=bar.update)
             meta = finish()
         bar.close()
