@@ -266,3 +266,31 @@ def test_real_ca1_recording_exports_clean(db, tmp_path):
         assert raw.rate == pytest.approx(15) and raw.timestamps is None  # a nominal rate: regular times
         n_units = (cnmf.CNMF & key).fetch1("n_units")
         assert len(f.processing["ophys"]["ImageSegmentation"]["PlaneSegmentation"]) == n_units > 0
+
+
+def test_lab_metadata_file_sets_indicator_location_and_experimenter(db, cells, tmp_path, monkeypatch):
+    key = _processed(cells)
+    lab = tmp_path / "lab.yaml"
+    lab.write_text("NWBFile:\n  experimenter: ['Doe, Jane']\n  institution: University of Somewhere\n"
+                   "  lab: Memory Lab\nOphys:\n  ImagingPlane:\n    indicator: GCaMP6f\n    location: CA1\n"
+                   "    emission_lambda: 525\n    grid_spacing_um: 1.1\n")
+    out = nwb.export_nwb(key, tmp_path / "lab.nwb", metadata=lab)
+    with pynwb.NWBHDF5IO(str(out), "r") as io:
+        f = io.read()
+        plane = f.imaging_planes["ImagingPlane"]
+        assert (plane.indicator, plane.location, plane.excitation_lambda) == ("GCaMP6f", "CA1", 470.0)
+        assert plane.optical_channel[0].emission_lambda == 525.0 and list(plane.grid_spacing) == [1.1, 1.1]
+        assert "except these defaults: excitation_lambda 470.0" in plane.description
+        assert list(f.experimenter) == ["Doe, Jane"] and f.institution == "University of Somewhere"
+        assert f.lab == "Memory Lab"
+    assert _serious(nwb.inspect_nwb(out)) == []
+    # the lab's file for every export, and its errors name the file and the field
+    monkeypatch.setenv("SCOPELINE_NWB_METADATA", str(lab))
+    with pynwb.NWBHDF5IO(str(nwb.export_nwb(key, tmp_path / "env.nwb")), "r") as io:
+        assert io.read().imaging_planes["ImagingPlane"].location == "CA1"
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"Ophys": {"ImagingPlane": {"indicatr": "x", "emission_lambda": -1}}}))
+    with pytest.raises(nwb.nwb_metadata.MetadataError, match=r"bad.json: invalid NWB metadata: ") as err:
+        nwb.export_nwb(key, tmp_path / "bad.nwb", metadata=bad)
+    assert "ImagingPlane.indicatr: Extra inputs" in str(err.value) and "emission_lambda: Input should be" in str(err.value)
+    assert not (tmp_path / "bad.nwb").exists()

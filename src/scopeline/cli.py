@@ -423,8 +423,12 @@ def ls():
 
 # ------------------------------------------------------------------------------------- run
 
+_METADATA = typer.Option(None, "--metadata", help="Lab metadata of the NWB file (YAML/JSON: experimenter, "
+                         "institution, indicator, location, wavelengths, pixel size; schemas/nwb_metadata.schema.json"
+                         "). Default: SCOPELINE_NWB_METADATA.")
 
-def _process(recordings: list[dict], preset: str, out_dir: Path, nwb: bool = True) -> list[dict]:
+
+def _process(recordings: list[dict], preset: str, out_dir: Path, nwb: bool = True, metadata=None) -> list[dict]:
     """Queue a pipeline preset for the recordings, populate, write figures and NWB files; return one
     summary row per recording (``error`` set when its chain failed)."""
     from scopeline import report
@@ -443,17 +447,17 @@ def _process(recordings: list[dict], preset: str, out_dir: Path, nwb: bool = Tru
         out = out_dir / key["subject"] / key["session"]
         row["figures"] = [str(p) for p in report.write_figures(key, out).values()]
         if nwb:
-            row["nwb"] = str(_export_once(key, out / f"{report.result_name(key)}.nwb"))
+            row["nwb"] = str(_export_once(key, out / f"{report.result_name(key)}.nwb", metadata))
         rows.append(row)
     return rows
 
 
-def _export_once(key: dict, path: Path) -> Path:
+def _export_once(key: dict, path: Path, metadata=None) -> Path:
     """The result's NWB file, written unless it exists (re-running is a no-op)."""
     from scopeline.pipeline.nwb import export_nwb
 
     if not path.exists():
-        export_nwb(key, path)
+        export_nwb(key, path, metadata=metadata)
     return path.resolve()
 
 
@@ -497,6 +501,7 @@ def run(
     out: Path = typer.Option(Path("scopeline-results"), "--out", "-o", help="Folder for figures and NWB files."),
     fps: Optional[float] = typer.Option(None, "--fps", help="Frame rate (Hz) for TIFF/AVI without a clock."),
     no_nwb: bool = typer.Option(False, "--no-nwb", help="Skip the NWB export."),
+    metadata: Optional[Path] = _METADATA,
 ):
     """Ingest one recording and run the whole pipeline on it: motion correction, initialization and
     CNMF with the preset's parameter sets, figures, NWB file, summary.
@@ -516,7 +521,7 @@ def run(
         activate()
         console.print(f"database: {where['backend']} at {where['host']}:{where['port']} ({where['source']})")
         ingested = run_ingest(path, subject, session, pattern=None, fps=fps)
-        rows = _process([r.key for r in ingested], preset, out, nwb=not no_nwb)
+        rows = _process([r.key for r in ingested], preset, out, nwb=not no_nwb, metadata=metadata)
     _print_summary(rows, time.monotonic() - t0)
     if any("error" in r for r in rows):
         raise typer.Exit(1)
@@ -584,6 +589,7 @@ def export_nwb_cmd(
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing file."),
     embed_movie: bool = typer.Option(False, "--embed-movie", help="Also store the corrected movie in the file."),
     inspect: bool = typer.Option(True, "--inspect/--no-inspect", help="Check the file with nwbinspector (DANDI)."),
+    metadata: Optional[Path] = _METADATA,
 ):
     """Export one CNMF result (with its recording, motion correction and provenance) as an NWB file.
 
@@ -597,7 +603,8 @@ def export_nwb_cmd(
         key = _result_key(subject, session, recording, preset, paramsets)
         activate()
         try:
-            path = export_nwb(key, out, overwrite=overwrite, embed_movie=embed_movie, progress=embed_movie)
+            path = export_nwb(key, out, overwrite=overwrite, embed_movie=embed_movie, progress=embed_movie,
+                              metadata=metadata)
         except (ValueError, FileExistsError, FileNotFoundError, IsADirectoryError) as err:
             _fail(str(err))
     console.print(f"wrote {path}", highlight=False)

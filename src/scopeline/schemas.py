@@ -13,7 +13,7 @@ from pathlib import Path
 from pydantic import BaseModel
 
 from scopeline.core.simulate import SimulationParams
-from scopeline.pipeline import stages
+from scopeline.pipeline import nwb_metadata, stages
 
 __all__ = ["schemas", "presets", "write"]
 
@@ -27,7 +27,7 @@ def _schema(model_cls: type[BaseModel], description: str) -> dict:
 
 def schemas() -> dict[str, dict]:
     """Schema name -> JSON Schema (dict)."""
-    out = {"simulation": SimulationParams.json_schema()}
+    out = {"simulation": SimulationParams.json_schema(), "nwb_metadata": nwb_metadata.json_schema()}
     out.update({s.name: _schema(s.model, s.description) for s in stages.with_params()})
     return out
 

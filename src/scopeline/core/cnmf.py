@@ -45,7 +45,6 @@ from typing import Callable, Literal, Optional
 
 import numpy as np
 from pydantic import Field, field_validator
-from scipy import ndimage
 
 from scopeline import executor
 
@@ -187,26 +186,6 @@ def pixel_noise(movie, p: CNMFParams, tile: int = 128) -> np.ndarray:
 # ------------------------------------------------------------------------------ spatial
 
 
-def _support(A: Footprints, dilate: int) -> np.ndarray:
-    """bool (units, sy, sx): each footprint's support dilated by ``dilate`` pixels (inside its box)."""
-    sup = A.patches > 0
-    if dilate > 0:
-        disk = np.hypot(*np.mgrid[-dilate: dilate + 1, -dilate: dilate + 1]) <= dilate
-        sup = np.stack([ndimage.binary_dilation(s_, disk) for s_ in sup]) if len(sup) else sup
-    return sup
-
-
-def _relative(A: Footprints, i: int, j: int) -> Optional[tuple[tuple[slice, slice], tuple[slice, slice]]]:
-    """Slices (in box i, in box j) of the overlap of two units' boxes, or None."""
-    sy, sx = A.patches.shape[1:]
-    dy, dx = A.offsets[j] - A.offsets[i]
-    if abs(dy) >= sy or abs(dx) >= sx:
-        return None
-    si = (slice(max(0, dy), sy + min(0, dy)), slice(max(0, dx), sx + min(0, dx)))
-    sj = (slice(max(0, -dy), sy + min(0, -dy)), slice(max(0, -dx), sx + min(0, -dx)))
-    return si, sj
-
-
 def update_spatial(movie, A: Footprints, C: np.ndarray, b: np.ndarray, f: np.ndarray, sn: np.ndarray,
                    p: CNMFParams, progress: Optional[Callable[[int], None]] = None) -> tuple[Footprints, np.ndarray, np.ndarray]:
     """One spatial update: per-pixel non-negative LASSO for A and least squares for b.
@@ -247,9 +226,9 @@ def update_spatial(movie, A: Footprints, C: np.ndarray, b: np.ndarray, f: np.nda
     G = C64 @ C64.T
     Gf = C64 @ f64
     ff = float(f64 @ f64) or 1.0
-    support = _support(A, p.dilate)
+    support = A.supports(p.dilate)
     lam = [p.spatial_penal * np.sqrt(G[i, i]) * sn[A._slices(i)] for i in range(k)]
-    pairs = [[(j, rel) for j in range(k) if j != i and G[i, j] != 0 and (rel := _relative(A, i, j)) is not None]
+    pairs = [[(j, rel) for j in range(k) if j != i and G[i, j] != 0 and (rel := A.relative(i, j)) is not None]
              for i in range(k)]
     a_ = np.where(support, A.patches, 0).astype(np.float64)
     bb = np.asarray(b, np.float64).copy()
@@ -286,7 +265,7 @@ def _groups(A: Footprints, threshold: float) -> list[list[int]]:
     pairs = []
     for i, others in enumerate(A.overlaps()):
         for j in others[others > i]:
-            si, sj = _relative(A, i, j)
+            si, sj = A.relative(i, j)
             inter = np.logical_and(sup[i][si], sup[j][sj]).sum()
             union = sup[i].sum() + sup[j].sum() - inter
             if union and inter / union > threshold:
@@ -366,11 +345,11 @@ def merge_units(A: Footprints, C: np.ndarray, threshold: float,
         return A, C, []
     z = C - C.mean(axis=1, keepdims=True)
     z /= np.maximum(np.linalg.norm(z, axis=1, keepdims=True), 1e-12)
-    sup = _support(A, dilate)
+    sup = A.supports(dilate)
     pairs = []
     for i, others in enumerate(A.overlaps()):
         for j in others[others > i]:
-            si, sj = _relative(A, i, j)
+            si, sj = A.relative(i, j)
             if float(z[i] @ z[j]) > threshold and np.logical_and(sup[i][si], sup[j][sj]).any():
                 pairs.append((i, j))
     groups = components(k, pairs)
@@ -389,7 +368,7 @@ def merge_units(A: Footprints, C: np.ndarray, threshold: float,
         lead = max(members, key=lambda m: weight[m])
         patch = np.zeros_like(A.patches[lead])
         for m in members:
-            rel = _relative(A, lead, m)
+            rel = A.relative(lead, m)
             if rel is not None:
                 si, sj = rel
                 patch[si] += weight[m] * A.patches[m][sj]

@@ -14,6 +14,7 @@ from typing import Callable, Iterator, Optional
 import numba
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
+from scipy import ndimage
 
 from scopeline import executor
 
@@ -286,12 +287,29 @@ class Footprints:
         return G
 
     def _product(self, i: int, j: int) -> float:
-        (yi, xi), (yj, xj) = self.offsets[i], self.offsets[j]
+        rel = self.relative(i, j)
+        if rel is None:
+            return 0.0
+        (si, sj) = rel
+        return float(np.dot(self.patches[i][si].ravel().astype(np.float64), self.patches[j][sj].ravel()))
+
+    def relative(self, i: int, j: int) -> Optional[tuple[tuple[slice, slice], tuple[slice, slice]]]:
+        """Slices (in box i, in box j) of the overlap of two units' boxes, or None when they do not overlap."""
         sy, sx = self.patches.shape[1:]
-        dy, dx = yj - yi, xj - xi
-        a = self.patches[i, max(0, dy): sy + min(0, dy), max(0, dx): sx + min(0, dx)]
-        b = self.patches[j, max(0, -dy): sy + min(0, -dy), max(0, -dx): sx + min(0, -dx)]
-        return float(np.dot(a.ravel().astype(np.float64), b.ravel()))
+        dy, dx = self.offsets[j] - self.offsets[i]
+        if abs(dy) >= sy or abs(dx) >= sx:
+            return None
+        si = (slice(max(0, dy), sy + min(0, dy)), slice(max(0, dx), sx + min(0, dx)))
+        sj = (slice(max(0, -dy), sy + min(0, -dy)), slice(max(0, -dx), sx + min(0, -dx)))
+        return si, sj
+
+    def supports(self, dilate: int = 0) -> np.ndarray:
+        """bool (units, size_y, size_x): each footprint's support dilated by ``dilate`` pixels (inside its box)."""
+        sup = self.patches > 0
+        if dilate > 0:
+            disk = np.hypot(*np.mgrid[-dilate: dilate + 1, -dilate: dilate + 1]) <= dilate
+            sup = np.stack([ndimage.binary_dilation(s_, disk) for s_ in sup]) if len(sup) else sup
+        return sup
 
     def dot(self, image: np.ndarray) -> np.ndarray:
         """float64 (units,): A^T image for one (height, width) image."""

@@ -31,7 +31,9 @@ Timestamps are seconds on the acquisition's own clock. Intervals longer than 1.5
 are dropped-frame gaps, and ``round(gap / median) - 1`` frames are counted as dropped for each; the
 frame rate is the inverse of the mean of the other (regular) intervals.
 
-Every function that reads the disk raises :class:`RecordingError` naming the file and the problem.
+Each format is one class of :mod:`scopeline.core.formats` (discovery, file validation, timing, device
+metadata); :func:`discover` and :func:`read_metadata` walk its registry. Every function that reads the
+disk raises :class:`RecordingError` naming the file and the problem.
 No function here loads a whole movie: :func:`load_movie` returns a lazy dask array chunked by frames.
 """
 
@@ -63,6 +65,8 @@ __all__ = [
     "RecordingMetadata",
     "natural_key",
     "discover",
+    "movie_kind",
+    "READERS",
     "read_metadata",
     "probe_avi",
     "probe_tiff",
@@ -96,8 +100,8 @@ class MovieFile:
         Absolute path of the file.
     n_frames : int
         Number of frames it holds.
-    kind : {"avi", "tiff"}
-        How to read it.
+    kind : str
+        How to read it: a key of :data:`READERS` (``"avi"``, ``"tiff"``, or a registered format's).
     """
 
     path: Path
@@ -194,7 +198,7 @@ def natural_key(path: str | Path) -> tuple:
     return tuple(int(tok) if tok.isdigit() else tok.lower() for tok in re.split(r"(\d+)", name))
 
 
-def _listing(folder: Path, suffixes: tuple[str, ...], prefix: str = "") -> list[Path]:
+def listing(folder: Path, suffixes: tuple[str, ...], prefix: str = "") -> list[Path]:
     return sorted(
         (p for p in folder.iterdir()
          if p.is_file() and p.suffix.lower() in suffixes and p.name.startswith(prefix)),
@@ -202,7 +206,7 @@ def _listing(folder: Path, suffixes: tuple[str, ...], prefix: str = "") -> list[
     )
 
 
-def _read_json(path: Path) -> dict:
+def read_json(path: Path) -> dict:
     try:
         data = json.loads(path.read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
@@ -212,8 +216,8 @@ def _read_json(path: Path) -> dict:
     return data
 
 
-def _v4_device_avis(folder: Path) -> list[Path]:
-    return [p for p in _listing(folder, AVI_SUFFIXES) if p.stem.isdigit()]
+def v4_device_avis(folder: Path) -> list[Path]:
+    return [p for p in listing(folder, AVI_SUFFIXES) if p.stem.isdigit()]
 
 
 def _folder_names(names) -> set[str]:
@@ -231,20 +235,20 @@ def _json_or_empty(path: Path) -> dict:
     return data if isinstance(data, dict) else {}
 
 
-def _is_v4_device(folder: Path) -> bool:
+def is_v4_device(folder: Path) -> bool:
     """A V4 DAQ device folder (miniscope or behaviour camera): numbered AVIs plus its metadata."""
     has_meta = (folder / METADATA).is_file() or (folder / V4_TIMESTAMPS).is_file()
-    return has_meta and bool(_v4_device_avis(folder))
+    return has_meta and bool(v4_device_avis(folder))
 
 
-def _is_v4_miniscope(folder: Path) -> bool:
+def is_v4_miniscope(folder: Path) -> bool:
     """A V4 device folder holding a miniscope (not a behaviour camera).
 
     Decided by the session-level ``metaData.json`` (``miniscopes`` / ``cameras`` lists, whose device
     names the DAQ turns into folder names by replacing spaces with underscores), else by the device's
     ``deviceType``, else by the folder name (no ``cam`` in it).
     """
-    if not _is_v4_device(folder):
+    if not is_v4_device(folder):
         return False
     session = _json_or_empty(folder.parent / METADATA)
     if folder.name in _folder_names(session.get("miniscopes")):
@@ -258,23 +262,11 @@ def _is_v4_miniscope(folder: Path) -> bool:
 
 
 def _source_in(folder: Path) -> RecordingSource | None:
-    """The recording held directly in ``folder``, if any."""
-    if _is_v4_miniscope(folder):
-        ts = folder / V4_TIMESTAMPS
-        return RecordingSource("miniscope_v4", folder, _v4_device_avis(folder), ts)
-    v3 = _listing(folder, AVI_SUFFIXES, prefix="msCam")
-    if v3:
-        return RecordingSource("miniscope_v3", folder, v3, folder / V3_TIMESTAMPS)
-    tiffs = _listing(folder, TIFF_SUFFIXES)
-    if tiffs:
-        return RecordingSource("tiff", folder, tiffs)
-    avis = _listing(folder, AVI_SUFFIXES)
-    if not avis or _is_v4_device(folder):  # a V4 behaviour camera is no recording of ours
-        return None
-    is_v4_time_folder = (folder / METADATA).is_file() and any(_is_v4_device(d) for d in folder.iterdir() if d.is_dir())
-    if is_v4_time_folder or any(p.name.lower().startswith("behavcam") for p in avis):
-        return None
-    return RecordingSource("avi", folder, avis)
+    """The recording held directly in ``folder``: the first format of :data:`scopeline.core.formats.FORMATS`
+    that claims it, if any."""
+    from scopeline.core import formats
+
+    return next((src for fmt in formats.FORMATS if (src := fmt.source_in(folder)) is not None), None)
 
 
 def discover(path: str | Path) -> list[RecordingSource]:
@@ -300,12 +292,14 @@ def discover(path: str | Path) -> list[RecordingSource]:
     if not path.exists():
         raise RecordingError(f"{path}: no such file or folder")
     if path.is_file():
-        suffix = path.suffix.lower()
-        if suffix in TIFF_SUFFIXES:
-            return [RecordingSource("tiff", path, [path])]
-        if suffix in AVI_SUFFIXES:
-            return [RecordingSource("avi", path, [path])]
-        raise RecordingError(f"{path}: not a recording (expected .avi, .tif or .tiff)")
+        from scopeline.core import formats
+
+        for fmt in formats.FORMATS:
+            source = fmt.source_for_file(path)
+            if source is not None:
+                return [source]
+        suffixes = sorted({x for fmt in formats.FORMATS for x in fmt.suffixes})
+        raise RecordingError(f"{path}: not a recording (expected {', '.join(suffixes)})")
     found: list[RecordingSource] = []
     here = _source_in(path)
     if here is not None:
@@ -522,7 +516,9 @@ def _read_tiff(path: str, start: int, stop: int, height: int, width: int, dtype:
         raise RecordingError(f"{path}: frames {start}-{stop - 1} cannot be read ({err})") from err
 
 
-_READERS = {"avi": _read_avi, "tiff": _read_tiff}
+#: movie-file kind -> reader ``(path, start, stop, height, width, dtype) -> frames``; a format with its own
+#: files adds its reader (:func:`scopeline.core.formats.register`)
+READERS = {"avi": _read_avi, "tiff": _read_tiff}
 
 
 def load_movie(
@@ -555,7 +551,7 @@ def load_movie(
         chunk_frames = max(1, CHUNK_BYTES // (height * width * np.dtype(dtype).itemsize))
     blocks = []
     for f in files:
-        reader = _READERS[f.kind]
+        reader = READERS[f.kind]
         for start in range(0, f.n_frames, chunk_frames):
             stop = min(start + chunk_frames, f.n_frames)
             block = dask.delayed(reader, pure=True)(str(f.path), start, stop, height, width, dtype)
@@ -681,18 +677,18 @@ def frame_timing(timestamps: np.ndarray, where: str) -> tuple[float, np.ndarray,
 # -------------------------------------------------------------------------------- whole recordings
 
 
-def _probe_files(source: RecordingSource) -> tuple[list[MovieFile], int, int, str, float | None]:
+def movie_kind(path: str | Path) -> str:
+    """How a movie file is read: ``"tiff"`` for .tif/.tiff, else ``"avi"``."""
+    return "tiff" if str(path).lower().endswith(TIFF_SUFFIXES) else "avi"
+
+
+def _probe_files(source: RecordingSource, fmt) -> tuple[list[MovieFile], int, int, str, float | None]:
     files: list[MovieFile] = []
     size = None
     dtype = "uint8"
     header_fps = None
     for path in source.files:
-        if source.system == "tiff":
-            n, h, w, dtype_i, fps = probe_tiff(path)
-            kind = "tiff"
-        else:
-            n, h, w, fps = probe_avi(path)
-            dtype_i, kind = "uint8", "avi"
+        n, h, w, dtype_i, fps = fmt.probe(path)
         if size is None:
             size, dtype, header_fps = (h, w), dtype_i, fps or None
         elif (h, w) != size:
@@ -701,16 +697,16 @@ def _probe_files(source: RecordingSource) -> tuple[list[MovieFile], int, int, st
             )
         elif dtype_i != dtype:
             raise RecordingError(f"{path}: pixel type {dtype_i} differs from {dtype} of {source.files[0].name}")
-        files.append(MovieFile(path, n, kind))
+        files.append(MovieFile(path, n, fmt.file_kind(path)))
     return files, size[0], size[1], dtype, header_fps
 
 
-def _nominal_fps(value) -> float | None:
+def nominal_fps(value) -> float | None:
     match = re.search(r"[\d.]+", str(value)) if value is not None else None
     return float(match.group()) if match else None
 
 
-def _v4_start_time(session_meta: dict) -> _dt.datetime | None:
+def v4_start_time(session_meta: dict) -> _dt.datetime | None:
     rst = session_meta.get("recordingStartTime")
     if not isinstance(rst, dict):
         rst = session_meta  # older DAQ builds write year, month, ... at the top level
@@ -721,7 +717,7 @@ def _v4_start_time(session_meta: dict) -> _dt.datetime | None:
         return None
 
 
-def _v3_settings(path: Path) -> dict:
+def v3_settings(path: Path) -> dict:
     """Parse ``settings_and_notes.dat`` (a tab-separated header line and a value line)."""
     if not path.is_file():
         return {}
@@ -758,37 +754,13 @@ def read_metadata(source: RecordingSource, fps: float | None = None) -> Recordin
         unreadable or inconsistent timestamps or metaData.json file; timestamps whose count differs
         from the frames; an unknown frame rate.
     """
-    device: dict = {}
-    start_time = None
-    nominal = None
-    if source.system == "miniscope_v4":
-        if (source.folder / METADATA).is_file():
-            device = _read_json(source.folder / METADATA)
-        session_meta_path = source.folder.parent / METADATA
-        if session_meta_path.is_file():
-            session_meta = _read_json(session_meta_path)
-            start_time = _v4_start_time(session_meta)
-            device["session"] = session_meta
-        nominal = _nominal_fps(device.get("frameRate"))
-    files, height, width, dtype, header_fps = _probe_files(source)
-    n_frames = sum(f.n_frames for f in files)
+    from scopeline.core import formats
 
-    if source.system == "miniscope_v4":
-        timestamps = read_v4_timestamps(source.timestamps_file)
-        timing = "acquisition_clock"
-    elif source.system == "miniscope_v3":
-        timestamps, cam = read_v3_timestamps(source.timestamps_file, n_frames)
-        device = {**_v3_settings(source.folder / "settings_and_notes.dat"), "camNum": cam}
-        timing = "acquisition_clock"
-    else:
-        rate = fps or header_fps
-        if not rate or rate <= 0:
-            raise RecordingError(
-                f"{source.files[0]}: no frame rate in the file; give it (fps=..., or --fps on the command line)"
-            )
-        nominal = float(rate)
-        timestamps = np.arange(n_frames, dtype=np.float64) / nominal
-        timing = "nominal"
+    fmt = formats.get(source.system)
+    device, start_time, nominal = fmt.device(source)
+    files, height, width, dtype, header_fps = _probe_files(source, fmt)
+    n_frames = sum(f.n_frames for f in files)
+    timestamps, timing, nominal = fmt.timing(source, n_frames, fps, header_fps, device, nominal)
     where = str(source.timestamps_file or source.files[0])
     if timestamps.size != n_frames:
         raise RecordingError(

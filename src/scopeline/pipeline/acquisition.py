@@ -9,7 +9,7 @@ import numpy as np
 
 from scopeline import settings
 from scopeline._dj import dj
-from scopeline.core import io
+from scopeline.core import formats, io
 from scopeline.pipeline.session import Session  # noqa: F401  (foreign key)
 from scopeline.pipeline._stage import Stage
 
@@ -18,7 +18,7 @@ schema = dj.Schema()
 
 @schema
 class AcquisitionSystem(dj.Lookup):
-    """Recording layouts scopeline reads (see :mod:`scopeline.core.io`)."""
+    """Recording formats scopeline reads: one row per :data:`scopeline.core.formats.FORMATS` entry."""
 
     definition = """
     # A recording layout / acquisition system
@@ -26,15 +26,7 @@ class AcquisitionSystem(dj.Lookup):
     ---
     system_description         : varchar(255)
     """
-    contents = [
-        {"acquisition_system": name, "system_description": text}
-        for name, text in (
-            ("miniscope_v4", "UCLA Miniscope V4 DAQ: numbered AVIs, timeStamps.csv, metaData.json"),
-            ("miniscope_v3", "UCLA Miniscope V3 DAQ: msCam*.avi, timestamp.dat, settings_and_notes.dat"),
-            ("tiff", "TIFF stack(s), no acquisition clock: frame rate given"),
-            ("avi", "AVI file(s), no acquisition clock: frame rate from the header or given"),
-        )
-    ]
+    contents = [{"acquisition_system": f.name, "system_description": f.description} for f in formats.FORMATS]
 
 
 @schema
@@ -150,10 +142,11 @@ class RecordingInfo(dj.Imported):
     def movie_spec(self) -> dict:
         """Everything needed to read this recording's movie, as plain data (see :func:`open_movie`)."""
         key = self.fetch1("KEY")
-        rec_path, h, w, dtype = (Recording * self & key).fetch1("recording_path", "height", "width", "pixel_dtype")
+        rec_path, system, h, w, dtype = (Recording * self & key).fetch1(
+            "recording_path", "acquisition_system", "height", "width", "pixel_dtype")
         names, counts = (self.File & key).to_arrays("file_name", "file_frames", order_by="file_index")
         return {"recording_path": rec_path, "files": [[str(n), int(c)] for n, c in zip(names, counts)],
-                "frame_shape": [int(h), int(w)], "dtype": dtype}
+                "frame_shape": [int(h), int(w)], "dtype": dtype, "acquisition_system": system}
 
     def movie(self, chunk_frames: int | None = None):
         """The recording's movie as a lazy dask array (frames, height, width); see core.io.load_movie."""
@@ -163,9 +156,9 @@ class RecordingInfo(dj.Imported):
 def open_movie(spec: dict, chunk_frames: int | None = None):
     """Lazy dask movie (frames, height, width) from :meth:`RecordingInfo.movie_spec`, under the data root."""
     folder = settings.data_root() / spec["recording_path"]
-    base = folder.parent if folder.suffix.lower() in io.TIFF_SUFFIXES + io.AVI_SUFFIXES else folder
-    files = [io.MovieFile(base / n, c, "tiff" if n.lower().endswith(io.TIFF_SUFFIXES) else "avi")
-             for n, c in spec["files"]]
+    base = folder.parent if folder.is_file() or folder.suffix.lower() in io.TIFF_SUFFIXES + io.AVI_SUFFIXES else folder
+    fmt = formats.get(spec["acquisition_system"]) if "acquisition_system" in spec else None
+    files = [io.MovieFile(base / n, c, fmt.file_kind(base / n) if fmt else io.movie_kind(n)) for n, c in spec["files"]]
     return io.load_movie(files, tuple(spec["frame_shape"]), spec["dtype"], chunk_frames)
 
 

@@ -11,7 +11,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from scopeline.core import io
+from scopeline.core import formats, io
 from scopeline.pipeline import acquisition, activate
 from scopeline.pipeline.session import Session
 from scopeline.pipeline.subject import Subject
@@ -169,6 +169,9 @@ def ingest(path: str | Path, subject: str | None = None, session: str | None = N
             taken = (acquisition.Recording & ident).to_arrays("recording_id")
             key = {**ident, "recording_id": int(max(taken) + 1) if len(taken) else 0}
             clockless = meta.timing_source == "nominal"
+            fmt = formats.get(source.system)  # a format registered after the table was declared: its row
+            acquisition.AcquisitionSystem.insert1({"acquisition_system": fmt.name,
+                                                   "system_description": fmt.description}, skip_duplicates=True)
             acquisition.Recording.insert1({**key, "acquisition_system": source.system,
                                            "recording_path": rel, "fps_given": fps if clockless else None})
             master, files = acquisition.info_rows(key, meta)

@@ -45,28 +45,20 @@ import numpy as np
 
 import scopeline
 from scopeline import settings
+from scopeline.core import formats
 from scopeline.core import io as core_io
 from scopeline.core.quality import METRICS
-from scopeline.pipeline import acquisition, activate, cnmf, initialization, keys, motion, stages, units
+from scopeline.pipeline import acquisition, activate, cnmf, initialization, keys, motion, nwb_metadata, stages, units
 from scopeline.pipeline._objects import open_zarr
 from scopeline.pipeline._util import json_default as _json_default
 from scopeline.pipeline._util import load_npy, progress_bar
 from scopeline.pipeline.session import Session
 from scopeline.pipeline.subject import Subject as SubjectTable
 
-__all__ = ["export_nwb", "inspect_nwb", "DEFAULT_SPECIES", "EXCITATION_NM", "EMISSION_NM", "INDICATOR"]
+__all__ = ["export_nwb", "inspect_nwb", "DEFAULT_SPECIES"]
 
 #: Used only if the Subject table has no species column (it has one, default "Mus musculus").
 DEFAULT_SPECIES = "Mus musculus"
-#: Excitation wavelength written when the metadata has none: the blue LED of UCLA Miniscopes, nm.
-EXCITATION_NM = 470.0
-#: Emission wavelength written when the metadata has none: GCaMP's green emission peak, nm.
-EMISSION_NM = 520.0
-#: Indicator written when the metadata has none.
-INDICATOR = "GCaMP"
-#: Imaging-plane location when none is recorded: the Allen CCF term for the whole brain ("unknown" is
-#: not a CCF term, and nwbinspector flags a non-CCF location for mice as a best-practice violation).
-LOCATION = "root"
 #: Subject age when the Subject table has no date of birth: the ISO 8601 open range "0 days or older",
 #: which is true of every subject and tells the reader the age is unknown.
 UNKNOWN_AGE = "P0D/"
@@ -75,14 +67,12 @@ CHUNK_BYTES = 1 << 20
 #: The embedded movie is read and written this many bytes at a time (bounds the memory).
 BUFFER_BYTES = 64 << 20
 
-_MINISCOPE_SYSTEMS = {"miniscope_v4": "UCLA Miniscope V4", "miniscope_v3": "UCLA Miniscope V3"}
-
 
 # ------------------------------------------------------------------------------------ public API
 
 
 def export_nwb(key: dict, out: str | Path, *, overwrite: bool = False, embed_movie: bool = False,
-               progress: bool = False) -> Path:
+               progress: bool = False, metadata=None) -> Path:
     """Write one CNMF result, with its recording, motion correction and provenance, as an NWB file.
 
     Parameters
@@ -119,6 +109,8 @@ def export_nwb(key: dict, out: str | Path, *, overwrite: bool = False, embed_mov
         If the folder of ``out`` does not exist.
     ValueError
         If ``key`` matches no CNMF row, more than one, or names attributes CNMF does not have.
+    scopeline.pipeline.nwb_metadata.MetadataError
+        If the metadata file cannot be read or does not validate (checked before any other work).
 
     Notes
     -----
@@ -126,9 +118,13 @@ def export_nwb(key: dict, out: str | Path, *, overwrite: bool = False, embed_mov
     moved onto ``out`` with :func:`os.replace` once complete; on any error the temporary file is
     deleted, so ``out`` is either absent, the old file, or the complete new one.
 
-    Metadata scopeline does not record are written with honest defaults, each said so in the file's
-    descriptions: indicator ``"GCaMP"``, excitation 470 nm (the Miniscope LED), emission 520 nm,
-    imaging-plane location ``"root"`` (Allen CCF: the brain, region not recorded), and a subject age
+    Metadata scopeline does not record come from the lab's metadata (``metadata``: a YAML/JSON file, a
+    dict or :class:`scopeline.pipeline.nwb_metadata.NWBMetadata`; else the file ``SCOPELINE_NWB_METADATA``
+    names): experimenter, institution, lab, indicator, location, wavelengths, pixel size. What it leaves
+    unset is written with honest defaults, each said so in the file's descriptions: indicator
+    ``"GCaMP"``, excitation 470 nm (the Miniscope LED), emission 520 nm, imaging-plane location
+    ``"root"`` (Allen CCF: the brain, region not recorded), the experimenter the acquisition software
+    recorded (if any), and a subject age
     of ``"P0D/"`` (unknown) when the Subject has no date of birth. Species and sex come from the
     Subject table (its ``species`` column defaults to ``"Mus musculus"``; ``DEFAULT_SPECIES`` would
     only be used if the table had no such column). session_start_time is the recording's start
@@ -143,10 +139,11 @@ def export_nwb(key: dict, out: str | Path, *, overwrite: bool = False, embed_mov
     >>> [m.message for m in inspect_nwb(path)]                      # doctest: +SKIP
     """
     out = _check_target(out, overwrite)
+    lab = nwb_metadata.resolve(metadata)
     activate()
     key = _one_key(key)
     data = _fetch(key)
-    nwbfile = _build(data, out, embed_movie, progress)
+    nwbfile = _build(data, out, embed_movie, progress, lab)
     _write_atomic(nwbfile, out)
     return out
 
@@ -258,11 +255,13 @@ def _paramset(stage, key: dict) -> dict:
 # ------------------------------------------------------------------------------------ the file
 
 
-def _build(data: dict, out: Path, embed_movie: bool, progress: bool):
+def _build(data: dict, out: Path, embed_movie: bool, progress: bool, lab: nwb_metadata.NWBMetadata):
     """The in-memory NWBFile (large arrays as iterators, written later by :func:`_write_atomic`)."""
     from pynwb import NWBFile
 
     key, info = data["key"], data["info"]
+    meta = nwb_metadata.NWBMetadata.model_validate(nwb_metadata.get_metadata(info["device_metadata"], lab))
+    file_meta = meta.NWBFile
     raw_files = _raw_paths(data["recording"]["recording_path"], data["files"])
     start = _start_time(info["recording_start"], data["session"]["session_start_time"], raw_files)
     nwbfile = NWBFile(
@@ -270,8 +269,10 @@ def _build(data: dict, out: Path, embed_movie: bool, progress: bool):
         identifier=str(uuid.uuid4()),
         session_start_time=start,
         session_id=_no_slash(key["session"]),
-        experimenter=_experimenter(info["device_metadata"]),
-        keywords=["calcium imaging", "one-photon", "miniscope", "CNMF", "scopeline"],
+        experimenter=file_meta.experimenter,
+        institution=file_meta.institution, lab=file_meta.lab, experiment_description=file_meta.experiment_description,
+        related_publications=file_meta.related_publications,
+        keywords=["calcium imaging", "one-photon", "miniscope", "CNMF", "scopeline", *(file_meta.keywords or [])],
         notes=json.dumps(_provenance(data), indent=1, sort_keys=True, default=_json_default),
         data_collection=_data_collection(data),
         source_script=f"scopeline {scopeline.__version__}: scopeline.pipeline.nwb.export_nwb({_key_text(key)})",
@@ -279,7 +280,7 @@ def _build(data: dict, out: Path, embed_movie: bool, progress: bool):
         was_generated_by=_generated_by(),
         subject=_subject(data["subject"]),
     )
-    plane = _imaging_plane(nwbfile, data)
+    plane = _imaging_plane(nwbfile, data, meta.Ophys.ImagingPlane, lab.given())
     raw = _raw_series(plane, info, data["files"], raw_files, out.parent)
     nwbfile.add_acquisition(raw)
     ophys = nwbfile.create_processing_module(
@@ -349,13 +350,6 @@ def _session_description(data: dict) -> str:
             f"session {key['session']!r}, processed by scopeline ("
             + ", ".join(f"{s.label} {key[s.key_attr]!r}" for s in stages.chain("cnmf") if s.key_attr) + ")")
     return f"{text} ({auto})" if text else auto
-
-
-def _experimenter(device_metadata: dict) -> list[str] | None:
-    """The researcher named in the acquisition metadata (UCLA Miniscope DAQ ``researcherName``), if any."""
-    session = (device_metadata or {}).get("session") or {}
-    name = str(session.get("researcherName") or "").strip() if isinstance(session, dict) else ""
-    return [name] if name else None
 
 
 def _subject(row: dict):
@@ -439,35 +433,48 @@ def _data_collection(data: dict) -> str:
 # ------------------------------------------------------------------------------------ device, plane, raw
 
 
-def _imaging_plane(nwbfile, data: dict):
-    """Device (with its model for Miniscopes), optical channel and imaging plane."""
+def _imaging_plane(nwbfile, data: dict, plane, given: set):
+    """Device (with its model for Miniscopes), optical channel and imaging plane, with the lab's metadata
+    (``plane``: :class:`scopeline.pipeline.nwb_metadata.ImagingPlaneMetadata`); each value the lab did not
+    give is said to be a default."""
     from pynwb.ophys import OpticalChannel
 
     system, meta, info = data["recording"]["acquisition_system"], data["info"]["device_metadata"], data["info"]
     model = None
-    if system in _MINISCOPE_SYSTEMS:
+    fmt = next((f for f in formats.FORMATS if f.name == system), None)
+    if fmt is not None and fmt.device_model:
         model = nwbfile.create_device_model(
-            name=_no_slash(str(meta.get("deviceType") or _MINISCOPE_SYSTEMS[system])),
-            manufacturer="Open Ephys / UCLA Miniscope project",
-            description=f"{_MINISCOPE_SYSTEMS[system]}: open-source head-mounted 1-photon microscope")
+            name=_no_slash(str(meta.get("deviceType") or fmt.device_model)), manufacturer=fmt.manufacturer or "unknown",
+            description=f"{fmt.device_model}: head-mounted 1-photon microscope ({fmt.description})")
     device = nwbfile.create_device(
         name=_no_slash(str(meta.get("deviceName") or system)),
         description=(f"{data['system']['system_description']}. Device metadata read from the recording "
                      f"(JSON): {json.dumps(meta, sort_keys=True, default=_json_default)}"),
         model=model,
     )
+    why = {"indicator": "", "excitation_lambda": " (the Miniscope's blue LED)",
+           "location": " (Allen CCF term for the whole brain: the imaged region is not recorded)",
+           "emission_lambda": f" ({plane.indicator}'s emission peak)"}
+    defaults = [f"{name} {getattr(plane, name)!r}{text}" for name, text in why.items()
+                if f"Ophys.ImagingPlane.{name}" not in given]
+    if not defaults:
+        source = "Indicator, location and wavelengths given by the lab's metadata file"
+    elif len(defaults) == len(why):
+        source = f"Not recorded by scopeline, so defaults are written: {'; '.join(defaults)}"
+    else:
+        source = f"Given by the lab's metadata file, except these defaults: {'; '.join(defaults)}"
     channel = OpticalChannel(
-        name="green", emission_lambda=EMISSION_NM,
-        description=f"Green fluorescence; emission {EMISSION_NM:g} nm is {INDICATOR}'s emission peak, assumed "
-                    "(not recorded in the acquisition metadata).")
+        name="green", emission_lambda=plane.emission_lambda,
+        description=f"Green fluorescence, emission {plane.emission_lambda:g} nm"
+                    + ("" if "Ophys.ImagingPlane.emission_lambda" in given else
+                       f" ({plane.indicator}'s emission peak, assumed: not recorded in the acquisition metadata)."))
+    spacing = {} if plane.grid_spacing_um is None else {
+        "grid_spacing": [plane.grid_spacing_um, plane.grid_spacing_um], "grid_spacing_unit": "micrometers"}
     return nwbfile.create_imaging_plane(
         name="ImagingPlane", optical_channel=channel, device=device, imaging_rate=float(info["fps"]),
-        excitation_lambda=EXCITATION_NM, indicator=INDICATOR, location=LOCATION,
-        description=(f"Field of view of the {device.name} ({info['height']} x {info['width']} pixels). Not "
-                     f"recorded by scopeline, so defaults are written: indicator {INDICATOR!r}, excitation "
-                     f"{EXCITATION_NM:g} nm (the Miniscope's blue LED), location {LOCATION!r} (Allen CCF term "
-                     f"for the whole brain: the imaged region is not recorded). imaging_rate is the measured "
-                     f"frame rate."))
+        excitation_lambda=plane.excitation_lambda, indicator=plane.indicator, location=plane.location, **spacing,
+        description=(f"Field of view of the {device.name} ({info['height']} x {info['width']} pixels). {source}. "
+                     f"imaging_rate is the measured frame rate."))
 
 
 def _raw_paths(recording_path: str, files: list[dict]) -> list[Path]:
