@@ -59,6 +59,13 @@ def _clear_errors():
         warnings.showwarning = shown
 
 
+def _recording_cells(key) -> list[str]:
+    """A recording's fields as table cells (subject, session, recording)."""
+    from scopeline.pipeline import keys
+
+    return [str(key[k]) for k in keys.RECORDING]
+
+
 def _stage_options(*, skip: tuple = ()):
     """Give a command one option per stage with parameters (``--motion``, ``--initialization``,
     ``--cnmf`` and their aliases, and any stage registered later), passed to it as
@@ -182,7 +189,7 @@ def ingest(
         results = run_ingest(path, subject, session, pattern=pattern, fps=fps)
     table = Table("subject", "session", "recording", "frames", "fps", "path", "status")
     for r in results:
-        table.add_row(r.key["subject"], r.key["session"], str(r.key["recording_id"]), str(r.n_frames),
+        table.add_row(*_recording_cells(r.key), str(r.n_frames),
                       f"{r.fps:.2f}", r.path, "ingested" if r.new else "present")
     console.print(table)
     new = sum(r.new for r in results)
@@ -415,7 +422,7 @@ def ls():
     rows = (acquisition.Recording * acquisition.RecordingInfo).to_dicts(order_by=list(keys.RECORDING))
     table = Table("subject", "session", "recording", "system", "frames", "size", "fps", "duration (s)", "path")
     for r in rows:
-        table.add_row(r["subject"], r["session"], str(r["recording_id"]), r["acquisition_system"],
+        table.add_row(*_recording_cells(r), r["acquisition_system"],
                       str(r["n_frames"]), f"{r['height']}x{r['width']}", f"{r['fps']:.2f}",
                       f"{r['duration']:.1f}", r["recording_path"])
     console.print(table)
@@ -475,10 +482,10 @@ def _print_summary(rows: list[dict], seconds: float) -> None:
     table = Table("subject", "session", "rec", "frames", "fps", "units", "motion s", "init s", "cnmf s", "artifacts")
     for r in rows:
         if "error" in r:
-            table.add_row(r["subject"], r["session"], str(r["recording_id"]), "-", "-", "[red]failed[/]", "", "", "",
+            table.add_row(*_recording_cells(r), "-", "-", "[red]failed[/]", "", "", "",
                           "")
             continue
-        table.add_row(r["subject"], r["session"], str(r["recording_id"]), str(r["n_frames"]), f"{r['fps']:.2f}",
+        table.add_row(*_recording_cells(r), str(r["n_frames"]), f"{r['fps']:.2f}",
                       str(r["n_units"]), f"{r['motion_s']:.1f}", f"{r['initialization_s']:.1f}", f"{r['cnmf_s']:.1f}",
                       _artifacts_text(r))
     console.print(table)

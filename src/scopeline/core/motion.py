@@ -40,6 +40,7 @@ a block mostly starts where the thread's video reader stopped and needs no seek.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import math
 import os
@@ -50,6 +51,7 @@ from dataclasses import dataclass
 from typing import Callable, Literal, NamedTuple, Optional
 
 import cv2
+import numba
 import numpy as np
 import scipy.fft as sfft
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -603,6 +605,34 @@ class _Registrar:
 # ------------------------------------------------------------------------------ summaries
 
 
+@numba.njit(cache=True, nogil=True)
+def _accumulate(x, prev, paired, total, sumsq, diffsq, top, c01, c10, c11, c1m1):  # pragma: no cover - compiled
+    """Add one frame to the running sums of :class:`SummaryStats`, row by row (the row and the next stay
+    in cache for every statistic): sum, sum of squares, max, squared difference to ``prev`` (when
+    ``paired``), and the products with the right, lower, lower-right and lower-left neighbours."""
+    h, w = x.shape
+    for i in range(h):
+        for j in range(w):
+            v = x[i, j]
+            total[i, j] += v
+            sumsq[i, j] += v * v
+            if v > top[i, j]:
+                top[i, j] = v
+        if paired:
+            for j in range(w):
+                d = x[i, j] - prev[i, j]
+                diffsq[i, j] += d * d
+        for j in range(w - 1):
+            c01[i, j] += x[i, j] * x[i, j + 1]
+        if i + 1 < h:
+            for j in range(w):
+                c10[i, j] += x[i, j] * x[i + 1, j]
+            for j in range(w - 1):
+                c11[i, j] += x[i, j] * x[i + 1, j + 1]
+            for j in range(1, w):
+                c1m1[i, j] += x[i, j] * x[i + 1, j - 1]
+
+
 class SummaryStats:
     """Streaming per-pixel statistics of a movie, added frame by frame.
 
@@ -610,8 +640,8 @@ class SummaryStats:
     Pearson correlation over time with its 8 neighbours; Smith & Hausser 2010, as used by CNMF-E); and
     the peak-to-noise image ``(max - mean) / noise`` with noise = RMS of frame-to-frame differences
     / sqrt(2), over consecutive pairs within blocks (pairs across block edges, or across dropped
-    frames, are not counted). NaN pixels (border mode ``"nan"``) count as 0. Accumulation uses
-    OpenCV's in-place SIMD accumulators; a worker accumulates its block (up to 2,000 frames) in float32,
+    frames, are not counted). NaN pixels (border mode ``"nan"``) count as 0. Accumulation is one compiled
+    pass per frame (:func:`_accumulate`); a worker accumulates its block (up to 2,000 frames) in float32,
     about 6 significant digits, and :meth:`merge` adds blocks in float64.
 
     Parameters
@@ -643,17 +673,16 @@ class SummaryStats:
         return src, dst
 
     def add_frame(self, x: np.ndarray) -> None:
-        """Add the next frame: float32 (height, width), consecutive with the previous one."""
-        cv2.accumulate(x, self.sum)
-        cv2.accumulateSquare(x, self.sumsq)
-        cv2.max(self.max, x, dst=self.max)
-        if self._prev is not None:
-            cv2.accumulateSquare(cv2.subtract(x, self._prev), self.diffsq)
-            self.n_pairs += 1
-        for d in self._NEIGHBOURS:
-            a, b = self._views(x, d)
-            acc, _ = self._views(self.cross[d], d)
-            cv2.accumulateProduct(a, b, acc)
+        """Add the next frame: float32 (height, width), consecutive with the previous one (no NaN).
+
+        One compiled pass over the frame (:func:`_accumulate`: each row of the frame is read once for
+        every statistic, where separate SIMD passes read the frame nine times)."""
+        x = np.ascontiguousarray(x, np.float32)
+        prev = self._prev if self._prev is not None else x
+        c = self.cross
+        _accumulate(x, prev, self._prev is not None, self.sum, self.sumsq, self.diffsq, self.max,
+                    c[(0, 1)], c[(1, 0)], c[(1, 1)], c[(1, -1)])
+        self.n_pairs += self._prev is not None
         self.n += 1
         self._prev = x
 
@@ -1398,68 +1427,111 @@ def correct_motion(movie, params: MotionParams, out_array=None, *, workers: Opti
     try:
         with executor.client(workers, scheduler) as client:
             seconds["start"] = time.perf_counter() - t_start
-            t0 = time.perf_counter()
-            read, sample = _sample(client, job, starts)
-            seconds["glow"] = time.perf_counter() - t0
-
+            with _timed(seconds, "glow"):
+                read, sample = _sample(client, job, starts)
             corrupted: dict[int, str] = {}
-            keep = np.ones(n_out, bool)
+            job.keep = np.ones(n_out, bool)
             if pre.corruption.action == "drop":
-                t0 = time.perf_counter()
-                for _, (found, _) in executor.stream(client, _scan_block, executor.ship(client, job), starts, report):
-                    corrupted.update(found)
-                bad = np.zeros(job.n_used, bool)
-                bad[list(corrupted)] = True
-                keep = ~bad.reshape(n_out, t).any(axis=1)
-                if keep.sum() < reg.template_frames:
-                    raise MotionError(f"only {int(keep.sum())} frames are left after dropping corrupted ones")
-                seconds["scan"] = time.perf_counter() - t0
-            job.keep, job.out_pos = keep, np.cumsum(keep) - 1
-
-            t0 = time.perf_counter()
-            job.template, job.template_score, job.psr_reference = _template(
-                job, (h, w), workers if scheduler in ("threads", "processes") else os.cpu_count() or 1, read)
-            seconds["template"] = time.perf_counter() - t0
-
-            n_keep = int(keep.sum())
+                with _timed(seconds, "scan"):
+                    job.keep = _scan_corrupted(client, job, starts, report, corrupted)
+            job.out_pos = np.cumsum(job.keep) - 1
+            with _timed(seconds, "template"):
+                job.template, job.template_score, job.psr_reference = _template(
+                    job, (h, w), workers if scheduler in ("threads", "processes") else os.cpu_count() or 1, read)
+            n_keep = int(job.keep.sum())
             chunks = (min(params.chunk_frames, n_keep), min(params.chunk_tile, h), min(params.chunk_tile, w))
             job.out = out_array((n_keep, h, w), chunks, params.store_dtype) if out_array is not None else None
-            t0 = time.perf_counter()
-            job_f = executor.ship(client, job)
             stats = SummaryStats(h, w)
-            by_start = {}
-            blocks, read = read, None
-            for a, block in executor.stream(client, _correct_block, job_f, starts, report, blocks):
-                stats.merge(block.stats)
-                block.stats = None  # kept: the shifts and what was found, a few numbers per frame
-                corrupted.update(block.loaded.corrupted)
-                by_start[a] = block
-            seconds["correct"] = time.perf_counter() - t0
-            ordered = [by_start[a] for a in starts]
-            shifts = np.concatenate([o.shifts for o in ordered])
-            scores = np.concatenate([o.scores for o in ordered])
-            fallback = np.concatenate([o.fallback for o in ordered])
-            patch = np.concatenate([o.patch for o in ordered]) if reg.mode == "piecewise" else None
-            t0 = time.perf_counter()
-            _redo_deferred(client, job, starts, ordered, shifts, fallback, patch, stats)
-            seconds["deferred"] = time.perf_counter() - t0
+            with _timed(seconds, "correct"):
+                ordered = _correct_all(client, job, starts, report, read, stats, corrupted)
+            read = None
+            registered = _Registered.join(ordered, reg.mode == "piecewise")
+            with _timed(seconds, "deferred"):
+                _redo_deferred(client, job, starts, ordered, registered.shifts, registered.fallback, registered.patch,
+                               stats)
     finally:
         cv2.setNumThreads(previous_threads)
         io.close_video_readers()
-    loaded = [o.loaded for o in ordered]
-    brightness = np.concatenate([ld.brightness for ld in loaded])[keep]
-    frame_index = (np.flatnonzero(keep) * t).astype(np.int64)
-    n_dark = pp.dark_start(brightness, pre.dark_fraction)
     seconds["total"] = time.perf_counter() - t_start
+    return _result(job, ordered, registered, corrupted, sample, stats, (n_keep, h, w), seconds)
+
+
+@contextlib.contextmanager
+def _timed(seconds: dict, name: str):
+    """Record the wall time of a step in ``seconds[name]``, s."""
+    t0 = time.perf_counter()
+    yield
+    seconds[name] = time.perf_counter() - t0
+
+
+def _scan_corrupted(client, job: _Job, starts: list[int], report, corrupted: dict) -> np.ndarray:
+    """First pass when corrupted frames are dropped: find them (into ``corrupted``); return which output
+    frames are kept, bool (frames after downsampling,).
+
+    Raises
+    ------
+    MotionError
+        If fewer frames than the template window are left.
+    """
+    reg, t = job.params.registration, job.params.preprocess.temporal_downsample
+    for _, (found, _) in executor.stream(client, _scan_block, executor.ship(client, job), starts, report):
+        corrupted.update(found)
+    bad = np.zeros(job.n_used, bool)
+    bad[list(corrupted)] = True
+    keep = ~bad.reshape(job.n_used // t, t).any(axis=1)
+    if keep.sum() < reg.template_frames:
+        raise MotionError(f"only {int(keep.sum())} frames are left after dropping corrupted ones")
+    return keep
+
+
+def _correct_all(client, job: _Job, starts: list[int], report, read: dict, stats: "SummaryStats",
+                 corrupted: dict) -> list[_Block]:
+    """The main pass: every block registered, corrected and stored; their statistics merged into
+    ``stats`` and their corrupted frames into ``corrupted``. Returns the blocks in frame order."""
+    by_start = {}
+    for a, block in executor.stream(client, _correct_block, executor.ship(client, job), starts, report, read):
+        stats.merge(block.stats)
+        block.stats = None  # kept: the shifts and what was found, a few numbers per frame
+        corrupted.update(block.loaded.corrupted)
+        by_start[a] = block
+    return [by_start[a] for a in starts]
+
+
+@dataclass
+class _Registered:
+    """Every corrected frame's registration, joined over the blocks."""
+
+    shifts: np.ndarray  # float32 (frames, 2)
+    scores: np.ndarray  # float32 (frames,)
+    fallback: np.ndarray  # bool (frames,)
+    patch: Optional[np.ndarray]  # float32 (frames, patches, 2) in piecewise mode
+
+    @classmethod
+    def join(cls, ordered: list[_Block], piecewise: bool) -> "_Registered":
+        return cls(np.concatenate([o.shifts for o in ordered]), np.concatenate([o.scores for o in ordered]),
+                   np.concatenate([o.fallback for o in ordered]),
+                   np.concatenate([o.patch for o in ordered]) if piecewise else None)
+
+
+def _result(job: _Job, ordered: list[_Block], registered: _Registered, corrupted: dict, sample: dict,
+            stats: "SummaryStats", shape: tuple, seconds: dict) -> "MotionResult":
+    """The MotionResult of a finished correction."""
+    pre, reg = job.params.preprocess, job.params.registration
+    loaded = [o.loaded for o in ordered]
+    brightness = np.concatenate([ld.brightness for ld in loaded])[job.keep]
+    frame_index = (np.flatnonzero(job.keep) * pre.temporal_downsample).astype(np.int64)
+    n_dark = pp.dark_start(brightness, pre.dark_fraction)
+    _, h, w = shape
     return MotionResult(
-        shifts=shifts, confidence=scores, fallback=fallback, template_confidence=job.template_score,
-        frame_index=frame_index, corrupted=dict(sorted(corrupted.items())), dark_frames=frame_index[:n_dark],
-        brightness=brightness.astype(np.float32), row_noise=np.concatenate([ld.row_noise for ld in loaded])[keep],
-        line_noise={**sample["line"], **_line_summary(loaded)}, lens=sample["lens"], fov=fov_.registered_fov(sample["lens"], shifts),
-        fov_info=sample["fov_info"], defects=sample["defects"], mean_raw=sample["mean"], template=job.template,
-        glow=job.min_image, summary=stats.images(),
-        patch_boxes=patch_boxes(h, w, reg.patch_grid) if reg.mode == "piecewise" else [], patch_shifts=patch,
-        shape=(n_keep, h, w), seconds=seconds,
+        shifts=registered.shifts, confidence=registered.scores, fallback=registered.fallback,
+        template_confidence=job.template_score, frame_index=frame_index, corrupted=dict(sorted(corrupted.items())),
+        dark_frames=frame_index[:n_dark], brightness=brightness.astype(np.float32),
+        row_noise=np.concatenate([ld.row_noise for ld in loaded])[job.keep],
+        line_noise={**sample["line"], **_line_summary(loaded)}, lens=sample["lens"],
+        fov=fov_.registered_fov(sample["lens"], registered.shifts), fov_info=sample["fov_info"],
+        defects=sample["defects"], mean_raw=sample["mean"], template=job.template, glow=job.min_image,
+        summary=stats.images(), patch_boxes=patch_boxes(h, w, reg.patch_grid) if reg.mode == "piecewise" else [],
+        patch_shifts=registered.patch, shape=shape, seconds=seconds,
     )
 
 

@@ -62,11 +62,13 @@ Layouts written: UCLA Miniscope V4 (default; split ``0.avi, 1.avi ...`` in FFV1,
 from __future__ import annotations
 
 import datetime as _dt
+import functools
 import json
 import math
 import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Optional
 
 os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
 
@@ -781,172 +783,25 @@ def simulate(out: str | Path, params: SimulationParams | None = None, *, layout:
     out = Path(out)
     if out.exists() and any(out.iterdir()):
         raise ValueError(f"{out}: output folder is not empty")
-    rng = np.random.default_rng(params.seed)
+    rng = np.random.default_rng(params.seed)  # one stream, drawn in this order: cells, scene, timing, dynamics
     if cells is None:
         cells = make_cells(params, rng)
-    h, w, n = params.height, params.width, params.n_frames
     start_time = start_time or _dt.datetime(2026, 1, 5, 10, 0, 0)
-
-    # cells visible in this field of view, in its own coordinates
-    local = cells.centers - np.asarray(fov_offset)[None, :]
-    visible = (local[:, 0] > -cells.sigmas) & (local[:, 0] < h + cells.sigmas) & \
-              (local[:, 1] > -cells.sigmas) & (local[:, 1] < w + cells.sigmas)
-    here = Cells(local[visible], cells.sigmas[visible], cells.ids[visible])
-    n_units = len(here.sigmas)
-
-    pad = int(math.ceil(params.max_shift + params.deform)) + 2
-    canvas = (h + 2 * pad, w + 2 * pad)
-    A_canvas = _footprint_matrix(here, canvas, offset=(pad, pad))
-    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
-    baseline = params.baseline + params.vignette * np.exp(
-        -((yy - h / 2) ** 2 + (xx - w / 2) ** 2) / (2 * (0.4 * max(h, w)) ** 2))
-    tissue_rng = np.random.default_rng(params.seed if tissue_seed is None else tissue_seed)
-    paths = _vessel_paths(tissue_rng, world or (h, w), params.n_vessels)
-    origin = (fov_offset[0] - pad, fov_offset[1] - pad)
-    vessels = _render_vessels(paths, origin, canvas, params.vessel_width)
-    tissue = (params.tissue_level * (1 - params.vessel_contrast * vessels)).astype(np.float32)
-    low = (max(2, canvas[0] // _BG_DOWNSAMPLE), max(2, canvas[1] // _BG_DOWNSAMPLE))
-    bg_centers = rng.uniform(0, 1, (params.n_background, 2)) * np.asarray(low)
-    bg_sigmas = rng.uniform(0.1, 0.25, params.n_background) * max(low)
-    ly, lx = np.mgrid[0:low[0], 0:low[1]]
-    B_low = np.stack([np.exp(-((ly - c[0]) ** 2 + (lx - c[1]) ** 2) / (2 * s**2)).ravel()
-                      for c, s in zip(bg_centers, bg_sigmas)], axis=1).astype(np.float32) \
-        if params.n_background else np.zeros((low[0] * low[1], 0), np.float32)
-    B_low *= params.background_amplitude
-
-    # output structure
-    if layout == "v4":
-        session_folder = out / start_time.strftime("%H_%M_%S")
-        folder = session_folder / DEVICE_FOLDER
-    else:
-        folder = out
-    folder.mkdir(parents=True, exist_ok=True)
+    here = _cells_in_view(cells, fov_offset, params.height, params.width)
+    scene = _Scene.make(params, here, rng, fov_offset, world, tissue_seed)
+    folder, session_folder = _output_folders(out, layout, start_time)
     ts_ms, dropped_after = _timestamps_ms(params, rng)
-
-    gt = zarr.open_group(str(out / GROUND_TRUTH), mode="w")
-    tchunk = max(params.chunk_frames, 1000)
-    z_A = _zarr_array(gt, "A", shape=(n_units, h, w), chunks=(1, h, w), dtype="float32")
-    z_C = _zarr_array(gt, "C", shape=(n_units, n), chunks=(max(n_units, 1), tchunk), dtype="float32")
-    z_S = _zarr_array(gt, "S", shape=(n_units, n), chunks=(max(n_units, 1), tchunk), dtype="float32")
-    z_sh = _zarr_array(gt, "shifts", shape=(n, 2), chunks=(tchunk, 2), dtype="float32")
-    z_df = _zarr_array(gt, "deform", shape=(n, 2), chunks=(tchunk, 2), dtype="float32")
-    amplitude = np.exp(_artifact_rng(params, 5).normal(0, params.cell_brightness_sd, n_units)) \
-        if params.cell_brightness_sd > 0 else np.ones(n_units)
-    art = _Artifacts(params, here, canvas, pad, amplitude) if params.has_artifacts else None
-    b0 = (np.full(n_units, params.signal_level * params.cell_amplitude * params.cell_baseline) * amplitude).astype(np.float32)
-    _zarr_array(gt, "b0", data=b0)
-    _zarr_array(gt, "amplitude", data=amplitude.astype(np.float32))
-    _zarr_array(gt, "timestamps", data=ts_ms / 1000.0)
-    _zarr_array(gt, "cell_ids", data=here.ids.astype(np.int64))
-    _zarr_array(gt, "centers", data=here.centers.astype(np.float64).reshape(-1, 2))
-    _zarr_array(gt, "baseline", data=baseline.astype(np.float32))
-    _zarr_array(gt, "tissue", data=tissue[pad:pad + h, pad:pad + w])
-    if art is not None:
-        z_rows = _zarr_array(gt, "row_offsets", shape=(n, h), chunks=(tchunk, h), dtype="float32")
-        z_burst = _zarr_array(gt, "striped", shape=(n,), chunks=(tchunk,), dtype="bool")
-        z_led = _zarr_array(gt, "led", shape=(n,), chunks=(tchunk,), dtype="float32")
-        z_bleach = _zarr_array(gt, "bleach", shape=(n,), chunks=(tchunk,), dtype="float32")
-        n_diff = len(art.diffuse_sigmas)
-        z_dC = _zarr_array(gt, "diffuse_C", shape=(n_diff, n), chunks=(max(n_diff, 1), tchunk), dtype="float32")
-        _zarr_array(gt, "diffuse_centers", data=art.diffuse_centers.astype(np.float64).reshape(-1, 2))
-        _zarr_array(gt, "diffuse_sigmas", data=art.diffuse_sigmas.astype(np.float64))
-        _zarr_array(gt, "transmission", data=art.transmission)
-        _zarr_array(gt, "defects", data=art.defects)
-        glow = (baseline - params.baseline).astype(np.float32)
-    gt.attrs["params"] = json.loads(params.to_json())
-    gt.attrs["dropped_after"] = dropped_after.tolist()
-    gt.attrs["layout"] = layout
-    gt.attrs["fov_offset"] = [float(fov_offset[0]), float(fov_offset[1])]
-    A_local = _footprint_matrix(here, (h, w))
-    for j in range(n_units):
-        z_A[j] = A_local[:, j].toarray().reshape(h, w)
-
-    gd, gr, peak = _kernel_filters(params)
-    scale = params.signal_level * params.cell_amplitude / peak
-    zi_d = np.zeros((n_units, 1))
-    zi_r = np.zeros((n_units, 1))
-    a_bg = math.exp(-1.0 / (params.background_timescale * params.fps))
-    bg_state = rng.standard_normal((2, params.n_background))
-    shift = np.zeros(2)
-    uv = np.zeros(2)
-    cy_, cx_ = np.mgrid[0:canvas[0], 0:canvas[1]].astype(np.float32)
-    wave_y = np.sin(2 * np.pi * (cx_ - pad) / w).astype(np.float32)  # dy varies along x
-    wave_x = np.sin(2 * np.pi * (cy_ - pad) / h).astype(np.float32)  # dx varies along y
+    truth = _GroundTruth(out, params, here, scene, ts_ms, dropped_after, layout, fov_offset)
+    dynamics = _Dynamics(params, len(here.sigmas), scene, rng)
     writer = _Writer(layout, folder, params)
-    bar = _progress(n, progress)
-    for t0 in range(0, n, params.chunk_frames):
-        t1 = min(n, t0 + params.chunk_frames)
-        T = t1 - t0
-        S = (rng.random((n_units, T)) < params.spike_prob).astype(np.float64)
-        cd, zi_d = lfilter([1.0], [1.0, -gd], S, axis=1, zi=zi_d)
-        cr, zi_r = lfilter([1.0], [1.0, -gr], S, axis=1, zi=zi_r)
-        C = ((cd - cr) * scale * amplitude[:, None]).astype(np.float32)
-        z_C[:, t0:t1] = C
-        z_S[:, t0:t1] = S.astype(np.float32)
-        G = np.empty((params.n_background, T), np.float32)
-        for i in range(T):  # doubly smoothed AR(1): slow, smooth fluctuations
-            bg_state[0] = a_bg * bg_state[0] + math.sqrt(1 - a_bg**2) * rng.standard_normal(params.n_background)
-            bg_state[1] = a_bg * bg_state[1] + math.sqrt(1 - a_bg**2) * bg_state[0]
-            G[:, i] = 1.0 + params.background_fluctuation * bg_state[1]
-        shifts = np.empty((T, 2), np.float32)
-        for i in range(T):
-            shift = shift + rng.normal(0, params.motion_sd, 2)
-            shift = np.where(np.abs(shift) > params.max_shift, np.sign(shift) * (2 * params.max_shift - np.abs(shift)), shift)
-            shift = np.clip(shift, -params.max_shift, params.max_shift)  # a step longer than the bound
-            shifts[i] = shift
-        z_sh[t0:t1] = shifts
-        deform = np.zeros((T, 2), np.float32)
-        if params.deform > 0:
-            for i in range(T):
-                uv = uv + rng.normal(0, 0.1, 2)
-                uv = np.clip(np.where(np.abs(uv) > 1, np.sign(uv) * (2 - np.abs(uv)), uv), -1, 1)
-                deform[i] = params.deform * uv
-        z_df[t0:t1] = deform
-        cells_px = (A_canvas @ (C + b0[:, None])).T.reshape(T, *canvas) if n_units \
-            else np.zeros((T, *canvas), np.float32)
-        if art is not None:
-            rows, burst = art.rows(T) if params.line_noise_sd or params.stripe_burst_prob else \
-                (np.zeros((T, h), np.float32), np.zeros(T, bool))
-            led, bleach = art.light(t0, T)
-            dC = art.diffuse(C)
-            if len(dC):
-                cells_px = cells_px + (art.D @ dC).T.reshape(T, *canvas)
-                z_dC[:, t0:t1] = dC
-            z_rows[t0:t1], z_burst[t0:t1], z_led[t0:t1], z_bleach[t0:t1] = rows, burst, led, bleach
-        bg_low = (B_low @ G).T.reshape(T, *low)
-        frames = np.empty((T, h, w), np.uint8)
-        noise = rng.standard_normal((T, h, w), dtype=np.float32) * params.noise_sd
-        for i in range(T):
-            bg = cv2.resize(bg_low[i], (canvas[1], canvas[0]), interpolation=cv2.INTER_CUBIC)
-            img = tissue + bg + cells_px[i]
-            dy, dx = shifts[i]
-            if params.deform > 0:  # content at p moves to p + shift + field(p): sample p - ...
-                map_y = cy_ - dy - deform[i, 0] * wave_y
-                map_x = cx_ - dx - deform[i, 1] * wave_x
-                moved = cv2.remap(img.astype(np.float32), map_x, map_y, cv2.INTER_LINEAR,
-                                  borderMode=cv2.BORDER_REFLECT)
-            else:
-                M = np.float32([[1, 0, dx], [0, 1, dy]])
-                moved = cv2.warpAffine(img.astype(np.float32), M, (canvas[1], canvas[0]), flags=cv2.INTER_LINEAR,
-                                       borderMode=cv2.BORDER_REFLECT)
-            if art is None:
-                frame = baseline + moved[pad:pad + h, pad:pad + w] + noise[i]
-            else:
-                light = led[i] * glow + (led[i] * bleach[i]) * moved[pad:pad + h, pad:pad + w]
-                frame = params.baseline + art.transmission * light + noise[i] + rows[i][:, None]
-            frames[i] = np.clip(np.rint(frame), 0, 255).astype(np.uint8)
-            if art is not None and (len(art.hot_idx) or len(art.dead_idx)):
-                flat = frames[i].reshape(-1)
-                flat[art.hot_idx] = art.hot_values
-                flat[art.dead_idx] = 0
-        writer.write(frames)
+    bar = _progress(params.n_frames, progress)
+    for t0 in range(0, params.n_frames, params.chunk_frames):
+        T = min(params.n_frames, t0 + params.chunk_frames) - t0
+        writer.write(_render_chunk(params, scene, truth, dynamics, t0, T, rng))
         bar.update(T)
     writer.close()
     bar.close()
-    transmission = art.transmission if art is not None else np.ones((h, w), np.float32)
-    _zarr_array(gt, "visible_fraction",
-                data=_visible_fraction(transmission, here.centers, np.asarray(z_sh[...], np.float64)).astype(np.float32))
-
+    truth.finish(here)
     if layout == "v4":
         _write_v4_metadata(folder, session_folder, params, start_time, ts_ms)
         return folder
@@ -954,6 +809,241 @@ def simulate(out: str | Path, params: SimulationParams | None = None, *, layout:
         _write_v3_metadata(folder, params, ts_ms)
         return folder
     return writer.files[0]
+
+
+def _cells_in_view(cells: Cells, fov_offset, h: int, w: int) -> Cells:
+    """The cells visible in a field of view (frame h x w at ``fov_offset`` in the world), in its coordinates."""
+    local = cells.centers - np.asarray(fov_offset)[None, :]
+    visible = (local[:, 0] > -cells.sigmas) & (local[:, 0] < h + cells.sigmas) & \
+              (local[:, 1] > -cells.sigmas) & (local[:, 1] < w + cells.sigmas)
+    return Cells(local[visible], cells.sigmas[visible], cells.ids[visible])
+
+
+@dataclass
+class _Scene:
+    """What stays put during a recording: the padded canvas the brain moves in, the cells' footprints on
+    it, the optics' baseline, the tissue with its vessels, the background sources (at low resolution),
+    the cells' brightness and the artifacts' fixed parts."""
+
+    pad: int
+    canvas: tuple
+    A_canvas: object  # scipy.sparse (canvas pixels, units)
+    baseline: np.ndarray  # float (h, w)
+    tissue: np.ndarray  # float32 canvas
+    low: tuple
+    B_low: np.ndarray  # float32 (low pixels, background sources)
+    amplitude: np.ndarray  # (units,)
+    b0: np.ndarray  # float32 (units,)
+    art: Optional["_Artifacts"]
+
+    @classmethod
+    def make(cls, params: SimulationParams, here: Cells, rng, fov_offset, world, tissue_seed) -> "_Scene":
+        h, w = params.height, params.width
+        pad = int(math.ceil(params.max_shift + params.deform)) + 2
+        canvas = (h + 2 * pad, w + 2 * pad)
+        A_canvas = _footprint_matrix(here, canvas, offset=(pad, pad))
+        yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+        baseline = params.baseline + params.vignette * np.exp(
+            -((yy - h / 2) ** 2 + (xx - w / 2) ** 2) / (2 * (0.4 * max(h, w)) ** 2))
+        tissue_rng = np.random.default_rng(params.seed if tissue_seed is None else tissue_seed)
+        paths = _vessel_paths(tissue_rng, world or (h, w), params.n_vessels)
+        origin = (fov_offset[0] - pad, fov_offset[1] - pad)
+        vessels = _render_vessels(paths, origin, canvas, params.vessel_width)
+        tissue = (params.tissue_level * (1 - params.vessel_contrast * vessels)).astype(np.float32)
+        low = (max(2, canvas[0] // _BG_DOWNSAMPLE), max(2, canvas[1] // _BG_DOWNSAMPLE))
+        bg_centers = rng.uniform(0, 1, (params.n_background, 2)) * np.asarray(low)
+        bg_sigmas = rng.uniform(0.1, 0.25, params.n_background) * max(low)
+        ly, lx = np.mgrid[0:low[0], 0:low[1]]
+        B_low = np.stack([np.exp(-((ly - c[0]) ** 2 + (lx - c[1]) ** 2) / (2 * s**2)).ravel()
+                          for c, s in zip(bg_centers, bg_sigmas)], axis=1).astype(np.float32) \
+            if params.n_background else np.zeros((low[0] * low[1], 0), np.float32)
+        B_low *= params.background_amplitude
+        n_units = len(here.sigmas)
+        amplitude = np.exp(_artifact_rng(params, 5).normal(0, params.cell_brightness_sd, n_units)) \
+            if params.cell_brightness_sd > 0 else np.ones(n_units)
+        art = _Artifacts(params, here, canvas, pad, amplitude) if params.has_artifacts else None
+        b0 = (np.full(n_units, params.signal_level * params.cell_amplitude * params.cell_baseline)
+              * amplitude).astype(np.float32)
+        return cls(pad, canvas, A_canvas, baseline, tissue, low, B_low, amplitude, b0, art)
+
+
+def _output_folders(out: Path, layout: str, start_time: _dt.datetime) -> tuple[Path, Optional[Path]]:
+    """(folder the movie files go to, V4 time folder or None), created."""
+    session_folder = out / start_time.strftime("%H_%M_%S") if layout == "v4" else None
+    folder = session_folder / DEVICE_FOLDER if layout == "v4" else out
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder, session_folder
+
+
+class _GroundTruth:
+    """The ground-truth Zarr group (see :func:`simulate`'s Notes), written as the chunks are rendered."""
+
+    def __init__(self, out: Path, params: SimulationParams, here: Cells, scene: _Scene, ts_ms, dropped_after,
+                 layout: str, fov_offset) -> None:
+        h, w, n = params.height, params.width, params.n_frames
+        n_units, pad = len(here.sigmas), scene.pad
+        gt = self.group = zarr.open_group(str(out / GROUND_TRUTH), mode="w")
+        tchunk = max(params.chunk_frames, 1000)
+        self.A = _zarr_array(gt, "A", shape=(n_units, h, w), chunks=(1, h, w), dtype="float32")
+        self.C = _zarr_array(gt, "C", shape=(n_units, n), chunks=(max(n_units, 1), tchunk), dtype="float32")
+        self.S = _zarr_array(gt, "S", shape=(n_units, n), chunks=(max(n_units, 1), tchunk), dtype="float32")
+        self.shifts = _zarr_array(gt, "shifts", shape=(n, 2), chunks=(tchunk, 2), dtype="float32")
+        self.deform = _zarr_array(gt, "deform", shape=(n, 2), chunks=(tchunk, 2), dtype="float32")
+        _zarr_array(gt, "b0", data=scene.b0)
+        _zarr_array(gt, "amplitude", data=scene.amplitude.astype(np.float32))
+        _zarr_array(gt, "timestamps", data=ts_ms / 1000.0)
+        _zarr_array(gt, "cell_ids", data=here.ids.astype(np.int64))
+        _zarr_array(gt, "centers", data=here.centers.astype(np.float64).reshape(-1, 2))
+        _zarr_array(gt, "baseline", data=scene.baseline.astype(np.float32))
+        _zarr_array(gt, "tissue", data=scene.tissue[pad:pad + h, pad:pad + w])
+        art = scene.art
+        if art is not None:
+            self.rows = _zarr_array(gt, "row_offsets", shape=(n, h), chunks=(tchunk, h), dtype="float32")
+            self.striped = _zarr_array(gt, "striped", shape=(n,), chunks=(tchunk,), dtype="bool")
+            self.led = _zarr_array(gt, "led", shape=(n,), chunks=(tchunk,), dtype="float32")
+            self.bleach = _zarr_array(gt, "bleach", shape=(n,), chunks=(tchunk,), dtype="float32")
+            n_diff = len(art.diffuse_sigmas)
+            self.diffuse_C = _zarr_array(gt, "diffuse_C", shape=(n_diff, n), chunks=(max(n_diff, 1), tchunk),
+                                         dtype="float32")
+            _zarr_array(gt, "diffuse_centers", data=art.diffuse_centers.astype(np.float64).reshape(-1, 2))
+            _zarr_array(gt, "diffuse_sigmas", data=art.diffuse_sigmas.astype(np.float64))
+            _zarr_array(gt, "transmission", data=art.transmission)
+            _zarr_array(gt, "defects", data=art.defects)
+        gt.attrs["params"] = json.loads(params.to_json())
+        gt.attrs["dropped_after"] = dropped_after.tolist()
+        gt.attrs["layout"] = layout
+        gt.attrs["fov_offset"] = [float(fov_offset[0]), float(fov_offset[1])]
+        A_local = _footprint_matrix(here, (h, w))
+        for j in range(n_units):
+            self.A[j] = A_local[:, j].toarray().reshape(h, w)
+        self.transmission = art.transmission if art is not None else np.ones((h, w), np.float32)
+
+    def finish(self, here: Cells) -> None:
+        """The visible fraction of each cell, once every shift is known."""
+        _zarr_array(self.group, "visible_fraction", data=_visible_fraction(
+            self.transmission, here.centers, np.asarray(self.shifts[...], np.float64)).astype(np.float32))
+
+
+class _Dynamics:
+    """What changes from frame to frame, drawn chunk by chunk from the recording's random stream in a fixed
+    order: spikes and calcium, background fluctuations, the brain's translation, the non-rigid field."""
+
+    def __init__(self, params: SimulationParams, n_units: int, scene: _Scene, rng) -> None:
+        self.p, self.rng, self.scene = params, rng, scene
+        self.gd, self.gr, peak = _kernel_filters(params)
+        self.scale = params.signal_level * params.cell_amplitude / peak
+        self.zi_d = np.zeros((n_units, 1))
+        self.zi_r = np.zeros((n_units, 1))
+        self.a_bg = math.exp(-1.0 / (params.background_timescale * params.fps))
+        self.bg_state = rng.standard_normal((2, params.n_background))
+        self.shift = np.zeros(2)
+        self.uv = np.zeros(2)
+
+    def calcium(self, T: int) -> tuple[np.ndarray, np.ndarray]:
+        """(C float32, S float64) (units, T): spikes and the double-exponential calcium they give."""
+        S = (self.rng.random((len(self.zi_d), T)) < self.p.spike_prob).astype(np.float64)
+        cd, self.zi_d = lfilter([1.0], [1.0, -self.gd], S, axis=1, zi=self.zi_d)
+        cr, self.zi_r = lfilter([1.0], [1.0, -self.gr], S, axis=1, zi=self.zi_r)
+        return ((cd - cr) * self.scale * self.scene.amplitude[:, None]).astype(np.float32), S
+
+    def background(self, T: int) -> np.ndarray:
+        """float32 (sources, T): doubly smoothed AR(1) fluctuations of the background sources."""
+        p, a = self.p, self.a_bg
+        G = np.empty((p.n_background, T), np.float32)
+        for i in range(T):
+            self.bg_state[0] = a * self.bg_state[0] + math.sqrt(1 - a**2) * self.rng.standard_normal(p.n_background)
+            self.bg_state[1] = a * self.bg_state[1] + math.sqrt(1 - a**2) * self.bg_state[0]
+            G[:, i] = 1.0 + p.background_fluctuation * self.bg_state[1]
+        return G
+
+    def translation(self, T: int) -> np.ndarray:
+        """float32 (T, 2): a random walk reflected at ``max_shift``, pixels."""
+        p = self.p
+        shifts = np.empty((T, 2), np.float32)
+        for i in range(T):
+            shift = self.shift + self.rng.normal(0, p.motion_sd, 2)
+            shift = np.where(np.abs(shift) > p.max_shift, np.sign(shift) * (2 * p.max_shift - np.abs(shift)), shift)
+            self.shift = np.clip(shift, -p.max_shift, p.max_shift)  # a step longer than the bound
+            shifts[i] = self.shift
+        return shifts
+
+    def field(self, T: int) -> np.ndarray:
+        """float32 (T, 2): amplitudes of the non-rigid field (zero without ``deform``)."""
+        deform = np.zeros((T, 2), np.float32)
+        if self.p.deform > 0:
+            for i in range(T):
+                uv = self.uv + self.rng.normal(0, 0.1, 2)
+                self.uv = np.clip(np.where(np.abs(uv) > 1, np.sign(uv) * (2 - np.abs(uv)), uv), -1, 1)
+                deform[i] = self.p.deform * self.uv
+        return deform
+
+
+def _render_chunk(params: SimulationParams, scene: _Scene, truth: _GroundTruth, dyn: _Dynamics, t0: int, T: int,
+                  rng) -> np.ndarray:
+    """uint8 (T, h, w): frames t0 .. t0 + T rendered (their ground truth written)."""
+    h, w, pad, canvas, art = params.height, params.width, scene.pad, scene.canvas, scene.art
+    t1 = t0 + T
+    C, S = dyn.calcium(T)
+    truth.C[:, t0:t1] = C
+    truth.S[:, t0:t1] = S.astype(np.float32)
+    G = dyn.background(T)
+    shifts = dyn.translation(T)
+    truth.shifts[t0:t1] = shifts
+    deform = dyn.field(T)
+    truth.deform[t0:t1] = deform
+    n_units = len(scene.b0)
+    cells_px = (scene.A_canvas @ (C + scene.b0[:, None])).T.reshape(T, *canvas) if n_units \
+        else np.zeros((T, *canvas), np.float32)
+    if art is not None:
+        rows, burst = art.rows(T) if params.line_noise_sd or params.stripe_burst_prob else \
+            (np.zeros((T, h), np.float32), np.zeros(T, bool))
+        led, bleach = art.light(t0, T)
+        dC = art.diffuse(C)
+        if len(dC):
+            cells_px = cells_px + (art.D @ dC).T.reshape(T, *canvas)
+            truth.diffuse_C[:, t0:t1] = dC
+        truth.rows[t0:t1], truth.striped[t0:t1], truth.led[t0:t1], truth.bleach[t0:t1] = rows, burst, led, bleach
+        glow = (scene.baseline - params.baseline).astype(np.float32)
+    bg_low = (scene.B_low @ G).T.reshape(T, *scene.low)
+    frames = np.empty((T, h, w), np.uint8)
+    noise = rng.standard_normal((T, h, w), dtype=np.float32) * params.noise_sd
+    for i in range(T):
+        bg = cv2.resize(bg_low[i], (canvas[1], canvas[0]), interpolation=cv2.INTER_CUBIC)
+        moved = _move(scene.tissue + bg + cells_px[i], shifts[i], deform[i], params, scene)[pad:pad + h, pad:pad + w]
+        if art is None:
+            frame = scene.baseline + moved + noise[i]
+        else:
+            light = led[i] * glow + (led[i] * bleach[i]) * moved
+            frame = params.baseline + art.transmission * light + noise[i] + rows[i][:, None]
+        frames[i] = np.clip(np.rint(frame), 0, 255).astype(np.uint8)
+        if art is not None and (len(art.hot_idx) or len(art.dead_idx)):
+            flat = frames[i].reshape(-1)
+            flat[art.hot_idx] = art.hot_values
+            flat[art.dead_idx] = 0
+    return frames
+
+
+def _move(img: np.ndarray, shift, deform, params: SimulationParams, scene: _Scene) -> np.ndarray:
+    """The canvas image moved by the frame's translation (and non-rigid field): content at p goes to
+    p + shift + field(p), so the output samples p - shift - field(p); borders reflected."""
+    dy, dx = shift
+    canvas = scene.canvas
+    if params.deform > 0:
+        cy_, cx_, wave_y, wave_x = _deform_grids(canvas, scene.pad, params.height, params.width)
+        return cv2.remap(img.astype(np.float32), cx_ - dx - deform[1] * wave_x, cy_ - dy - deform[0] * wave_y,
+                         cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
+    M = np.float32([[1, 0, dx], [0, 1, dy]])
+    return cv2.warpAffine(img.astype(np.float32), M, (canvas[1], canvas[0]), flags=cv2.INTER_LINEAR,
+                          borderMode=cv2.BORDER_REFLECT)
+
+
+@functools.lru_cache(maxsize=4)
+def _deform_grids(canvas: tuple, pad: int, h: int, w: int) -> tuple:
+    """Pixel grids of the canvas and the non-rigid field's waves (dy varies along x, dx along y)."""
+    cy_, cx_ = np.mgrid[0:canvas[0], 0:canvas[1]].astype(np.float32)
+    wave_y = np.sin(2 * np.pi * (cx_ - pad) / w).astype(np.float32)
+    wave_x = np.sin(2 * np.pi * (cy_ - pad) / h).astype(np.float32)
+    return cy_, cx_, wave_y, wave_x
 
 
 def _zarr_array(group, name: str, **kwargs):

@@ -17,7 +17,7 @@ from scopeline._dj import dj
 from scopeline.core import cnmf as core_cnmf
 from scopeline.core import initialize as core_init
 from scopeline.core.footprints import Footprints
-from scopeline.pipeline import initialization, motion
+from scopeline.pipeline import initialization, keys, motion
 from scopeline.pipeline._objects import open_zarr
 from scopeline.pipeline._paramsets import parse_params
 from scopeline.pipeline._stage import Stage, stage_tables
@@ -124,12 +124,12 @@ class CNMF(dj.Computed):
     def make_compute(self, key, movie_ref, fov, fps, patches, offsets, c_init, b, f, params, init_params):
         """Run core.cnmf.cnmf from the initialization (it computes the units' quality metrics too)."""
         t0 = time.perf_counter()
-        p = parse_params(core_cnmf.CNMFParams, params, "CNMF", key["cnmf_paramset"])
-        diameter = parse_params(core_init.InitParams, init_params, "initialization", key["init_paramset"]).diameter
+        p = parse_params(core_cnmf.CNMFParams, params, "CNMF", key[CNMFParamSet.name_attr])
+        diameter = parse_params(core_init.InitParams, init_params, "initialization", key[initialization.InitParamSet.name_attr]).diameter
         movie = open_zarr(movie_ref)
         A = Footprints(patches, offsets, movie.shape[1:])
         passes = sum(s in ("spatial", "temporal") for s in p.iterations) + 2
-        bar = progress_bar(passes * movie.shape[0], f"cnmf {key['subject']}/{key['session']}/{key['recording_id']}",
+        bar = progress_bar(passes * movie.shape[0], f"cnmf {keys.recording_text(key)}",
                            self.show_progress)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)

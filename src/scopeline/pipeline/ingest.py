@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from scopeline.core import formats, io
-from scopeline.pipeline import acquisition, activate
+from scopeline.pipeline import acquisition, activate, keys
 from scopeline.pipeline.session import Session
 from scopeline.pipeline.subject import Subject
 from scopeline.errors import ScopelineError
@@ -155,7 +155,7 @@ def ingest(path: str | Path, subject: str | None = None, session: str | None = N
     results: list[Ingested | None] = [None] * len(plan)
     for i, (source, ident, rel, meta, row) in enumerate(plan):  # already ingested: make sure of its info
         if row is not None:
-            key = {k: row[k] for k in ("subject", "session", "recording_id")}
+            key = keys.recording(row)
             acquisition.RecordingInfo.populate(key, suppress_errors=False)
             n_frames, rate = (acquisition.RecordingInfo & key).fetch1("n_frames", "fps")
             results[i] = Ingested(key, rel, False, int(n_frames), float(rate))

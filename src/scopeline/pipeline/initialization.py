@@ -15,7 +15,7 @@ import numpy as np
 import scopeline
 from scopeline._dj import dj
 from scopeline.core import initialize as core_init
-from scopeline.pipeline import acquisition, motion
+from scopeline.pipeline import acquisition, keys, motion
 from scopeline.pipeline._objects import open_zarr
 from scopeline.pipeline._paramsets import parse_params
 from scopeline.pipeline._stage import Stage, stage_tables
@@ -99,9 +99,9 @@ class Initialization(dj.Computed):
     def make_compute(self, key, movie_ref, fps, shifts, fov, params):
         """Run core.initialize.initialize on the stored movie."""
         t0 = time.perf_counter()
-        p = parse_params(core_init.InitParams, params, "initialization", key["init_paramset"])
+        p = parse_params(core_init.InitParams, params, "initialization", key[InitParamSet.name_attr])
         movie = open_zarr(movie_ref)
-        bar = progress_bar(3 * movie.shape[0], f"init {key['subject']}/{key['session']}/{key['recording_id']}",
+        bar = progress_bar(3 * movie.shape[0], f"init {keys.recording_text(key)}",
                    self.show_progress)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)  # an empty result is stored, not warned about twice

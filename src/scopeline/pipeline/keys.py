@@ -16,9 +16,7 @@ from __future__ import annotations
 
 from typing import Mapping, Optional
 
-from scopeline.pipeline import stages
-
-__all__ = ["RECORDING", "fields", "stage_fields", "of", "recording", "restriction", "for_paramsets", "name",
+__all__ = ["RECORDING", "fields", "stage_fields", "of", "recording", "recording_text", "restriction", "for_paramsets", "name",
            "describe"]
 
 #: the fields naming one recording (acquisition.Recording's primary key)
@@ -27,6 +25,8 @@ RECORDING = ("subject", "session", "recording_id")
 
 def stage_fields(stage: Optional[str] = None) -> tuple[str, ...]:
     """The parameter-set attributes of a stage's result (every stage up to it; default: all stages)."""
+    from scopeline.pipeline import stages  # the registry imports the stage modules, which use keys
+
     chain = stages.chain(stage) if stage else stages.STAGES
     return tuple(s.key_attr for s in chain if s.key_attr)
 
@@ -46,6 +46,11 @@ def recording(key: Mapping) -> dict:
     return {k: key[k] for k in RECORDING}
 
 
+def recording_text(key: Mapping) -> str:
+    """The recording of a key as ``subject/session/recording_id`` (progress bars, messages)."""
+    return "/".join(str(key[k]) for k in RECORDING)
+
+
 def restriction(*, subject=None, session=None, recording_id=None, **paramsets) -> dict:
     """A restriction from optional values (None: any), parameter sets given by stage name or attribute.
 
@@ -61,6 +66,8 @@ def restriction(*, subject=None, session=None, recording_id=None, **paramsets) -
     scopeline.pipeline.stages.StageError
         If a name is neither a stage nor a stage's parameter-set attribute.
     """
+    from scopeline.pipeline import stages  # the registry imports the stage modules, which use keys
+
     out = {k: v for k, v in (("subject", subject), ("session", session), ("recording_id", recording_id))
            if v is not None}
     attrs = {s.key_attr for s in stages.with_params()}
@@ -78,6 +85,8 @@ def for_paramsets(recording_key: Mapping, paramsets: Mapping[str, str], stage: O
     KeyError
         If ``paramsets`` lacks one of the stages up to ``stage``.
     """
+    from scopeline.pipeline import stages  # the registry imports the stage modules, which use keys
+
     chain = stages.chain(stage) if stage else stages.STAGES
     return {**recording(recording_key), **{s.key_attr: paramsets[s.name] for s in chain if s.key_attr}}
 
@@ -89,5 +98,7 @@ def name(key: Mapping) -> str:
 
 def describe(key: Mapping) -> str:
     """A result's fields in words for messages (``subject m1, session d1, ..., cnmf minian``)."""
+    from scopeline.pipeline import stages  # the registry imports the stage modules, which use keys
+
     labels = {s.key_attr: s.name for s in stages.with_params()}
     return ", ".join(f"{labels.get(k, k)} {key[k]}" for k in fields() if k in key)

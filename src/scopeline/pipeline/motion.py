@@ -15,7 +15,7 @@ import numpy as np
 import scopeline
 from scopeline._dj import dj
 from scopeline.core import motion as core_motion
-from scopeline.pipeline import acquisition
+from scopeline.pipeline import acquisition, keys
 from scopeline.pipeline._objects import open_zarr, staged_zarr
 from scopeline.pipeline._paramsets import ParamSetError, parse_params, validate_params
 from scopeline.pipeline._stage import Stage, stage_tables
@@ -146,10 +146,10 @@ class MotionCorrection(dj.Computed):
     def make_compute(self, key, spec, params):
         """Run core.motion.correct_motion, writing the corrected movie into the object store."""
         t0 = time.perf_counter()
-        p = parse_params(core_motion.MotionParams, params, "motion", key["motion_paramset"])
+        p = parse_params(core_motion.MotionParams, params, "motion", key[MotionParamSet.name_attr])
         movie = acquisition.open_movie(spec, chunk_frames=p.block_frames * p.preprocess.temporal_downsample)
         passes = 2 if p.preprocess.corruption.action == "drop" else 1
-        bar = progress_bar(passes * movie.shape[0], f"motion {key['subject']}/{key['session']}/{key['recording_id']}",
+        bar = progress_bar(passes * movie.shape[0], f"motion {keys.recording_text(key)}",
                    self.show_progress)
         with staged_zarr(self, key, "movie") as (create, finish):
             res = core_motion.correct_motion(movie, p, create,  # workers, scheduler: scopeline.executor.settings()
