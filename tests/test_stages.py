@@ -110,6 +110,16 @@ def test_registered_stage_runs_in_status_populate_paramsets_and_queries(db, sim_
         assert frame.iloc[0]["n_units"] == len(cnmf.CNMF.Unit & key) == len(peaks) > 0
         np.testing.assert_allclose(peaks, C.max(1) - np.quantile(C, 0.5, axis=1), rtol=1e-5)
         assert "peak" in _cli(["results", "--stage", "peak", "-s", "st1"], env).stdout
+        # its figures and NWB data through the stage's hooks
+        report = _cli(["report", "-s", "st1", "-d", "d1", "--out", tmp_path / "rep"], env).stdout
+        assert (tmp_path / "rep" / "st1" / "d1" / f"{keys.name({**key, 'peak_paramset': 'median'})}_peak.png").is_file()
+        assert "_peak.png" in report
+        _cli(["export-nwb", "-s", "st1", "-d", "d1", "--out", tmp_path / "st1.nwb", "--no-inspect"], env)
+        import pynwb
+
+        with pynwb.NWBHDF5IO(str(tmp_path / "st1.nwb"), "r") as io:
+            table = io.read().processing["ophys"]["unit_peaks"]
+            np.testing.assert_allclose(table["peak"].data[:], peaks, rtol=1e-6)
 
 
 @pytest.mark.db

@@ -62,7 +62,8 @@ def write_figures(key: dict, out_dir: str | Path) -> dict[str, Path]:
     Returns
     -------
     dict
-        ``{"motion": path, "cnmf": path}`` (``cnmf`` only when a CNMF result matches).
+        ``{"motion": path, "cnmf": path, "quality": path}`` (the last two only when a CNMF result
+        matches), and what each registered stage's ``figures`` hook adds for its results of that CNMF result.
 
     Raises
     ------
@@ -89,6 +90,10 @@ def write_figures(key: dict, out_dir: str | Path) -> dict[str, Path]:
                                               (motion.MotionCorrection & mkey).field_of_view(),
                                               out / f"{result_name(ckey)}_quality.png",
                                               title=_title(ckey) + ": unit quality metrics")
+        for stage in stages.STAGES:  # a registered stage's own figures, for each of its results here
+            if stage.figures is not None:
+                for stage_key in (stage.computed & ckey).keys():
+                    paths.update(stage.figures(dict(stage_key), out))
     return paths
 
 

@@ -71,6 +71,39 @@ class UnitPeak(dj.Computed):
         self.Unit.insert([{**key, "unit_id": int(u), "peak": float(v)} for u, v in zip(res["unit_id"], peak)])
 
 
+def figures(key: dict, out_dir) -> dict:
+    """A histogram of the units' peaks (the report's hook)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from scopeline.pipeline import keys
+
+    fig, ax = plt.subplots(figsize=(4, 3))
+    ax.hist((UnitPeak.Unit & key).to_arrays("peak"), bins=10)
+    ax.set_xlabel("peak over baseline (movie units)")
+    path = out_dir / f"{keys.name(key)}_peak.png"
+    fig.savefig(path)
+    plt.close(fig)
+    return {f"peak_{key['peak_paramset']}": path}
+
+
+def nwb(nwbfile, key: dict) -> None:
+    """The peaks as a table of the ophys module (the NWB export's hook)."""
+    from hdmf.common import DynamicTable
+
+    rows = (UnitPeak.Unit & key).to_dicts(order_by=["peak_paramset", "unit_id"])
+    if not rows:
+        return
+    table = DynamicTable(name="unit_peaks", description="Peak of C over its baseline quantile, per unit.")
+    for name, text in (("unit_id", "CNMF unit id"), ("peak", "peak over baseline, movie units")):
+        table.add_column(name=name, description=text)
+    for r in rows:
+        table.add_row(unit_id=int(r["unit_id"]), peak=float(r["peak"]))
+    nwbfile.processing["ophys"].add(table)
+
+
 STAGE = Stage("peak", module=sys.modules[__name__], computed=UnitPeak, paramset=PeakParamSet, task=PeakTask,
               upstream="cnmf", label="unit peak", description="Unit-peak statistic parameter set.",
-              extra={"columns": ("n_units",)})
+              extra={"columns": ("n_units",)}, figures=figures, nwb=nwb)

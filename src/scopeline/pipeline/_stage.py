@@ -48,9 +48,13 @@ class Stage:
     aliases : tuple of str
         Further CLI spellings of ``--NAME`` (kept for earlier command lines, e.g. ``--init``).
     figures : callable, optional
-        ``figures(key, out_dir) -> dict[str, Path]`` for one result (the report calls it).
+        ``figures(key, out_dir) -> dict[str, Path]`` for one of its results (``scopeline report`` and
+        ``run`` call it for each of its results of the CNMF result they show).
     nwb : callable, optional
-        ``nwb(nwbfile, key)`` adding the stage's data to an NWB file being written.
+        ``nwb(nwbfile, cnmf_key)`` adding the stage's data to an NWB file being written for a CNMF result.
+    extra : dict
+        Further declarations: ``"columns"`` (attributes :func:`scopeline.query.results` shows),
+        ``"select_units"`` (a unit-choosing stage: see :mod:`scopeline.pipeline.units`).
     """
 
     name: str

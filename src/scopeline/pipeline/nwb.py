@@ -292,6 +292,9 @@ def _build(data: dict, out: Path, embed_movie: bool, progress: bool, lab: nwb_me
     _background(ophys, data, times)
     movie = _corrected_movie(ophys, plane, data, times, progress) if embed_movie else None
     _segmentation(ophys, plane, data, times, movie)
+    for stage in stages.STAGES:  # a registered stage adds its own data (its ``nwb`` hook)
+        if stage.nwb is not None:
+            stage.nwb(nwbfile, dict(key))
     return nwbfile
 
 
