@@ -25,7 +25,7 @@ class NpyStack(formats.RecordingFormat):
 
     def probe(self, path):
         n, h, w = np.load(path, mmap_mode="r").shape
-        return n, h, w, "uint8", float((path.parent / "rate.txt").read_text())
+        return formats.FileInfo(n, h, w, "uint8", float((path.parent / "rate.txt").read_text()))
 
     @staticmethod
     def read(path, start, stop, height, width, dtype):

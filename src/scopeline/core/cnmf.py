@@ -471,8 +471,9 @@ def cnmf(movie, A: Footprints, C: np.ndarray, b: np.ndarray, f: np.ndarray, para
         warnings.warn("CNMF ended with no unit", RuntimeWarning, stacklevel=2)
         z = np.zeros((0, n), np.float32)
         e = np.zeros(0, np.float32)
-        return CNMFResult(A, z, z.copy(), z.copy(), e, e.copy(), np.zeros((0, p.p), np.float32), e.copy(), e.copy(),
-                          b, f, sn, seconds, {name: e.copy() for name in quality.METRICS})
+        return CNMFResult(A=A, C=z, S=z.copy(), YrA=z.copy(), b0=e, c0=e.copy(), g=np.zeros((0, p.p), np.float32),
+                          sn=e.copy(), snr=e.copy(), b=b, f=f, pixel_sn=sn, seconds=seconds,
+                          metrics={name: e.copy() for name in quality.METRICS})
     t0 = time.perf_counter()
     metrics = quality.unit_metrics(movie, A, temporal["YrA"], temporal["sn"], fov=fov,
                                    diameter=diameter or _DEFAULT_DIAMETER, fps=fps, block_frames=p.block_frames,
@@ -485,5 +486,6 @@ def cnmf(movie, A: Footprints, C: np.ndarray, b: np.ndarray, f: np.ndarray, para
     order = np.flatnonzero(keep)[np.lexsort((A.centroids()[keep, 1], A.centroids()[keep, 0]))]
     T = {k_: (v[order] if k_ != "f" else v) for k_, v in temporal.items()}
     snr = np.where(T["sn"] > 0, T["C"].max(axis=1) / np.where(T["sn"] > 0, T["sn"], 1), 0).astype(np.float32)
-    return CNMFResult(A.subset(order), T["C"], T["S"], T["YrA"], T["b0"], T["c0"], T["g"], T["sn"], snr, b, T["f"],
-                      sn, seconds, {name: v[order] for name, v in metrics.items()}, int((~keep).sum()))
+    return CNMFResult(A=A.subset(order), **{k: T[k] for k in ("C", "S", "YrA", "b0", "c0", "g", "sn", "f")}, snr=snr,
+                      b=b, pixel_sn=sn, seconds=seconds, metrics={name: v[order] for name, v in metrics.items()},
+                      n_inconsistent=int((~keep).sum()))

@@ -14,14 +14,40 @@ from __future__ import annotations
 
 import datetime as _dt
 from pathlib import Path
-from typing import Callable, ClassVar, Optional
+from typing import Callable, ClassVar, NamedTuple, Optional
 
 import numpy as np
 
 from scopeline.core import io
 
-__all__ = ["RecordingFormat", "MiniscopeV4", "MiniscopeV3", "TiffStack", "AviFiles", "FORMATS", "get", "register",
+__all__ = ["FileInfo", "DeviceInfo", "Timing", "RecordingFormat", "MiniscopeV4", "MiniscopeV3", "TiffStack", "AviFiles", "FORMATS", "get", "register",
            "unregister"]
+
+
+class FileInfo(NamedTuple):
+    """One movie file's header: frames, height and width (pixels), pixel dtype, frame rate (Hz) or None."""
+
+    n_frames: int
+    height: int
+    width: int
+    dtype: str
+    fps: Optional[float]
+
+
+class DeviceInfo(NamedTuple):
+    """A recording's device settings (JSON-ready), start time, and the frame rate set on the device (Hz)."""
+
+    settings: dict
+    start_time: Optional[_dt.datetime]
+    nominal_fps: Optional[float]
+
+
+class Timing(NamedTuple):
+    """Timestamps (s), where they came from (``"acquisition_clock"`` or ``"nominal"``), nominal fps (Hz)."""
+
+    timestamps: np.ndarray
+    source: str
+    nominal_fps: Optional[float]
 
 
 class RecordingFormat:
@@ -61,8 +87,8 @@ class RecordingFormat:
         """A single movie file of this format as a recording, or None."""
         return io.RecordingSource(self.name, path, [path]) if path.suffix.lower() in self.suffixes else None
 
-    def probe(self, path: Path) -> tuple[int, int, int, str, Optional[float]]:
-        """``(n_frames, height, width, dtype, fps or None)`` of one movie file, checking it is complete.
+    def probe(self, path: Path) -> FileInfo:
+        """One movie file's header, checking that the file is complete.
 
         Raises
         ------
@@ -70,16 +96,16 @@ class RecordingFormat:
             Naming the file, if it is corrupt or truncated.
         """
         n, h, w, fps = io.probe_avi(path)
-        return n, h, w, "uint8", fps
+        return FileInfo(n, h, w, "uint8", fps)
 
-    def device(self, source: io.RecordingSource) -> tuple[dict, Optional[_dt.datetime], Optional[float]]:
-        """``(device settings, start time, nominal frame rate Hz)`` from the format's metadata files."""
-        return {}, None, None
+    def device(self, source: io.RecordingSource) -> DeviceInfo:
+        """Device settings, start time and nominal frame rate from the format's metadata files."""
+        return DeviceInfo({}, None, None)
 
     def timing(self, source: io.RecordingSource, n_frames: int, fps: Optional[float], header_fps: Optional[float],
-               device: dict, nominal: Optional[float]) -> tuple[np.ndarray, str, Optional[float]]:
-        """``(timestamps (s), timing source, nominal fps)``: with no acquisition clock, ``arange / fps``
-        with the frame rate given, else the file header's.
+               device: dict, nominal: Optional[float]) -> Timing:
+        """Every frame's time: with no acquisition clock, ``arange / fps`` with the frame rate given, else
+        the file header's (a format with a clock reads it; it may add to ``device``).
 
         Raises
         ------
@@ -90,7 +116,7 @@ class RecordingFormat:
         if not rate or rate <= 0:
             raise io.RecordingError(
                 f"{source.files[0]}: no frame rate in the file; give it (fps=..., or --fps on the command line)")
-        return np.arange(n_frames, dtype=np.float64) / float(rate), "nominal", float(rate)
+        return Timing(np.arange(n_frames, dtype=np.float64) / float(rate), "nominal", float(rate))
 
 
 class MiniscopeV4(RecordingFormat):
@@ -119,10 +145,10 @@ class MiniscopeV4(RecordingFormat):
             session_meta = io.read_json(session_meta_path)
             start = io.v4_start_time(session_meta)
             device["session"] = session_meta
-        return device, start, io.nominal_fps(device.get("frameRate"))
+        return DeviceInfo(device, start, io.nominal_fps(device.get("frameRate")))
 
     def timing(self, source, n_frames, fps, header_fps, device, nominal):
-        return io.read_v4_timestamps(source.timestamps_file), "acquisition_clock", nominal
+        return Timing(io.read_v4_timestamps(source.timestamps_file), "acquisition_clock", nominal)
 
 
 class MiniscopeV3(RecordingFormat):
@@ -143,7 +169,7 @@ class MiniscopeV3(RecordingFormat):
     def timing(self, source, n_frames, fps, header_fps, device, nominal):
         timestamps, cam = io.read_v3_timestamps(source.timestamps_file, n_frames)
         device.update({**io.v3_settings(source.folder / "settings_and_notes.dat"), "camNum": cam})
-        return timestamps, "acquisition_clock", nominal
+        return Timing(timestamps, "acquisition_clock", nominal)
 
 
 class TiffStack(RecordingFormat):
@@ -158,7 +184,7 @@ class TiffStack(RecordingFormat):
         return io.RecordingSource(self.name, folder, files) if files else None
 
     def probe(self, path):
-        return io.probe_tiff(path)
+        return FileInfo(*io.probe_tiff(path))
 
 
 class AviFiles(RecordingFormat):
