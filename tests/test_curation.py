@@ -59,3 +59,27 @@ def test_a_split_cell_is_a_duplicate_and_the_stronger_half_stays():
     assert res.duplicate_of.tolist() == [1, -1, -1] and res.reasons[0] == "duplicate of unit 1"
     off = curation.curate(metrics, curation.CurationParams(duplicates={"enabled": False}), A=A, C=C)
     assert off.accepted.all()
+
+
+@pytest.mark.db
+def test_automatic_curation_of_a_stored_result(db, sim_cells):
+    from scopeline import query
+    from scopeline.pipeline import cnmf, presets, stages
+    from scopeline.pipeline import curation as pl_curation
+    from scopeline.pipeline.ingest import ingest
+
+    (rec,) = ingest(sim_cells, "cu1", "d1")
+    assert presets.queue([rec.key], presets.stage_paramsets("default"), "curation") == 1
+    for stage in stages.STAGES:
+        out = stage.computed.populate(reserve_jobs=True, suppress_errors=True)
+        assert not out["error_list"], out["error_list"]
+    key = (pl_curation.AutoCuration & rec.key).fetch1("KEY")
+    n_units, n_accepted = (pl_curation.AutoCuration & key).fetch1("n_units", "n_accepted")
+    decisions = (pl_curation.AutoCuration.Unit & key).to_dicts(order_by="unit_id")
+    assert n_units == len(cnmf.CNMF.Unit & rec.key) == len(decisions) >= 4
+    assert n_accepted == sum(d["accepted"] for d in decisions)
+    assert all((d["reason"] == "") == d["accepted"] for d in decisions)
+    frame = query.results(stage="curation", subject="cu1")
+    assert frame.iloc[0]["n_accepted"] == n_accepted and frame.iloc[0]["curation_paramset"] == "default"
+    (pl_curation.AutoCuration & key).delete(prompt=False)  # a curation's rows go; CNMF's stay
+    assert len(cnmf.CNMF.Unit & rec.key) == n_units and not (pl_curation.AutoCuration.Unit & key)

@@ -41,9 +41,11 @@ def sessions(subject: Optional[str] = None, session: Optional[str] = None) -> pd
     for stage in stages.with_params():
         name = f"{stage.name}_results"
         counts = pd.DataFrame((stage.computed & r).keys(), columns=list(keys.fields(stage.name)))
-        n = counts.groupby(rec).size().rename(name) if len(counts) else pd.Series(dtype=int, name=name)
-        out = out.join(n, on=rec) if len(out) else out.assign(**{name: []})
-        out[name] = out[name].fillna(0).astype(int)
+        if len(counts) and len(out):
+            out = out.join(counts.groupby(rec).size().rename(name), on=rec)
+            out[name] = out[name].fillna(0).astype(int)
+        else:  # no result of this stage (or no recording)
+            out[name] = np.zeros(len(out), int)
     return out
 
 

@@ -133,6 +133,7 @@ def queue(recordings: list[dict], paramsets: Mapping[str, str], stage: Optional[
     return len(chain[-1].task()) - before
 
 
-def result_key(recording: dict, preset: str, stage: Optional[str] = None) -> dict:
-    """The key of a recording's result (of ``stage``, default every stage) made with a pipeline preset."""
+def result_key(recording: dict, preset: str, stage: str = "cnmf") -> dict:
+    """The key of a recording's result of ``stage`` (default its CNMF result, the one exports and reports
+    show) made with a pipeline preset."""
     return keys.for_paramsets(recording, stage_paramsets(preset), stage)

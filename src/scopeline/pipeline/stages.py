@@ -8,7 +8,7 @@ or the module named in ``SCOPELINE_STAGES``, comma-separated, which every scopel
 
 >>> from scopeline.pipeline import stages
 >>> [s.name for s in stages.STAGES]
-['acquisition', 'motion', 'initialization', 'cnmf']
+['acquisition', 'motion', 'initialization', 'cnmf', 'curation']
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import importlib
 import os
 
 from scopeline.errors import ScopelineError
-from scopeline.pipeline import acquisition, cnmf, initialization, motion, session, subject
+from scopeline.pipeline import acquisition, cnmf, curation, initialization, motion, session, subject
 from scopeline.pipeline._stage import Stage
 
 __all__ = ["Stage", "StageError", "STAGES", "BASE_SCHEMAS", "register", "unregister", "get", "with_params", "chain",
@@ -27,7 +27,7 @@ __all__ = ["Stage", "StageError", "STAGES", "BASE_SCHEMAS", "register", "unregis
 BASE_SCHEMAS = [(subject, "subject"), (session, "session")]
 
 #: every stage, upstream first
-STAGES: list[Stage] = [acquisition.STAGE, motion.STAGE, initialization.STAGE, cnmf.STAGE]
+STAGES: list[Stage] = [acquisition.STAGE, motion.STAGE, initialization.STAGE, cnmf.STAGE, curation.STAGE]
 
 
 class StageError(ScopelineError, ValueError):

@@ -32,24 +32,25 @@ def selection(key: Mapping):
     return {}
 
 
-def table(key: Mapping):
-    """``CNMF.Unit`` restricted to the units of the results ``key`` matches (a DataJoint expression)."""
-    return cnmf.CNMF.Unit & dict(key) & selection(key)
+def table(key: Mapping, selected: bool = True):
+    """``CNMF.Unit`` restricted to the units of the results ``key`` matches (a DataJoint expression);
+    ``selected=False``: every unit, whatever a curation chose (what a curation itself reads)."""
+    return cnmf.CNMF.Unit & dict(key) & (selection(key) if selected else {})
 
 
-def rows(key: Mapping, *attrs: str) -> list[dict]:
+def rows(key: Mapping, *attrs: str, selected: bool = True) -> list[dict]:
     """The units of ``key``'s results as dicts in (result, unit_id) order: ``attrs`` and their keys, or
-    every attribute when none is named."""
+    every attribute when none is named (``selected``: see :func:`table`)."""
     from scopeline.pipeline import keys
 
-    q = table(key)
+    q = table(key, selected)
     if attrs:
         q = q.proj(*attrs)
     return q.to_dicts(order_by=list(keys.fields("cnmf")) + ["unit_id"])
 
 
-def arrays(key: Mapping) -> dict:
-    """One result's units as arrays.
+def arrays(key: Mapping, selected: bool = True) -> dict:
+    """One result's units as arrays (``selected``: see :func:`table`).
 
     Returns
     -------
@@ -64,7 +65,7 @@ def arrays(key: Mapping) -> dict:
         If ``key`` matches no CNMF result or several.
     """
     full = (cnmf.CNMF & dict(key)).fetch1("KEY")
-    units = rows(full)
+    units = rows(full, selected=selected)
     shape = (motion.MotionCorrection & full).fetch1("height", "width")
     if not units:
         n = int((motion.MotionCorrection & full).fetch1("n_frames"))
