@@ -146,7 +146,7 @@ def trace_matrix(key: dict, which: str = "C") -> pd.DataFrame:
     if n != 1:
         raise ValueError(f"{key} matches {n} CNMF results; give a key of exactly one")
     full = (cnmf.CNMF & key).fetch1("KEY")
-    res = unit_reader.arrays(full)
+    res = unit_reader.arrays(full, yra=which == "YrA")
     if res[which] is None:
         raise ValueError(f"{keys.describe(full)}: YrA is not stored for this result (made by an earlier scopeline)")
     return pd.DataFrame(res[which].T, index=pd.Index(_frame_times(full), name="time"),

@@ -84,8 +84,8 @@ def write_figures(key: dict, out_dir: str | Path) -> dict[str, Path]:
         paths["cnmf"] = cnmf_figure(res["A"], row["max_image"], res["C"], res["S"], times,
                                     out / f"{result_name(ckey)}_cnmf.png",
                                     title=_title(ckey), unit_ids=res["unit_id"])
-        metrics = unit_metrics(ckey)
-        if metrics:
+        metrics = {name: res["metrics"][name].astype(np.float32) for name in METRICS}
+        if len(res["A"]) and np.isfinite(metrics["r_value"]).any():  # none before scopeline stored them
             paths["quality"] = quality_figure(res["A"], metrics, row["max_image"],
                                               (motion.MotionCorrection & mkey).field_of_view(),
                                               out / f"{result_name(ckey)}_quality.png",

@@ -11,13 +11,10 @@ from __future__ import annotations
 import sys
 import time
 
-import numpy as np
-
 import scopeline
 from scopeline._dj import dj
 from scopeline.core import curation as core_curation
-from scopeline.core.quality import METRICS
-from scopeline.pipeline import cnmf, units
+from scopeline.pipeline import cnmf, units  # noqa: F401  (cnmf: foreign keys)
 from scopeline.pipeline._paramsets import parse_params
 from scopeline.pipeline._stage import Stage, stage_tables
 
@@ -69,10 +66,7 @@ class AutoCuration(dj.Computed):
         p = parse_params(core_curation.CurationParams, (CurationParamSet & key).fetch1("params"), "curation",
                          key[CurationParamSet.name_attr])
         res = units.arrays(key, selected=False)
-        rows = units.rows(key, *METRICS, "snr", selected=False)
-        metrics = {name: np.array([np.nan if r[name] is None else r[name] for r in rows], np.float64)
-                   for name in (*METRICS, "snr")}
-        out = core_curation.curate(metrics, p, A=res["A"], C=res["C"], unit_ids=res["unit_id"])
+        out = core_curation.curate(res["metrics"], p, A=res["A"], C=res["C"], unit_ids=res["unit_id"])
         ids = res["unit_id"]
         self.insert1({**key, "n_units": len(ids), "n_accepted": int(out.accepted.sum()),
                       "compute_time": time.perf_counter() - t0, "scopeline_version": scopeline.__version__})

@@ -226,7 +226,7 @@ def _fetch(key: dict) -> dict:
     files = (acquisition.RecordingInfo.File & rec_key).to_dicts(order_by="file_index")
     mc = (motion.MotionCorrection & key).fetch1()
     blocks = (motion.MotionCorrection.Block & key).to_dicts(order_by="block_id")
-    unit_rows = units.rows(key)
+    result = units.arrays(key)  # one fetch of the unit rows: arrays and the rows for the table's columns
     return {
         "key": key,
         "subject": (SubjectTable & rec_key).fetch1(),
@@ -239,8 +239,8 @@ def _fetch(key: dict) -> dict:
         "blocks": blocks,
         "init": (initialization.Initialization & key).fetch1(),
         "cnmf": (cnmf.CNMF & key).fetch1(),
-        "result": units.arrays(key),
-        "units": unit_rows,
+        "result": result,
+        "units": result["rows"],
         "paramsets": {s.name: _paramset(s, key) for s in stages.chain("cnmf") if s.paramset is not None},
     }
 

@@ -14,6 +14,7 @@ from typing import Mapping
 import numpy as np
 
 from scopeline.core.footprints import Footprints
+from scopeline.core.quality import METRICS
 from scopeline.pipeline import cnmf, motion, stages
 from scopeline.pipeline._util import load_npy
 
@@ -49,15 +50,17 @@ def rows(key: Mapping, *attrs: str, selected: bool = True) -> list[dict]:
     return q.to_dicts(order_by=list(keys.fields("cnmf")) + ["unit_id"])
 
 
-def arrays(key: Mapping, selected: bool = True) -> dict:
-    """One result's units as arrays (``selected``: see :func:`table`).
+def arrays(key: Mapping, selected: bool = True, yra: bool = False) -> dict:
+    """One result's units as arrays, from one fetch of its unit rows (``selected``: see :func:`table`).
 
     Returns
     -------
     dict
-        ``A`` (:class:`scopeline.core.footprints.Footprints`, frame (height, width) pixels), ``C``, ``S``,
-        ``YrA`` float32 (units, frames) movie units (``YrA`` None when the row predates its storage),
-        ``unit_id`` int (units,).
+        ``A`` (:class:`scopeline.core.footprints.Footprints`, frame (height, width) pixels), ``C``, ``S``
+        float32 (units, frames) movie units, ``YrA`` likewise when ``yra`` (else None; None too when the
+        row predates its storage: it is read from the store only when asked for), ``unit_id`` int (units,),
+        ``metrics``: name -> float64 (units,) for :data:`scopeline.core.quality.METRICS` and ``snr``
+        (NaN where a result made before scopeline stored them), ``rows``: the unit rows as fetched (dicts).
 
     Raises
     ------
@@ -67,14 +70,18 @@ def arrays(key: Mapping, selected: bool = True) -> dict:
     full = (cnmf.CNMF & dict(key)).fetch1("KEY")
     units = rows(full, selected=selected)
     shape = (motion.MotionCorrection & full).fetch1("height", "width")
+    names = (*METRICS, "snr")
     if not units:
         n = int((motion.MotionCorrection & full).fetch1("n_frames"))
         empty = np.zeros((0, n), np.float32)
-        return {"A": Footprints.empty(shape), "C": empty, "S": empty.copy(), "YrA": empty.copy(),
-                "unit_id": np.zeros(0, int)}
+        return {"A": Footprints.empty(shape), "C": empty, "S": empty.copy(), "YrA": empty.copy() if yra else None,
+                "unit_id": np.zeros(0, int), "metrics": {name: np.zeros(0) for name in names}, "rows": []}
     A = Footprints(np.stack([u["footprint"] for u in units]), [(u["patch_y"], u["patch_x"]) for u in units], shape)
-    yra = [u.get("yra") for u in units]
+    stored = [u.get("yra") for u in units]
     return {"A": A, "C": np.stack([load_npy(u["trace"]) for u in units]),
             "S": np.stack([load_npy(u["activity"]) for u in units]),
-            "YrA": None if any(y is None for y in yra) else np.stack([load_npy(y) for y in yra]),
-            "unit_id": np.array([u["unit_id"] for u in units])}
+            "YrA": np.stack([load_npy(y) for y in stored]) if yra and all(y is not None for y in stored) else None,
+            "unit_id": np.array([u["unit_id"] for u in units]),
+            "metrics": {name: np.array([np.nan if u.get(name) is None else u[name] for u in units], np.float64)
+                        for name in names},
+            "rows": units}
