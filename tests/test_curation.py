@@ -61,6 +61,80 @@ def test_a_split_cell_is_a_duplicate_and_the_stronger_half_stays():
     assert off.accepted.all()
 
 
+def test_edits_merge_reject_label_and_say_what_is_wrong():
+    st = curation.initial_state([0, 1, 2, 3, 4])
+    after = curation.apply_edit(st, curation.make_edit(reject=[1], merges=[[2, 3]], labels={4: ["dendrite"], 0: ["good"]}))
+    assert [u for u, s in after.items() if s.accepted] == [0, 4, 5]  # 5: the merge of 2 and 3
+    assert after[2].merged_into == after[3].merged_into == 5 and after[2].reason == "merged into unit 5"
+    assert after[4].labels == ("dendrite",) and after[1].reason == "rejected by hand"
+    assert st[1].accepted  # the parent's state is not changed
+    with pytest.raises(curation.EditError, match=r"unit\(s\) \[9\] are not units of this curation \(its units: 0-4\)"):
+        curation.apply_edit(st, curation.make_edit(reject=[9]))
+    with pytest.raises(curation.EditError, match=r"unit\(s\) \[2\] were merged before"):
+        curation.apply_edit(after, curation.make_edit(merges=[[2, 4]]))
+    with pytest.raises(curation.EditError, match="unknown label.*'soma'.*the labels are accept, reject"):
+        curation.make_edit(labels={3: ["soma"]})
+    with pytest.raises(curation.EditError, match=r"unit\(s\) \[1\] both accepted and rejected"):
+        curation.make_edit(accept=[1], labels={1: ["reject"]})
+    with pytest.raises(curation.EditError, match="in more than one merge"):
+        curation.make_edit(merges=[[1, 2], [2, 3]])
+    assert curation.parse_merges(["4+9", "1 + 2 + 3"]) == [[4, 9], [1, 2, 3]]
+    assert curation.parse_labels(["12=dendrite", "3=artifact,reject"]) == {12: ["dendrite"], 3: ["artifact", "reject"]}
+    for bad, parse in (("4-9", lambda t: curation.parse_merges([t])), ("12:dendrite", lambda t: curation.parse_labels([t])),
+                       ("x", curation.parse_ids)):
+        with pytest.raises(curation.EditError, match=repr(bad)):
+            parse(bad)
+
+
+def test_spikeinterface_json_round_trip():
+    st = curation.initial_state(range(6))
+    after = curation.apply_edit(st, curation.make_edit(reject=[1], merges=[[2, 3]], labels={4: ["dendrite", "unsure"]}))
+    data = curation.to_spikeinterface(after, range(6))
+    assert data["format_version"] == "2" and data["unit_ids"] == list(range(6))
+    assert data["removed"] == [1] and data["merges"] == [{"unit_ids": [2, 3], "new_unit_id": 6}]
+    assert {"unit_id": 4, "labels": {"quality": ["accept"], "type": ["dendrite", "unsure"]}} in data["manual_labels"]
+    assert data["label_definitions"]["quality"] == {"label_options": ["accept", "reject"], "exclusive": True}
+    again = curation.apply_edit(st, curation.from_spikeinterface(data, range(6)))
+    assert again == after
+    v1 = {"format_version": "1", "unit_ids": [0, 1, 2, 3], "manual_labels": [{"unit_id": 0, "quality": ["good"]},
+          {"unit_id": 3, "quality": ["noise"]}], "merged_unit_groups": [[1, 2]], "removed_units": []}
+    one = curation.apply_edit(curation.initial_state(range(4)), curation.from_spikeinterface(v1, range(4)))
+    assert [u for u, s in one.items() if s.accepted] == [0, 4] and one[3].labels == ("noise",)
+    with pytest.raises(curation.EditError, match=r"f.json: unit\(s\) \[7\] are not units of this result"):
+        curation.from_spikeinterface({"unit_ids": [7]}, range(4), "f.json")
+    with pytest.raises(curation.EditError, match="not a SpikeInterface curation"):
+        curation.from_spikeinterface({"units": []}, range(4))
+
+
+def test_a_split_cell_merged_gets_the_cells_footprint_and_trace_back():
+    """A cell split by CNMF into two halves (left and right): the merge of the halves has the cell's
+    footprint (r >= 0.95) and, re-estimated from the movie, its trace (r >= 0.95), where each half's own
+    trace carries only its share."""
+    from scopeline.core.cnmf import CNMFParams
+
+    rng = np.random.default_rng(3)
+    n, h, w = 600, 40, 40
+    yy, xx = np.mgrid[0:h, 0:w]
+    cell = np.exp(-((yy - 20) ** 2 + (xx - 20) ** 2) / (2 * 3.0**2))
+    other = np.exp(-((yy - 20) ** 2 + (xx - 31) ** 2) / (2 * 3.0**2))
+    spikes = (rng.random((2, n)) < 0.02) * rng.uniform(1, 2, (2, n))
+    truth = np.zeros((2, n))
+    for t in range(1, n):
+        truth[:, t] = 0.92 * truth[:, t - 1] + spikes[:, t]
+    movie = (10 + 20 * (cell[None] * truth[0, :, None, None] + other[None] * truth[1, :, None, None])
+             + rng.normal(0, 0.5, (n, h, w))).astype(np.float32)
+    halves = np.stack([cell * (xx < 20), cell * (xx >= 20), other])
+    A = Footprints.from_dense((halves / halves.max(axis=(1, 2), keepdims=True)).astype(np.float32), pad=2)
+    C = np.stack([10 * truth[0], 10 * truth[0], 20 * truth[1]]).astype(np.float32)
+    out = curation.merge(movie - 10, A, C, np.zeros((h, w), np.float32), np.zeros(n, np.float32), [[0, 1]],
+                         np.array([False, False, True]), CNMFParams(), diameter=10.0)
+    fp = out["A"].dense()[0]
+    assert np.corrcoef(fp.ravel(), cell.ravel())[0, 1] >= 0.95
+    assert np.corrcoef(out["C"][0], truth[0])[0, 1] >= 0.95
+    assert out["metrics"]["r_value"][0] > 0.8 and out["snr"][0] > 5
+    assert out["C"][0].max() > 1.5 * C[0].max()  # the whole cell's amplitude, not a half's
+
+
 @pytest.mark.db
 def test_automatic_curation_of_a_stored_result(db, sim_cells):
     from scopeline import query
@@ -83,3 +157,74 @@ def test_automatic_curation_of_a_stored_result(db, sim_cells):
     assert frame.iloc[0]["n_accepted"] == n_accepted and frame.iloc[0]["curation_paramset"] == "default"
     (pl_curation.AutoCuration & key).delete(prompt=False)  # a curation's rows go; CNMF's stay
     assert len(cnmf.CNMF.Unit & rec.key) == n_units and not (pl_curation.AutoCuration.Unit & key)
+
+
+@pytest.mark.db
+def test_curations_are_versioned_and_every_reader_follows_the_one_in_use(db, sim_cells, tmp_path):
+    import json
+
+    from scopeline import query, report
+    from scopeline.pipeline import cnmf, presets, stages, units
+    from scopeline.pipeline import curation as pl
+    from scopeline.pipeline.ingest import ingest
+    from scopeline.pipeline.nwb import export_nwb
+
+    (rec,) = ingest(sim_cells, "cu2", "d1")
+    presets.queue([rec.key], {**presets.stage_paramsets("default"), "curation": "strict"}, "curation")
+    for stage in stages.STAGES:
+        assert not stage.computed.populate(reserve_jobs=True, suppress_errors=True)["error_list"]
+    ckey = presets.result_key(rec.key, "default")
+    n_cnmf = len(cnmf.CNMF.Unit & ckey)
+    # the populated rule set is a curation, and (the first) the one in use
+    (first,) = pl.curations(ckey)
+    assert first["kind"] == "rules" and first["curation_paramset"] == "strict" and first["in_use"]
+    assert units.count(ckey) == first["n_accepted"] == (pl.AutoCuration & ckey).fetch1("n_accepted")
+    rules = pl.apply_rules(ckey, "none")  # every unit: readers now show all of them
+    assert units.count(ckey) == n_cnmf and pl.in_use(ckey) == rules
+    # a manual curation on top: reject, label, merge the two closest units
+    ids = [r["unit_id"] for r in units.rows(ckey, "unit_id")]
+    xy = {r["unit_id"]: (r["centroid_y"], r["centroid_x"]) for r in units.rows(ckey, "centroid_y", "centroid_x")}
+    a, b = min(((i, j) for i in ids for j in ids if i < j), key=lambda p: np.hypot(*np.subtract(xy[p[0]], xy[p[1]])))
+    reject = next(u for u in ids if u not in (a, b))
+    label = next(u for u in ids if u not in (a, b, reject))
+    change = curation.make_edit(reject=[reject], merges=[[a, b]], labels={label: ["dendrite"]}, note="first look")
+    manual = pl.edit(ckey, change, curator="tester")
+    row = next(c for c in pl.curations(ckey) if c["curation_id"] == manual)
+    assert row["parent"] == rules and row["kind"] == "manual" and row["curator"] == "tester" and row["in_use"]
+    new = max(ids) + 1
+    shown = units.rows(ckey, "unit_id", "trace")
+    assert [r["unit_id"] for r in shown] == sorted(set(ids) - {a, b, reject} | {new})
+    assert next(r for r in shown if r["unit_id"] == label)["labels"] == "dendrite"
+    assert len(cnmf.CNMF.Unit & ckey) == n_cnmf  # CNMF's rows are never changed
+    merged = units.arrays(ckey)
+    m = list(merged["unit_id"]).index(new)
+    assert merged["C"][m].max() > 0 and np.isfinite(merged["metrics"]["r_value"][m])
+    # every reader follows: the query layer, the report, the NWB file (with labels and the chain)
+    assert sorted(query.units(subject="cu2")["unit_id"]) == [r["unit_id"] for r in shown]
+    assert report.summary(ckey)["n_units"] == len(shown)
+    path = export_nwb(ckey, tmp_path / "cu2.nwb")
+    from pynwb import NWBHDF5IO
+
+    with NWBHDF5IO(str(path), "r") as io:
+        nwb = io.read()
+        seg = nwb.processing["ophys"]["ImageSegmentation"]["PlaneSegmentation"]
+        assert sorted(seg.id[:]) == [r["unit_id"] for r in shown]
+        assert dict(zip(seg.id[:], seg["labels"][:]))[label] == "dendrite"
+        rejected = nwb.processing["ophys"]["ImageSegmentation"]["RejectedUnits"]
+        assert {reject, a, b} <= set(rejected.id[:])
+        chain = json.loads(nwb.notes)["curation"]["chain"]
+        assert [c["curation_id"] for c in chain] == [rules, manual] and chain[1]["note"] == "first look"
+    # SpikeInterface JSON out and in: the same decisions as a new first curation
+    out = pl.export_json(ckey, tmp_path / "cur.json")
+    imported = pl.import_json(ckey, out, curator="other lab")
+    assert sorted(r["unit_id"] for r in units.rows(ckey, "unit_id")) == sorted(set(ids) - {a, b, reject} | {new + 1})
+    # deleting: refused under a child, then the curation in use goes back to its parent
+    with pytest.raises(pl.CurationError, match=f"curation {rules} is the parent of \\[{manual}\\]"):
+        pl.delete(ckey, rules)
+    pl.use(ckey, manual)
+    gone = pl.delete(ckey, manual)
+    assert gone["in_use"] == rules and gone["objects_removed"] >= 1 and units.count(ckey) == n_cnmf
+    assert not (pl.Curation.Merged & ckey & {"curation_id": manual})
+    assert imported in [c["curation_id"] for c in pl.curations(ckey)] and len(cnmf.CNMF.Unit & ckey) == n_cnmf
+    with pytest.raises(pl.CurationError, match="no curation 99"):
+        pl.use(ckey, 99)

@@ -12,7 +12,7 @@ import pytest
 from conftest import db_env
 
 from scopeline import query
-from scopeline.pipeline import acquisition, cnmf, initialization, motion, presets
+from scopeline.pipeline import acquisition, cnmf, curation, initialization, motion, presets
 from scopeline.pipeline.ingest import ingest
 
 pytestmark = pytest.mark.db
@@ -31,13 +31,16 @@ def test_run_from_folder_to_results_figures_and_nwb(db, sim_cells, tmp_path):
     out = tmp_path / "results"
     first = _cli(["run", sim_cells, "--subject", "r1", "--session", "d1", "--out", out], env)
     key = presets.result_key({"subject": "r1", "session": "d1", "recording_id": 0}, "default")
-    n_units = (cnmf.CNMF & key).fetch1("n_units")
-    assert 6 <= n_units <= 12, n_units  # 8 simulated cells
-    # the summary names frames, fps, units and where the outputs are
-    assert "400" in first.stdout and f" {n_units} " in first.stdout
+    n_found = (cnmf.CNMF & key).fetch1("n_units")
+    assert 6 <= n_found <= 12, n_found  # 8 simulated cells
+    # run applied the default rule set: the curation in use, whose accepted units every reader shows
+    n_units = (curation.AutoCuration & key).fetch1("n_accepted")
+    assert curation.in_use(key) == 1 and 6 <= n_units <= n_found
+    # the summary names frames, fps, units found and accepted, and where the outputs are
+    assert "400" in first.stdout and f" {n_found} " in first.stdout and f" {n_units} " in first.stdout
     files = sorted(p.name for p in (out / "r1" / "d1").iterdir())
     stem = "r1_d1_0_default_minian_minian"
-    assert files == [f"{stem}.nwb", f"{stem}_cnmf.png", f"{stem}_quality.png",
+    assert files == [f"{stem}.nwb", f"{stem}_cnmf.png", f"{stem}_curation1.png", f"{stem}_quality.png",
                      "r1_d1_0_default_motion.png"]  # motion: shared
     nwb = out / "r1" / "d1" / f"{stem}.nwb"
     mtime = nwb.stat().st_mtime_ns
@@ -49,7 +52,7 @@ def test_run_from_folder_to_results_figures_and_nwb(db, sim_cells, tmp_path):
 
     # the query interface sees the result
     res = query.results(subject="r1")
-    assert len(res) == 1 and res.loc[0, "n_units"] == n_units and res.loc[0, "n_frames"] == 400
+    assert len(res) == 1 and res.loc[0, "n_units"] == n_found and res.loc[0, "n_frames"] == 400
     u = query.units(subject="r1", cnmf_paramset="minian")
     assert len(u) == n_units and (u["area"] > 0).all() and u["centroid_y"].between(0, 96).all()
     tr = query.traces(subject="r1")
@@ -64,7 +67,7 @@ def test_run_from_folder_to_results_figures_and_nwb(db, sim_cells, tmp_path):
     listed = _cli(["results", "--subject", "r1", "--units"], env).stdout
     assert listed.count("minian") >= n_units
     rep = _cli(["report", "-s", "r1", "-d", "d1", "--out", tmp_path / "rep"], env)
-    assert f"{n_units} units" in rep.stdout
+    assert f"{n_found} units found, {n_units} accepted by curation 1 (rules default)" in " ".join(rep.stdout.split())
     assert (tmp_path / "rep" / "r1" / "d1" / f"{stem}_cnmf.png").stat().st_size > 10_000
 
     # export-nwb: an existing file is kept unless --overwrite; the written file passes nwbinspector
@@ -72,6 +75,45 @@ def test_run_from_folder_to_results_figures_and_nwb(db, sim_cells, tmp_path):
     assert refused.returncode == 1 and "overwrite" in refused.stderr and nwb.stat().st_mtime_ns == mtime
     again = _cli(["export-nwb", "-s", "r1", "-d", "d1", "--preset", "default", "--out", tmp_path / "x.nwb"], env)
     assert "0 critical or violations" in again.stdout and (tmp_path / "x.nwb").exists()
+
+
+def test_curate_from_the_command_line(db, sim_cells, tmp_path):
+    """`scopeline curate` as a user runs it: rules, manual changes with a note, versions, use, export,
+    delete; bad input is refused with the reason and writes nothing."""
+    import json
+
+    env = db_env(db["backend"], db["url"], db["prefix"], db["store"])
+    (rec,) = ingest(sim_cells, "c1", "d1")
+    presets.queue([rec.key], presets.stage_paramsets("default"), "cnmf")
+    for table in (motion.MotionCorrection, initialization.Initialization, cnmf.CNMF):
+        table.populate(reserve_jobs=True)
+    key = presets.result_key(rec.key, "default")
+    ids = sorted(int(u) for u in (cnmf.CNMF.Unit & key).to_arrays("unit_id"))
+    assert "curation 1 of c1/d1/0 (rules none, scopeline," in _cli(["curate", "c1/d1", "--rules", "none"], env).stdout
+    assert curation.in_use(key) == 1 and len(query.units(subject="c1")) == len(ids)
+    out = _cli(["curate", "c1/d1", "--reject", f"{ids[0]},{ids[1]}", "--label", f"{ids[2]}=dendrite",
+                "--note", "first pass", "--curator", "ann"], env).stdout
+    assert f"curation 2 of c1/d1/0 (manual on 1, ann," in out and f"{len(ids) - 2} of {len(ids)} units accepted; in use" in out
+    assert sorted(query.units(subject="c1")["unit_id"]) == ids[2:]
+    listed = _cli(["curate", "ls", "c1"], env).stdout
+    assert "rules none" in listed and "first pass" in listed and "ann" in listed
+    shown = _cli(["curate", "show", "c1/d1", "--rejected"], env).stdout
+    assert "rejected by hand" in shown and shown.count("rejected by hand") == 2
+    _cli(["curate", "export", "c1/d1", tmp_path / "c.json"], env)
+    assert sorted(json.loads((tmp_path / "c.json").read_text())["removed"]) == ids[:2]
+    # refused: unknown unit, unknown label, deleting a parent; nothing written
+    for args, message in ((["c1/d1", "--reject", "999"], "unit(s) [999] are not units of this curation"),
+                          (["c1/d1", "--label", f"{ids[3]}=soma"], "unknown label(s) ['soma']"),
+                          (["c1/d1", "--merge", "3-4"], "give unit ids joined by '+'"),
+                          (["delete", "c1/d1", "1"], "curation 1 is the parent of [2]"),
+                          (["nobody/d1", "--rules", "default"], "matches 0 CNMF results")):
+        bad = _cli(["curate", *args], env, ok=False)
+        assert bad.returncode == 1 and message in bad.stderr, bad.stderr
+    assert len(curation.Curation & key) == 2
+    _cli(["curate", "use", "c1/d1", "1"], env)
+    assert len(query.units(subject="c1")) == len(ids)
+    assert "deleted curation 2" in _cli(["curate", "delete", "c1/d1", "2"], env).stdout
+    assert len(cnmf.CNMF.Unit & key) == len(ids) and len(curation.Curation & key) == 1
 
 
 def test_two_parameter_sets_share_upstream_work_and_are_told_apart(db, sim_cells):

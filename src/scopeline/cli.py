@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Optional
 
 import typer
+import typer.core
 from rich.console import Console
 from rich.table import Table
 
@@ -441,7 +442,7 @@ def _process(recordings: list[dict], preset: str, out_dir: Path, nwb: bool = Tru
     from scopeline import report
     from scopeline.pipeline import presets
 
-    presets.queue(recordings, presets.stage_paramsets(preset), "cnmf")
+    presets.queue(recordings, presets.stage_paramsets(preset), "curation")  # the preset's rule set curates
     keys = [presets.result_key(r, preset, "cnmf") for r in recordings]
     _populate(keys, retry_errors=True)
     rows = []
@@ -479,15 +480,15 @@ def _artifacts_text(r: dict) -> str:
 
 
 def _print_summary(rows: list[dict], seconds: float) -> None:
-    table = Table("subject", "session", "rec", "frames", "fps", "units", "motion s", "init s", "cnmf s", "artifacts")
+    table = Table("subject", "session", "rec", "frames", "fps", "units found", "accepted", "motion s", "init s",
+                  "cnmf s", "artifacts")
     for r in rows:
         if "error" in r:
-            table.add_row(*_recording_cells(r), "-", "-", "[red]failed[/]", "", "", "",
-                          "")
+            table.add_row(*_recording_cells(r), "-", "-", "[red]failed[/]", "", "", "", "", "")
             continue
-        table.add_row(*_recording_cells(r), str(r["n_frames"]), f"{r['fps']:.2f}",
-                      str(r["n_units"]), f"{r['motion_s']:.1f}", f"{r['initialization_s']:.1f}", f"{r['cnmf_s']:.1f}",
-                      _artifacts_text(r))
+        table.add_row(*_recording_cells(r), str(r["n_frames"]), f"{r['fps']:.2f}", str(r["n_found"]),
+                      str(r["n_units"]) if r["curation"] else "-", f"{r['motion_s']:.1f}",
+                      f"{r['initialization_s']:.1f}", f"{r['cnmf_s']:.1f}", _artifacts_text(r))
     console.print(table)
     for r in rows:
         if "error" in r:
@@ -510,8 +511,9 @@ def run(
     no_nwb: bool = typer.Option(False, "--no-nwb", help="Skip the NWB export."),
     metadata: Optional[Path] = _METADATA,
 ):
-    """Ingest one recording and run the whole pipeline on it: motion correction, initialization and
-    CNMF with the preset's parameter sets, figures, NWB file, summary.
+    """Ingest one recording and run the whole pipeline on it: motion correction, initialization, CNMF
+    and the automatic curation (rule set `default`) with the preset's parameter sets, figures, NWB file
+    (accepted units), summary (units found and accepted).
 
     Re-running is a no-op for work already done (failed steps are retried).
     """
@@ -577,7 +579,8 @@ def report(
             _fail(str(err))
     if info:
         console.print(f"{info['n_frames']} frames ({info['size']} pixels) at {info['fps']:.2f} Hz; "
-                      f"{_artifacts_text(info)}; {info['n_seeds']} seeds, {info['n_units']} units; "
+                      f"{_artifacts_text(info)}; {info['n_seeds']} seeds, {info['n_found']} units found"
+                      f"{', ' + str(info['n_units']) + ' accepted by ' + info['curation'] if info['curation'] else ''}; "
                       f"motion {info['motion_s']:.1f} s, initialization {info['initialization_s']:.1f} s, "
                       f"CNMF {info['cnmf_s']:.1f} s")
     for p in paths.values():
@@ -674,6 +677,195 @@ def _print_frame(frame, empty: str) -> None:
     for r in frame.itertuples(index=False):
         table.add_row(*[f"{v:.2f}" if isinstance(v, float) else str(v) for v in r])
     console.print(table)
+
+
+# ----------------------------------------------------------------------------------- curate
+
+
+class _CurateGroup(typer.core.TyperGroup):
+    """``scopeline curate KEY ...`` is ``scopeline curate apply KEY ...`` (KEY is not a subcommand)."""
+
+    def resolve_command(self, ctx, args):
+        if args and args[0] not in self.commands and not args[0].startswith("-"):
+            args = ["apply", *args]
+        return super().resolve_command(ctx, args)
+
+
+curate_app = typer.Typer(
+    cls=_CurateGroup, no_args_is_help=True,
+    help="Curation of a CNMF result: rules, manual decisions (reject, accept, merge, label), versions. KEY is "
+         "SUBJECT/SESSION(/RECORDING) (add --preset or --cnmf ... when several results match). "
+         "`scopeline curate KEY ...` is `scopeline curate apply KEY ...`.")
+app.add_typer(curate_app, name="curate")
+_KEY = typer.Argument(..., metavar="KEY", help="SUBJECT/SESSION(/RECORDING) (recording 0 when not given).")
+_CURATOR = typer.Option(None, "--curator", help="Who (default SCOPELINE_CURATOR or the login name).")
+
+
+def _curation_key(key: str, preset: Optional[str], paramsets: dict) -> dict:
+    """The one CNMF result KEY (and the parameter-set options) names."""
+    from scopeline.pipeline import activate
+    from scopeline.pipeline import curation as pl
+
+    parts = key.strip("/").split("/")
+    if len(parts) not in (2, 3) or not all(parts) or (len(parts) == 3 and not parts[2].isdigit()):
+        _fail(f"KEY {key!r}: give SUBJECT/SESSION or SUBJECT/SESSION/RECORDING (a number)")
+    restriction = _result_key(parts[0], parts[1], int(parts[2]) if len(parts) == 3 else 0, preset, paramsets)
+    activate()
+    return pl.result_key(restriction)
+
+
+def _curation_line(ckey: dict, cid: int) -> str:
+    from scopeline.pipeline import curation as pl
+    from scopeline.pipeline import keys
+
+    row = next(c for c in pl.curations(ckey) if c["curation_id"] == cid)
+    made = f"rules {row['curation_paramset']}" if row["kind"] == "rules" else row["kind"]
+    on = f" on {row['parent']}" if row["parent"] is not None else ""
+    return (f"curation {cid} of {keys.recording_text(ckey)} ({made}{on}, {row['curator']}, {row['created']:%Y-%m-%d %H:%M}"
+            f" UTC): {row['n_accepted']} of {row['n_units']} units accepted{'; in use' if row['in_use'] else ''}")
+
+
+@curate_app.command("apply")
+@_stage_options()
+def curate_apply(
+    key: str = _KEY,
+    rules: Optional[str] = typer.Option(None, "--rules", help="A rule set (default | strict | none, or a stored "
+                                                               "curation parameter set): a new automatic curation."),
+    reject: Optional[str] = typer.Option(None, "--reject", help="Units to hide, e.g. 3,7."),
+    accept: Optional[str] = typer.Option(None, "--accept", help="Units to show, e.g. 5,11."),
+    merge: Optional[list[str]] = typer.Option(None, "--merge", help="Units that are one cell, e.g. 4+9 (repeatable)."),
+    label: Optional[list[str]] = typer.Option(None, "--label", help="UNIT=LABEL(,LABEL), e.g. 12=dendrite "
+                                              "(repeatable; labels: accept, reject, cell, dendrite, artifact, "
+                                              "duplicate, neuropil, noise, unsure)."),
+    note: str = typer.Option("", "--note", help="Why (kept with the curation)."),
+    parent: Optional[int] = typer.Option(None, "--parent", help="Curation to edit (default the one in use)."),
+    curator: Optional[str] = _CURATOR,
+    no_use: bool = typer.Option(False, "--no-use", help="Keep the curation in use as it is."),
+    preset: Optional[str] = _PRESET,
+    paramsets: dict = None,
+):
+    """A new curation of one result: a rule set (--rules), or manual changes on top of the curation in use
+    (--reject / --accept / --merge / --label, with --note). Nothing is overwritten: each call adds a version."""
+    from scopeline.core import curation as core_curation
+    from scopeline.pipeline import curation as pl
+
+    with _clear_errors():
+        change = core_curation.make_edit(
+            reject=core_curation.parse_ids(reject or ""), accept=core_curation.parse_ids(accept or ""),
+            merges=core_curation.parse_merges(merge or []), labels=core_curation.parse_labels(label or []), note=note)
+        if rules is None and change.is_empty():
+            _fail("nothing to do: give --rules NAME, or --reject / --accept / --merge / --label")
+        if rules is not None and not change.is_empty():
+            _fail("--rules makes an automatic curation; give manual changes in a second call (they go on top of it)")
+        ckey = _curation_key(key, preset, paramsets)
+        if rules is not None:
+            cid = pl.apply_rules(ckey, rules, use_it=not no_use)
+        else:
+            cid = pl.edit(ckey, change, parent=parent, curator=curator, use_it=not no_use, progress=True)
+        console.print(_curation_line(ckey, cid), highlight=False)
+
+
+@curate_app.command("ls")
+def curate_ls(key: Optional[str] = typer.Argument(None, help="SUBJECT(/SESSION(/RECORDING)) (default: every result).")):
+    """List curations: id, parent, kind, curator, time, units accepted, which is in use."""
+    from scopeline.pipeline import activate
+    from scopeline.pipeline import curation as pl
+    from scopeline.pipeline import keys
+
+    parts = key.strip("/").split("/") if key else []
+    with _clear_errors():
+        activate()
+        rows = pl.curations(dict(zip(keys.RECORDING, [*parts[:2], *map(int, parts[2:3])])))
+    if not rows:
+        console.print("no curation")
+        return
+    table = Table("subject", "session", "rec", "cnmf", "id", "parent", "kind", "curator", "created (UTC)",
+                  "accepted", "in use", "note")
+    for r in rows:
+        table.add_row(*_recording_cells(r), str(r["cnmf_paramset"]), str(r["curation_id"]),
+                      "" if r["parent"] is None else str(r["parent"]),
+                      r["kind"] + (f" {r['curation_paramset']}" if r["curation_paramset"] else ""), r["curator"],
+                      f"{r['created']:%Y-%m-%d %H:%M}", f"{r['n_accepted']}/{r['n_units']}", "yes" if r["in_use"] else "",
+                      r["note"][:40])
+    console.print(table)
+
+
+@curate_app.command("show")
+@_stage_options()
+def curate_show(
+    key: str = _KEY,
+    curation: Optional[int] = typer.Option(None, "--id", help="Curation id (default the one in use)."),
+    rejected: bool = typer.Option(False, "--rejected", help="Only the units it hides."),
+    preset: Optional[str] = _PRESET,
+    paramsets: dict = None,
+):
+    """Every unit's decision in one curation: accepted, labels, reason, merged into."""
+    from scopeline.pipeline import curation as pl
+
+    with _clear_errors():
+        ckey = _curation_key(key, preset, paramsets)
+        st = pl.state(ckey, curation)
+        cid = curation if curation is not None else pl.in_use(ckey)
+    console.print(_curation_line(ckey, cid), highlight=False)
+    table = Table("unit", "accepted", "labels", "reason")
+    for u, s in st.items():
+        if not (rejected and s.accepted):
+            table.add_row(str(u), "yes" if s.accepted else "[red]no[/]", ",".join(s.labels), s.reason)
+    console.print(table)
+
+
+@curate_app.command("use")
+@_stage_options()
+def curate_use(key: str = _KEY, curation: int = typer.Argument(..., help="Curation id."),
+               curator: Optional[str] = _CURATOR, preset: Optional[str] = _PRESET, paramsets: dict = None):
+    """Make a curation the one every reader of its result follows (results, NWB, figures)."""
+    from scopeline.pipeline import curation as pl
+
+    with _clear_errors():
+        ckey = pl.use(_curation_key(key, preset, paramsets), curation, curator)
+        console.print(_curation_line(ckey, curation), highlight=False)
+
+
+@curate_app.command("delete")
+@_stage_options()
+def curate_delete(key: str = _KEY, curation: int = typer.Argument(..., help="Curation id."),
+                  preset: Optional[str] = _PRESET, paramsets: dict = None):
+    """Delete one curation (its rows and merged units' objects; CNMF and other curations stay). Refused
+    while another curation builds on it."""
+    from scopeline.pipeline import curation as pl
+
+    with _clear_errors():
+        out = pl.delete(_curation_key(key, preset, paramsets), curation)
+    left = f"curation {out['in_use']} in use" if out["in_use"] is not None else "no curation in use (every unit shown)"
+    console.print(f"deleted curation {out['deleted']} ({out['objects_removed']} stored object(s) removed); {left}")
+
+
+@curate_app.command("export")
+@_stage_options()
+def curate_export(key: str = _KEY, out: Path = typer.Argument(..., help="JSON file to write."),
+                  curation: Optional[int] = typer.Option(None, "--id", help="Curation id (default the one in use)."),
+                  preset: Optional[str] = _PRESET, paramsets: dict = None):
+    """Write a curation as SpikeInterface curation JSON (format_version 2)."""
+    from scopeline.pipeline import curation as pl
+
+    with _clear_errors():
+        path = pl.export_json(_curation_key(key, preset, paramsets), out, curation)
+    console.print(f"wrote {path}", highlight=False)
+
+
+@curate_app.command("import")
+@_stage_options()
+def curate_import(key: str = _KEY, path: Path = typer.Argument(..., help="SpikeInterface curation JSON."),
+                  note: str = typer.Option("", "--note"), curator: Optional[str] = _CURATOR,
+                  no_use: bool = typer.Option(False, "--no-use"), preset: Optional[str] = _PRESET,
+                  paramsets: dict = None):
+    """A new curation from a SpikeInterface curation JSON (format_version 1 or 2): removals, labels, merges."""
+    from scopeline.pipeline import curation as pl
+
+    with _clear_errors():
+        ckey = _curation_key(key, preset, paramsets)
+        cid = pl.import_json(ckey, path, curator=curator, note=note, use_it=not no_use, progress=True)
+        console.print(_curation_line(ckey, cid), highlight=False)
 
 
 # ------------------------------------------------------------------------------------ demo

@@ -10,7 +10,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-__all__ = ["motion_figure", "cnmf_figure", "quality_figure"]
+__all__ = ["motion_figure", "cnmf_figure", "quality_figure", "curation_figure"]
 
 
 def _show(ax, image: np.ndarray, title: str) -> None:
@@ -171,6 +171,20 @@ def quality_figure(A, metrics: dict, max_image: np.ndarray, fov: np.ndarray | No
     return path
 
 
+def _contours(ax, A, colors, ids, linestyles=None) -> None:
+    """Each unit's half-peak contour in its colour, labelled with its id at its centroid."""
+    k = len(A)
+    sy, sx = A.patches.shape[1:] if k else (0, 0)
+    centroids = A.centroids() if k else np.zeros((0, 2))
+    for i in range(k):
+        y0, x0 = A.offsets[i]
+        ax.contour(np.arange(x0, x0 + sx), np.arange(y0, y0 + sy), A.patches[i], levels=[0.5], colors=[colors[i]],
+                   linewidths=0.8, linestyles=(linestyles[i] if linestyles is not None else "solid"))
+        cy, cx = centroids[i]
+        if np.isfinite(cy):
+            ax.text(cx, cy, str(ids[i]), color=colors[i], fontsize=6, ha="center", va="center")
+
+
 def cnmf_figure(A, max_image: np.ndarray, C: np.ndarray, S: np.ndarray, times: np.ndarray | None,
                 path: str | Path, title: str = "", n_traces: int = 12, unit_ids: np.ndarray | None = None) -> Path:
     """Footprint contours on the max projection, and a sample of traces with their activity.
@@ -204,14 +218,7 @@ def cnmf_figure(A, max_image: np.ndarray, C: np.ndarray, S: np.ndarray, times: n
     ax_img = fig.add_axes([0.02, 0.05, 0.42, 0.85])
     _show(ax_img, max_image, f"max projection, {k} units (contours at half peak)")
     colors = plt.cm.tab20(np.linspace(0, 1, 20))
-    sy, sx = A.patches.shape[1:] if k else (0, 0)
-    for i in range(k):
-        y0, x0 = A.offsets[i]
-        ax_img.contour(np.arange(x0, x0 + sx), np.arange(y0, y0 + sy), A.patches[i], levels=[0.5],
-                       colors=[colors[i % 20]], linewidths=0.8)
-        cy, cx = A.centroids()[i]
-        if np.isfinite(cy):
-            ax_img.text(cx, cy, str(ids[i]), color=colors[i % 20], fontsize=6, ha="center", va="center")
+    _contours(ax_img, A, [colors[i % 20] for i in range(k)], ids)
     ax_tr = fig.add_axes([0.5, 0.08, 0.48, 0.82])
     if k:
         pick = np.sort(np.argsort(-C.max(axis=1))[:n_traces])
@@ -231,6 +238,117 @@ def cnmf_figure(A, max_image: np.ndarray, C: np.ndarray, S: np.ndarray, times: n
         ax_tr.text(0.5, 0.5, "no unit", ha="center", va="center")
         ax_tr.set_axis_off()
     fig.suptitle(title, fontsize=11)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+#: colours of a curation figure: decision, then descriptive labels (the first label a unit has)
+_LABEL_COLORS = {"accepted": "lime", "rejected": "red", "merged": "0.6", "dendrite": "orange", "artifact": "magenta",
+                 "duplicate": "deepskyblue", "neuropil": "sienna", "noise": "pink", "unsure": "yellow", "cell": "lime"}
+
+
+def _unit_colour(accepted: bool, labels: tuple, merged: bool) -> str:
+    if merged:
+        return "merged"
+    for lab in labels:
+        if lab in _LABEL_COLORS and lab != "cell":
+            return lab
+    return "accepted" if accepted else "rejected"
+
+
+def curation_figure(A, max_image: np.ndarray, unit_ids, decisions: list, metrics: dict, C: np.ndarray,
+                    times: np.ndarray | None, path: str | Path, rules=None, title: str = "",
+                    n_traces: int = 8, fov: np.ndarray | None = None) -> Path:
+    """One curation: contours over the max projection coloured by decision and label, two metric scatter
+    plots with the rule set's thresholds drawn, and the traces of rejected units with their reasons.
+
+    Parameters
+    ----------
+    A : scopeline.core.footprints.Footprints
+        Every unit the curation knows (CNMF's and merged ones).
+    max_image : numpy.ndarray
+        float (height, width).
+    unit_ids : sequence of int
+    decisions : list of scopeline.core.curation.UnitState
+        Per unit, in ``A``'s order.
+    metrics : dict
+        metric name -> float (units,) (:data:`scopeline.core.curation.CURATION_METRICS`).
+    C : numpy.ndarray
+        float (units, frames) traces (movie units).
+    times : numpy.ndarray or None
+        float (frames,) seconds, else frames.
+    path : str or pathlib.Path
+    rules : scopeline.core.curation.CurationParams, optional
+        The rule set at the chain's root (its thresholds are drawn).
+    title : str
+    n_traces : int
+        Rejected units whose traces are shown (those of highest event_snr first).
+    fov : numpy.ndarray, optional
+        bool (height, width), drawn in cyan.
+
+    Returns
+    -------
+    pathlib.Path
+    """
+    ids = np.asarray(unit_ids)
+    k = len(A)
+    kinds = [_unit_colour(d.accepted, d.labels, d.merged_into is not None) for d in decisions]
+    accepted = np.array([d.accepted for d in decisions], bool)
+    fig = plt.figure(figsize=(16, 8.5), constrained_layout=True)
+    grid = fig.add_gridspec(2, 4, width_ratios=[2.2, 1, 1, 2.2])
+    ax = fig.add_subplot(grid[:, 0])
+    _show(ax, max_image, f"{int(accepted.sum())} of {k} units accepted")
+    if fov is not None and not np.all(fov):
+        ax.contour(np.asarray(fov, float), levels=[0.5], colors="cyan", linewidths=0.8)
+    _contours(ax, A, [_LABEL_COLORS[c] for c in kinds], ids, ["solid" if a else "dashed" for a in accepted])
+    from matplotlib.lines import Line2D
+
+    shown = [c for c in _LABEL_COLORS if c in kinds]
+    ax.legend([Line2D([], [], color=_LABEL_COLORS[c]) for c in shown], shown, fontsize=7, loc="lower right",
+              framealpha=0.6)
+    thresholds = {}
+    if rules is not None:
+        for name, bound in rules.require.items():
+            thresholds.setdefault(name, []).extend([(v, "--") for v in (bound.min, bound.max) if v is not None])
+        for name, v in rules.accept_any.items():
+            thresholds.setdefault(name, []).append((v, ":"))
+    for i, (xname, yname) in enumerate((("event_snr", "r_value"), ("rel_area", "compactness"))):
+        a = fig.add_subplot(grid[i, 1:3])
+        x, y = (np.asarray(metrics.get(n, np.full(k, np.nan)), float) for n in (xname, yname))
+        for flag, colour, label in ((True, "green", "accepted"), (False, "red", "rejected")):
+            sel = accepted == flag
+            a.scatter(x[sel], y[sel], s=10, c=colour, label=f"{label} ({int(sel.sum())})", edgecolors="none")
+        for v, style in thresholds.get(xname, []):
+            a.axvline(v, color="k", ls=style, lw=0.8)
+        for v, style in thresholds.get(yname, []):
+            a.axhline(v, color="k", ls=style, lw=0.8)
+        a.set_xlabel(xname, fontsize=8)
+        a.set_ylabel(yname, fontsize=8)
+        a.tick_params(labelsize=7)
+        a.legend(fontsize=7)
+        if i == 0:
+            a.set_title("rule thresholds: -- required, : any accepts", fontsize=8)
+    ax_tr = fig.add_subplot(grid[:, 3])
+    rejected = [i for i in np.flatnonzero(~accepted) if decisions[i].merged_into is None]
+    snr = np.asarray(metrics.get("event_snr", np.zeros(k)), float)
+    pick = sorted(rejected, key=lambda i: -np.nan_to_num(snr[i]))[:n_traces]
+    if pick:
+        x = np.arange(C.shape[1]) if times is None else np.asarray(times)
+        for row, i in enumerate(pick):
+            peak = max(float(C[i].max()), 1e-12)
+            ax_tr.plot(x, -row * 1.3 + C[i] / peak, lw=0.7, color="red")
+            ax_tr.text(x[0], -row * 1.3 + 0.6, f"unit {ids[i]}: {decisions[i].reason}"[:90], fontsize=6.5)
+        ax_tr.set_yticks([])
+        ax_tr.set_xlabel("time (s)" if times is not None else "frame")
+        ax_tr.set_title(f"rejected units ({len(rejected)}; {len(pick)} shown), C scaled to its peak", fontsize=9)
+    else:
+        ax_tr.text(0.5, 0.5, "no unit rejected", ha="center", va="center")
+        ax_tr.set_axis_off()
+    if title:
+        fig.suptitle(title, fontsize=11)
+    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
     plt.close(fig)

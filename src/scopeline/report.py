@@ -109,8 +109,9 @@ def unit_metrics(key: dict) -> dict:
 def summary(key: dict) -> dict:
     """One CNMF result in numbers: its key, frames, fps (Hz), duration (s), frames flagged (corrupted or
     striped, dark at the start, shifts from neighbours), line noise before / after removal (movie units),
-    the field of view (fraction of the frame), units shown (:mod:`scopeline.pipeline.units`), and the
-    compute time of each stage (``<stage>_s``, s).
+    the field of view (fraction of the frame), units CNMF found (``n_found``) and those shown
+    (``n_units``: the curation in use accepts them, :mod:`scopeline.pipeline.units`), the curation in
+    words (``curation``, '' when none is in use), and the compute time of each stage (``<stage>_s``, s).
 
     Raises
     ------
@@ -133,4 +134,15 @@ def summary(key: dict) -> dict:
             "line_noise_before": round(float(line.get("before", 0.0)), 2) if line.get("removed") else None,
             "line_noise_after": round(float(line.get("after", 0.0)), 2) if line.get("removed") else None,
             "fov_fraction": round(float(mc.field_of_view().mean()), 3), "n_seeds": int(n_seeds),
-            "n_units": len(units.table(ckey)), **seconds}
+            "n_found": int((cnmf.CNMF & ckey).fetch1("n_units")), "n_units": units.count(ckey),
+            "curation": _curation_text(ckey), **seconds}
+
+
+def _curation_text(ckey: dict) -> str:
+    """The choice of units readers follow, in words ('' when every unit is shown)."""
+    chosen = units.choice(ckey)
+    if chosen is None:
+        return ""
+    last = chosen.source.get("chain", [{}])[-1]
+    made = f"rules {last['curation_paramset']}" if last.get("kind") == "rules" else last.get("kind", "")
+    return f"curation {chosen.source.get('curation_id')} ({made})"

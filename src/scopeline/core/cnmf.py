@@ -324,16 +324,50 @@ def update_temporal(movie, A: Footprints, C: np.ndarray, b: np.ndarray, f: np.nd
 # ------------------------------------------------------------------------------ merging
 
 
+def combine(A: Footprints, C: np.ndarray, members: list, weight: Optional[np.ndarray] = None
+            ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """One footprint and trace for a group of units that are one cell.
+
+    The footprint is the members' footprints weighted by ``weight`` (default their trace peaks), in
+    the box of the strongest member (parts outside it are cut), scaled to peak 1; the trace reproduces
+    the members' summed contribution at that scale when their traces share one shape.
+
+    Parameters
+    ----------
+    A : Footprints
+    C : numpy.ndarray
+        float (units, frames).
+    members : list of int
+        Indices of the units to combine.
+    weight : numpy.ndarray, optional
+        float (units,).
+
+    Returns
+    -------
+    (numpy.ndarray, numpy.ndarray, numpy.ndarray)
+        float32 patch (the strongest member's box), int (2,) its offset, float (frames,) trace.
+    """
+    weight = C.max(axis=1) if weight is None else weight
+    lead = max(members, key=lambda m: weight[m])
+    patch = np.zeros_like(A.patches[lead])
+    for m in members:
+        rel = A.relative(lead, m)
+        if rel is not None:
+            si, sj = rel
+            patch[si] += weight[m] * A.patches[m][sj]
+    peak = patch.max() or 1.0
+    # sum_m A_m C_m = phi * patch when every C_m = w_m phi: the combined trace is peak * phi
+    trace = C[members].sum(axis=0) / max(float(weight[members].sum()), 1e-12) * peak
+    return (patch / peak).astype(A.patches.dtype), np.asarray(A.offsets[lead]), trace
+
+
 def merge_units(A: Footprints, C: np.ndarray, threshold: float,
                 dilate: int = 0) -> tuple[Footprints, np.ndarray, list[list[int]]]:
     """Merge units whose footprints, dilated by ``dilate`` pixels, overlap and whose traces correlate
     above ``threshold`` (a cell found twice often ends as two footprints side by side: the spatial
     update gives each pixel to one of them).
 
-    The merged footprint is the members' footprints weighted by their trace peaks, in the box of
-    the strongest member (parts outside it are cut), scaled to peak 1; its trace reproduces the
-    members' summed contribution at that scale when their traces share one shape (the next updates
-    refine both).
+    Each group's footprint and trace come from :func:`combine` (the next updates refine both).
 
     Returns
     -------
@@ -365,18 +399,10 @@ def merge_units(A: Footprints, C: np.ndarray, threshold: float,
             offsets.append(A.offsets[i])
             traces.append(C[i])
             continue
-        lead = max(members, key=lambda m: weight[m])
-        patch = np.zeros_like(A.patches[lead])
-        for m in members:
-            rel = A.relative(lead, m)
-            if rel is not None:
-                si, sj = rel
-                patch[si] += weight[m] * A.patches[m][sj]
-        peak = patch.max() or 1.0
-        patches.append(patch / peak)
-        offsets.append(A.offsets[lead])
-        # sum_m A_m C_m = phi * patch when every C_m = w_m phi: the merged trace is peak * phi
-        traces.append(C[members].sum(axis=0) / max(float(weight[members].sum()), 1e-12) * peak)
+        patch, offset, trace = combine(A, C, members, weight)
+        patches.append(patch)
+        offsets.append(offset)
+        traces.append(trace)
     return Footprints(np.stack(patches), np.stack(offsets), A.shape), np.stack(traces).astype(np.float32), merged
 
 

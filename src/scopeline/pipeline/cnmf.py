@@ -33,6 +33,34 @@ CNMFParamSet, CNMFTask = stage_tables(
     label="CNMF", upstream="initialization.InitTask", upstream_text="an initialization task")
 
 
+#: the attributes of a unit (``CNMF.Unit``, and units a curation makes by merging), after its key
+UNIT_ATTRIBUTES = """
+footprint                  : <blob>         # float32 (size_y, size_x) patch, peak 1
+patch_y                    : int16          # patch's top-left corner, pixels
+patch_x                    : int16
+centroid_y                 : float32        # pixels
+centroid_x                 : float32        # pixels
+area                       : int32          # pixels
+trace                      : <npy@>         # C: float32 (n_frames,) calcium, movie units
+activity                   : <npy@>         # S: float32 (n_frames,) deconvolved activity
+b0                         : float32        # baseline, movie units
+c0                         : float32        # initial concentration, movie units
+g                          : <blob>         # float32 (p,) AR coefficients
+sn                         : float32        # trace noise standard deviation, movie units
+snr                        : float32        # peak of C over sn
+event_snr = null           : float32        # CaImAn's SNR_comp (event exceptionality)
+r_value = null             : float32        # spatial consistency: footprint vs movie at the unit's peaks
+compactness = null         : float32        # 4 pi area / perimeter^2 of the half-peak region
+eccentricity = null        : float32        # of the half-peak region (0: a disk)
+elongation = null          : float32        # major / minor axis of the half-peak region
+rel_area = null            : float32        # half-peak area over the expected cell's
+pnr = null                 : float32        # (max - mode) of YrA over sn
+skewness = null            : float32        # of YrA
+outside_fov = null         : float32        # fraction of the footprint outside the field of view
+yra = null                 : <npy@>         # YrA: float32 (n_frames,) trace before deconvolution (C + residual)
+"""
+
+
 @schema
 class CNMF(dj.Computed):
     """CNMF result of one corrected movie: units (footprints A, traces C, activity S) and background.
@@ -82,43 +110,17 @@ class CNMF(dj.Computed):
         -> master
         unit_id                    : int32
         ---
-        footprint                  : <blob>         # float32 (size_y, size_x) patch, peak 1
-        patch_y                    : int16          # patch's top-left corner, pixels
-        patch_x                    : int16
-        centroid_y                 : float32        # pixels
-        centroid_x                 : float32        # pixels
-        area                       : int32          # pixels
-        trace                      : <npy@>         # C: float32 (n_frames,) calcium, movie units
-        activity                   : <npy@>         # S: float32 (n_frames,) deconvolved activity
-        b0                         : float32        # baseline, movie units
-        c0                         : float32        # initial concentration, movie units
-        g                          : <blob>         # float32 (p,) AR coefficients
-        sn                         : float32        # trace noise standard deviation, movie units
-        snr                        : float32        # peak of C over sn
-        event_snr = null           : float32        # CaImAn's SNR_comp (event exceptionality)
-        r_value = null             : float32        # spatial consistency: footprint vs movie at the unit's peaks
-        compactness = null         : float32        # 4 pi area / perimeter^2 of the half-peak region
-        eccentricity = null        : float32        # of the half-peak region (0: a disk)
-        elongation = null          : float32        # major / minor axis of the half-peak region
-        rel_area = null            : float32        # half-peak area over the expected cell's
-        pnr = null                 : float32        # (max - mode) of YrA over sn
-        skewness = null            : float32        # of YrA
-        outside_fov = null         : float32        # fraction of the footprint outside the field of view
-        yra = null                 : <npy@>         # YrA: float32 (n_frames,) trace before deconvolution (C + residual)
-        """
+        """ + UNIT_ATTRIBUTES
 
     show_progress = True
 
     def make_fetch(self, key):
         """The corrected movie's reference and field of view, its frame rate, the initialization's arrays,
         and the parameters (CNMF's, and initialization's for the expected cell diameter)."""
-        movie = (motion.MotionCorrection & key).fetch1("movie")
-        fov = (motion.MotionCorrection & key).field_of_view()
-        fps = initialization.corrected_fps(key)
+        movie, fov, fps, init_params = _movie_inputs(key)
         footprints, offsets, c_init, b, f = (initialization.Initialization & key).fetch1(
             "footprints", "offsets", "c_init", "b", "f")
         params = (CNMFParamSet & key).fetch1("params")
-        init_params = (initialization.InitParamSet & key).fetch1("params")
         return movie, fov, fps, load_npy(footprints), offsets, load_npy(c_init), b, f, params, init_params
 
     def make_compute(self, key, movie_ref, fov, fps, patches, offsets, c_init, b, f, params, init_params):
@@ -139,14 +141,8 @@ class CNMF(dj.Computed):
         row = dict(key, n_units=len(res.A), n_inconsistent=res.n_inconsistent, b=res.b, f=res.f, pixel_sn=res.pixel_sn,
                    seconds={k: round(v, 3) for k, v in res.seconds.items()}, compute_time=time.perf_counter() - t0,
                    scopeline_version=scopeline.__version__)
-        cy, cx = res.A.centroids().T if len(res.A) else (np.zeros(0), np.zeros(0))
-        area = res.A.area()
-        units = [dict(key, unit_id=i, footprint=res.A.patches[i], patch_y=int(res.A.offsets[i, 0]),
-                      patch_x=int(res.A.offsets[i, 1]), centroid_y=float(cy[i]), centroid_x=float(cx[i]),
-                      area=int(area[i]), trace=res.C[i], activity=res.S[i], yra=res.YrA[i], b0=float(res.b0[i]), c0=float(res.c0[i]),
-                      g=res.g[i], sn=float(res.sn[i]), snr=float(res.snr[i]),
-                      **{name: float(values[i]) for name, values in metrics.items()})
-                 for i in range(len(res.A))]
+        units = unit_rows(key, range(len(res.A)), res.A, res.C, res.S, res.YrA, res.b0, res.c0, res.g, res.sn, res.snr,
+                          metrics)
         return row, units
 
     def make_insert(self, key, row, units):
@@ -159,6 +155,39 @@ class CNMF(dj.Computed):
         from scopeline.pipeline import units
 
         return units.arrays(self.fetch1("KEY"))
+
+
+def _movie_inputs(key: dict) -> tuple:
+    """The corrected movie's reference, its field of view (bool (height, width)), its frame rate (Hz)
+    and the initialization's parameters (stored JSON: the expected cell diameter)."""
+    movie = (motion.MotionCorrection & key).fetch1("movie")
+    fov = (motion.MotionCorrection & key).field_of_view()
+    return movie, fov, initialization.corrected_fps(key), (initialization.InitParamSet & key).fetch1("params")
+
+
+def fit_context(key: dict) -> dict:
+    """What refitting units of a stored CNMF result needs (a curation's merges): ``movie`` (the
+    corrected movie, a zarr array), ``fov``, ``fps`` (Hz), ``params`` (its :class:`CNMFParams`),
+    ``diameter`` (pixels), ``b`` and ``f`` (its background footprint and trace)."""
+    movie, fov, fps, init_params = _movie_inputs(key)
+    b, f = (CNMF & key).fetch1("b", "f")
+    return {"movie": open_zarr(movie), "fov": fov, "fps": fps, "b": b, "f": load_npy(f),
+            "params": parse_params(core_cnmf.CNMFParams, (CNMFParamSet & key).fetch1("params"), "CNMF",
+                                   key[CNMFParamSet.name_attr]),
+            "diameter": parse_params(core_init.InitParams, init_params, "initialization",
+                                     key[initialization.InitParamSet.name_attr]).diameter}
+
+
+def unit_rows(key: dict, unit_ids, A: Footprints, C, S, YrA, b0, c0, g, sn, snr, metrics: dict) -> list[dict]:
+    """Rows of :data:`UNIT_ATTRIBUTES` (with ``key`` and ``unit_id``) for units given as arrays
+    (:class:`scopeline.core.cnmf.CNMFResult`'s fields, one entry per unit)."""
+    cy, cx = A.centroids().T if len(A) else (np.zeros(0), np.zeros(0))
+    area = A.area()
+    return [dict(key, unit_id=int(u), footprint=A.patches[i], patch_y=int(A.offsets[i, 0]), patch_x=int(A.offsets[i, 1]),
+                 centroid_y=float(cy[i]), centroid_x=float(cx[i]), area=int(area[i]), trace=C[i], activity=S[i],
+                 yra=YrA[i], b0=float(b0[i]), c0=float(c0[i]), g=g[i], sn=float(sn[i]), snr=float(snr[i]),
+                 **{name: float(values[i]) for name, values in metrics.items()})
+            for i, u in enumerate(unit_ids)]
 
 
 STAGE = Stage(

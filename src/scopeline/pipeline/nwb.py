@@ -420,6 +420,8 @@ def _provenance(data: dict) -> dict:
             "scopeline_version": cn["scopeline_version"], "compute_time_s": cn["compute_time"],
             "seconds": cn["seconds"], "n_units": cn["n_units"],
         },
+        # what a registered stage adds (its extra["provenance"]: the curation in use and its chain)
+        **{s.name: p for s in stages.STAGES if (p := s.extra.get("provenance", lambda k: None)(dict(data["key"])))},
     }
 
 
@@ -649,7 +651,7 @@ def _segmentation(ophys, plane, data: dict, times: np.ndarray, movie) -> None:
                      "peak 1. Row ids are scopeline unit ids."),
         reference_images=(movie,) if movie is not None else None,
         id=[int(u) for u in res["unit_id"]],
-        columns=_unit_columns(res, units), colnames=[c for c, _ in _COLUMNS])
+        columns=(columns := _unit_columns(res, units)), colnames=[c.name for c in columns])
     ophys.add(ImageSegmentation(name="ImageSegmentation", plane_segmentations=[table]))
     fluorescence = ophys.add(Fluorescence(name="Fluorescence"))
     region = list(range(len(units)))
@@ -699,8 +701,12 @@ def _unit_columns(res: dict, units: list[dict]) -> list:
         **{name: np.array([np.nan if u.get(name) is None else u[name] for u in units], np.float32) for name in METRICS},
         "g": _padded([u["g"] for u in units]),
     }
-    columns = [VectorData(name="image_mask", description=desc["image_mask"], data=_mask_data(res["A"]))]
+    columns = [VectorData(name="image_mask", description=desc["image_mask"], data=mask_data(res["A"]))]
     columns += [VectorData(name=name, description=desc[name], data=values[name]) for name, _ in _COLUMNS[1:]]
+    if any("labels" in u for u in units):  # a curation is in use: its descriptive labels
+        columns.append(VectorData(name="labels", description="Descriptive labels of the curation in use "
+                                  "(scopeline.core.curation.LABELS), comma-separated ('' none).",
+                                  data=[u.get("labels", "") for u in units]))
     return columns
 
 
@@ -713,7 +719,7 @@ def _padded(rows: list) -> np.ndarray:
     return out
 
 
-def _mask_data(A):
+def mask_data(A):
     """Full-frame masks (units, width, height), generated one unit at a time, gzip-compressed."""
     from hdmf.data_utils import DataChunkIterator
 

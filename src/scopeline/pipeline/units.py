@@ -1,57 +1,96 @@
-"""The reader seam for units: every reader (NWB export, the query layer, reports) gets a result's units
-here, never from ``CNMF.Unit`` directly.
+"""The reader seam for units: every reader (NWB export, the query layer, reports, figures) gets a
+result's units here, never from ``CNMF.Unit`` directly.
 
-Today a result's units are all units of its CNMF row. A stage that chooses units (a curation) declares
-``Stage(..., extra={"select_units": fn})`` with ``fn(key) -> restriction or None`` (None: it has no
-choice for this result, e.g. none was made); :func:`selection` applies the first such choice, so
-NWB files, queries and figures show the curated units with no change of their own.
+A result's units are all units of its CNMF row unless a stage chooses: a stage declares
+``Stage(..., extra={"select_units": fn})`` with ``fn(cnmf_key) -> Choice or None`` (None: it has no
+choice for this result, e.g. no curation is in use); the first registered stage's choice applies, so
+NWB files, queries and figures show the chosen units (and units the choice made, such as merged
+ones) with no change of their own. The curation stage is such a stage
+(:mod:`scopeline.pipeline.curation`).
 """
 
 from __future__ import annotations
 
-from typing import Mapping
+from dataclasses import dataclass, field
+from typing import Mapping, Optional
 
 import numpy as np
 
 from scopeline.core.footprints import Footprints
 from scopeline.core.quality import METRICS
-from scopeline.pipeline import cnmf, motion, stages
+from scopeline.pipeline import cnmf, keys, motion, stages
 from scopeline.pipeline._util import load_npy
 
-__all__ = ["table", "selection", "rows", "arrays"]
+__all__ = ["Choice", "choice", "rows", "count", "arrays"]
 
 
-def selection(key: Mapping):
-    """The restriction on ``CNMF.Unit`` of the units a result shows: the first registered stage's
-    choice (``extra["select_units"]``) for ``key``, else every unit (an empty restriction)."""
+@dataclass
+class Choice:
+    """The units a stage chose for one CNMF result.
+
+    Attributes
+    ----------
+    unit_ids : list of int
+        The CNMF units shown.
+    added : list of dict
+        Units the choice made (merged units): ``CNMF.Unit``'s attributes (``unit_id`` and the rest).
+    labels : dict
+        unit_id -> descriptive labels ('dendrite,unsure'), for every unit shown.
+    source : dict
+        What made the choice, for provenance (e.g. the curation's id, kind and curator).
+    """
+
+    unit_ids: list
+    added: list = field(default_factory=list)
+    labels: dict = field(default_factory=dict)
+    source: dict = field(default_factory=dict)
+
+
+def choice(key: Mapping) -> Optional[Choice]:
+    """The first registered stage's choice of units for one CNMF result (None: every unit)."""
     for stage in stages.STAGES:
         select = stage.extra.get("select_units")
         if select is not None:
             chosen = select(dict(key))
             if chosen is not None:
                 return chosen
-    return {}
+    return None
 
 
-def table(key: Mapping, selected: bool = True):
-    """``CNMF.Unit`` restricted to the units of the results ``key`` matches (a DataJoint expression);
-    ``selected=False``: every unit, whatever a curation chose (what a curation itself reads)."""
-    return cnmf.CNMF.Unit & dict(key) & (selection(key) if selected else {})
+def _result_rows(ckey: dict, attrs: tuple, selected: bool) -> list[dict]:
+    """One CNMF result's unit rows (see :func:`rows`)."""
+    chosen = choice(ckey) if selected else None
+    q = cnmf.CNMF.Unit & ckey
+    if chosen is not None:
+        q = q & [{"unit_id": int(u)} for u in chosen.unit_ids] if chosen.unit_ids else None
+    got = [] if q is None else (q.proj(*attrs) if attrs else q).to_dicts(order_by="unit_id")
+    if chosen is None:
+        return got
+    names = set(attrs) if attrs else set(cnmf.CNMF.Unit.heading.names)
+    got += [{**ckey, "unit_id": int(r["unit_id"]), **{k: v for k, v in r.items() if k in names}} for r in chosen.added]
+    for r in got:
+        r["labels"] = chosen.labels.get(r["unit_id"], "")
+    return sorted(got, key=lambda r: r["unit_id"])
 
 
 def rows(key: Mapping, *attrs: str, selected: bool = True) -> list[dict]:
-    """The units of ``key``'s results as dicts in (result, unit_id) order: ``attrs`` and their keys, or
-    every attribute when none is named (``selected``: see :func:`table`)."""
-    from scopeline.pipeline import keys
+    """The units of ``key``'s CNMF results as dicts in (result, unit_id) order: ``attrs`` and their keys,
+    or every attribute when none is named; with a chosen curation also ``labels`` (comma-separated).
 
-    q = table(key, selected)
-    if attrs:
-        q = q.proj(*attrs)
-    return q.to_dicts(order_by=list(keys.fields("cnmf")) + ["unit_id"])
+    ``selected=False``: every CNMF unit, whatever a stage chose (what a curation itself reads).
+    """
+    order = list(keys.fields("cnmf"))
+    return [r for ckey in (cnmf.CNMF & dict(key)).keys(order_by=order)
+            for r in _result_rows(dict(ckey), attrs, selected)]
+
+
+def count(key: Mapping, selected: bool = True) -> int:
+    """How many units ``key``'s CNMF results show."""
+    return len(rows(key, "unit_id", selected=selected))
 
 
 def arrays(key: Mapping, selected: bool = True, yra: bool = False) -> dict:
-    """One result's units as arrays, from one fetch of its unit rows (``selected``: see :func:`table`).
+    """One result's units as arrays, from one fetch of its unit rows (``selected``: see :func:`rows`).
 
     Returns
     -------
@@ -68,7 +107,7 @@ def arrays(key: Mapping, selected: bool = True, yra: bool = False) -> dict:
         If ``key`` matches no CNMF result or several.
     """
     full = (cnmf.CNMF & dict(key)).fetch1("KEY")
-    units = rows(full, selected=selected)
+    units = _result_rows(full, (), selected)
     shape = (motion.MotionCorrection & full).fetch1("height", "width")
     names = (*METRICS, "snr")
     if not units:
