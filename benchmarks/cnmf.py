@@ -56,7 +56,10 @@ with warnings.catch_warnings():
     import inspect
     known = inspect.signature(cnmf.cnmf).parameters  # an older --src tree's cnmf may not take them
     extra = {"diameter": initialize.InitParams().diameter, "fps": meta.fps, "fov": fov}
-    res = cnmf.cnmf(movie, init.A, init.C, init.b, init.f, **{k: v for k, v in extra.items() if k in known})
+    import os
+    gate = os.environ.get("BENCH_CNMF_MIN_R_VALUE")  # benchmarks/curation.py --gate-off: CNMF keeps every unit
+    p = cnmf.CNMFParams(**({"min_r_value": float(gate)} if gate else {}))
+    res = cnmf.cnmf(movie, init.A, init.C, init.b, init.f, p, **{k: v for k, v in extra.items() if k in known})
 seconds["cnmf"] = time.perf_counter() - t
 seconds.update({f"cnmf_{k}": v for k, v in res.seconds.items()})
 metrics = getattr(res, "metrics", None) or {}

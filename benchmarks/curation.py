@@ -7,6 +7,7 @@ scored against the ground truth with the Minian paper's metrics (cells the lens 
 count neither way). Results are appended to ``benchmarks/results/curation.jsonl``.
 
     python benchmarks/curation.py                      # clean and realistic, presets none/default/strict
+    python benchmarks/curation.py --gate-off           # the same with CNMF's own r_value gate off
 """
 
 from __future__ import annotations
@@ -40,7 +41,11 @@ def main() -> None:
     parser.add_argument("--cells", type=int, default=300)
     parser.add_argument("--artifacts", nargs="+", default=["none", "all"])
     parser.add_argument("--presets", nargs="+", default=["none", "default", "strict"])
+    parser.add_argument("--gate-off", action="store_true", help="CNMF keeps every unit (min_r_value -1): what "
+                        "curation alone does")
     args = parser.parse_args()
+    if args.gate_off:
+        os.environ["BENCH_CNMF_MIN_R_VALUE"] = "-1"
     from scopeline.core import curation
     from scopeline.core import simulate as sim
     from scopeline.core.footprints import Footprints
@@ -59,7 +64,7 @@ def main() -> None:
         metrics = {k[len("metrics_"):]: v for k, v in r.items() if k.startswith("metrics_")}
         A = Footprints(r["patches"], r["offsets"], tuple(r["shape"]))
         row = {"machine": f"{platform.machine()} {os.cpu_count()} cores", "size": args.size, "frames": args.frames,
-               "cells": args.cells, "artifacts": art, "presets": {}}
+               "cells": args.cells, "artifacts": art, "cnmf_gate": not args.gate_off, "presets": {}}
         for name in args.presets:
             res = curation.curate(metrics, curation.PRESETS[name], A=A, C=r["C"])
             keep = res.accepted

@@ -72,6 +72,37 @@ def _figure(corrected, units, path: Path, fov: np.ndarray) -> None:
     plt.close(fig)
 
 
+def _curations(corrected, every, gated: np.ndarray, fov: np.ndarray) -> dict:
+    """Units each curation preset accepts, after the CNMF gate (what ``scopeline run`` stores) and with
+    the gate off (curation alone), with the rejection reasons; the figure of the default one over the
+    max - mean projection (``docs/figures/ca1_curation.png``)."""
+    from scopeline.core import curation
+    from scopeline.figures import curation_figure
+
+    metrics = {**every.metrics, "snr": every.snr}
+    out = {}
+    for label, subset in (("after_gate", gated), ("gate_off", np.ones(len(every.A), bool))):
+        m = {k: np.asarray(v)[subset] for k, v in metrics.items()}
+        for name in curation.PRESETS:
+            res = curation.curate(m, curation.PRESETS[name], A=every.A.subset(subset), C=every.C[subset])
+            reasons: dict = {}
+            for text in res.reasons:
+                for part in filter(None, text.split("; ")):
+                    key = ("duplicate" if part.startswith("duplicate") else "accept_any" if part.startswith("no accept_any")
+                           else part.split(" ")[0])
+                    reasons[key] = reasons.get(key, 0) + 1
+            out[f"{label}_{name}"] = {"units": int(subset.sum()), "accepted": int(res.accepted.sum()),
+                                      "rejected_by": reasons}
+            if label == "after_gate" and name == "default":
+                movie = np.asarray(corrected[:], np.float32)
+                state = curation.initial_state(np.arange(int(subset.sum())), res)
+                curation_figure(every.A.subset(subset), movie.max(axis=0) - movie.mean(axis=0), list(state),
+                                list(state.values()), m, every.C[subset], None,
+                                HERE.parent / "docs" / "figures" / "ca1_curation.png", rules=curation.PRESETS[name],
+                                title="CA1 (../shared/data), default preset, default curation", fov=fov)
+    return out
+
+
 def main() -> None:
     import tifffile
 
@@ -89,6 +120,7 @@ def main() -> None:
         cy, cx = A.centroids().T
         edge = np.minimum.reduce([cy, ca1.shape[1] - 1 - cy, cx, ca1.shape[2] - 1 - cx])
         _figure(corrected, every, HERE.parent / "docs" / "figures" / "ca1_units.png", res.fov)
+        out["ca1_curation"] = _curations(corrected, every, keep, res.fov)
         out["ca1"] = {"units": int(keep.sum()), "fitted_before_gate": len(every.A), "seeds": len(init.seeds),
                       "removed_by": {k: init.removed_by.count(k) for k in sorted(set(init.removed_by))},
                       "fov_fraction": round(float(res.fov.mean()), 3), "fov_info": res.fov_info,

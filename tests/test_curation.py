@@ -54,7 +54,7 @@ def test_a_split_cell_is_a_duplicate_and_the_stronger_half_stays():
     trace = np.maximum(rng.standard_normal(500).cumsum(), 0)
     C = np.stack([trace + 0.05 * rng.standard_normal(500), trace, rng.random(500)])
     metrics = {"event_snr": np.array([4.0, 6.0, 5.0]), "r_value": np.ones(3)}
-    res = curation.curate(metrics, curation.CurationParams(duplicates={"overlap": 0.3, "correlation": 0.9}), A=A, C=C)
+    res = curation.curate(metrics, curation.CurationParams(), A=A, C=C)  # the default duplicate criteria
     assert res.accepted.tolist() == [False, True, True]
     assert res.duplicate_of.tolist() == [1, -1, -1] and res.reasons[0] == "duplicate of unit 1"
     off = curation.curate(metrics, curation.CurationParams(duplicates={"enabled": False}), A=A, C=C)
@@ -106,10 +106,10 @@ def test_spikeinterface_json_round_trip():
         curation.from_spikeinterface({"units": []}, range(4))
 
 
-def test_a_split_cell_merged_gets_the_cells_footprint_and_trace_back():
-    """A cell split by CNMF into two halves (left and right): the merge of the halves has the cell's
-    footprint (r >= 0.95) and, re-estimated from the movie, its trace (r >= 0.95), where each half's own
-    trace carries only its share."""
+def test_a_split_cell_is_flagged_and_its_merge_gets_the_cells_footprint_and_trace_back():
+    """A cell given as two overlapping halves with the same trace: the default rules flag the weaker
+    half a duplicate; the merge of the halves has the cell's footprint (r >= 0.95, better than either
+    half) and, re-estimated from the movie, its trace (r >= 0.95) at the whole cell's amplitude."""
     from scopeline.core.cnmf import CNMFParams
 
     rng = np.random.default_rng(3)
@@ -123,13 +123,17 @@ def test_a_split_cell_merged_gets_the_cells_footprint_and_trace_back():
         truth[:, t] = 0.92 * truth[:, t - 1] + spikes[:, t]
     movie = (10 + 20 * (cell[None] * truth[0, :, None, None] + other[None] * truth[1, :, None, None])
              + rng.normal(0, 0.5, (n, h, w))).astype(np.float32)
-    halves = np.stack([cell * (xx < 20), cell * (xx >= 20), other])
+    halves = np.stack([cell * (xx <= 21), cell * (xx >= 19), other])
     A = Footprints.from_dense((halves / halves.max(axis=(1, 2), keepdims=True)).astype(np.float32), pad=2)
     C = np.stack([10 * truth[0], 10 * truth[0], 20 * truth[1]]).astype(np.float32)
+    flagged = curation.curate({"event_snr": np.array([5.0, 6.0, 5.0])}, curation.PRESETS["default"].model_copy(
+        update={"require": {}, "accept_any": {}}), A=A, C=C)
+    assert flagged.accepted.tolist() == [False, True, True] and flagged.reasons[0] == "duplicate of unit 1"
     out = curation.merge(movie - 10, A, C, np.zeros((h, w), np.float32), np.zeros(n, np.float32), [[0, 1]],
                          np.array([False, False, True]), CNMFParams(), diameter=10.0)
     fp = out["A"].dense()[0]
-    assert np.corrcoef(fp.ravel(), cell.ravel())[0, 1] >= 0.95
+    r = [np.corrcoef(a.ravel(), cell.ravel())[0, 1] for a in (fp, *A.dense()[:2])]
+    assert r[0] >= 0.95 and r[0] > max(r[1:]) + 0.1, r
     assert np.corrcoef(out["C"][0], truth[0])[0, 1] >= 0.95
     assert out["metrics"]["r_value"][0] > 0.8 and out["snr"][0] > 5
     assert out["C"][0].max() > 1.5 * C[0].max()  # the whole cell's amplitude, not a half's
@@ -164,6 +168,7 @@ def test_curations_are_versioned_and_every_reader_follows_the_one_in_use(db, sim
     import json
 
     from scopeline import query, report
+    from scopeline._dj import dj
     from scopeline.pipeline import cnmf, presets, stages, units
     from scopeline.pipeline import curation as pl
     from scopeline.pipeline.ingest import ingest
@@ -205,6 +210,11 @@ def test_curations_are_versioned_and_every_reader_follows_the_one_in_use(db, sim
     path = export_nwb(ckey, tmp_path / "cu2.nwb")
     from pynwb import NWBHDF5IO
 
+    from scopeline.pipeline.nwb import inspect_nwb
+
+    serious = [m for m in inspect_nwb(path) if m.importance.name in ("CRITICAL", "BEST_PRACTICE_VIOLATION")]
+    assert not serious, [m.message for m in serious]
+
     with NWBHDF5IO(str(path), "r") as io:
         nwb = io.read()
         seg = nwb.processing["ophys"]["ImageSegmentation"]["PlaneSegmentation"]
@@ -218,6 +228,13 @@ def test_curations_are_versioned_and_every_reader_follows_the_one_in_use(db, sim
     out = pl.export_json(ckey, tmp_path / "cur.json")
     imported = pl.import_json(ckey, out, curator="other lab")
     assert sorted(r["unit_id"] for r in units.rows(ckey, "unit_id")) == sorted(set(ids) - {a, b, reject} | {new + 1})
+    before, after = pl.state(ckey, manual), pl.state(ckey, imported)
+    assert all(before[u] == after[u] for u in ids if u not in (a, b))  # the same decisions and labels
+    assert before[new].accepted and after[new + 1].accepted and after[a].merged_into == new + 1
+    exported = json.loads(out.read_text())
+    again = json.loads(pl.export_json(ckey, tmp_path / "again.json", imported).read_text())
+    renumbered = [{**e, "unit_id": new + 1 if e["unit_id"] == new else e["unit_id"]} for e in exported["manual_labels"]]
+    assert again["manual_labels"] == renumbered and again["removed"] == exported["removed"]
     # deleting: refused under a child, then the curation in use goes back to its parent
     with pytest.raises(pl.CurationError, match=f"curation {rules} is the parent of \\[{manual}\\]"):
         pl.delete(ckey, rules)
@@ -225,6 +242,8 @@ def test_curations_are_versioned_and_every_reader_follows_the_one_in_use(db, sim
     gone = pl.delete(ckey, manual)
     assert gone["in_use"] == rules and gone["objects_removed"] >= 1 and units.count(ckey) == n_cnmf
     assert not (pl.Curation.Merged & ckey & {"curation_id": manual})
+    orphans = dj.gc.GarbageCollector(pl.schema).collect(dry_run=True)
+    assert orphans["schema_paths_orphaned"] == 0 and orphans["hash_paths_orphaned"] == 0
     assert imported in [c["curation_id"] for c in pl.curations(ckey)] and len(cnmf.CNMF.Unit & ckey) == n_cnmf
     with pytest.raises(pl.CurationError, match="no curation 99"):
         pl.use(ckey, 99)

@@ -53,6 +53,7 @@ def test_run_from_folder_to_results_figures_and_nwb(db, sim_cells, tmp_path):
     # the query interface sees the result
     res = query.results(subject="r1")
     assert len(res) == 1 and res.loc[0, "n_units"] == n_found and res.loc[0, "n_frames"] == 400
+    assert res.loc[0, "n_accepted"] == n_units
     u = query.units(subject="r1", cnmf_paramset="minian")
     assert len(u) == n_units and (u["area"] > 0).all() and u["centroid_y"].between(0, 96).all()
     tr = query.traces(subject="r1")
@@ -105,11 +106,19 @@ def test_curate_from_the_command_line(db, sim_cells, tmp_path):
     for args, message in ((["c1/d1", "--reject", "999"], "unit(s) [999] are not units of this curation"),
                           (["c1/d1", "--label", f"{ids[3]}=soma"], "unknown label(s) ['soma']"),
                           (["c1/d1", "--merge", "3-4"], "give unit ids joined by '+'"),
+                          (["c1/d1", "--merge", f"{ids[3]}+{ids[3]}"], "a merge needs at least two different units"),
+                          (["c1/d1", "--merge", f"{ids[3]}+{ids[4]}", "--merge", f"{ids[4]}+{ids[5]}"],
+                           "in more than one merge"),
+                          (["c1/d1", "--label", "999=dendrite"], "unit(s) [999] are not units of this curation"),
                           (["delete", "c1/d1", "1"], "curation 1 is the parent of [2]"),
                           (["nobody/d1", "--rules", "default"], "matches 0 CNMF results")):
         bad = _cli(["curate", *args], env, ok=False)
         assert bad.returncode == 1 and message in bad.stderr, bad.stderr
     assert len(curation.Curation & key) == 2
+    (tmp_path / "rules.json").write_text(json.dumps({"require": {"roundness": {"min": 0.5}}}))
+    bad = _cli(["paramset", "add", "round", tmp_path / "rules.json", "--stage", "curation"], env, ok=False)
+    assert bad.returncode == 1 and "unknown metric(s) ['roundness']" in bad.stderr, bad.stderr
+    assert not (curation.CurationParamSet & {"curation_paramset": "round"})
     _cli(["curate", "use", "c1/d1", "1"], env)
     assert len(query.units(subject="c1")) == len(ids)
     assert "deleted curation 2" in _cli(["curate", "delete", "c1/d1", "2"], env).stdout

@@ -258,18 +258,19 @@ def _unit_colour(accepted: bool, labels: tuple, merged: bool) -> str:
     return "accepted" if accepted else "rejected"
 
 
-def curation_figure(A, max_image: np.ndarray, unit_ids, decisions: list, metrics: dict, C: np.ndarray,
+def curation_figure(A, image: np.ndarray, unit_ids, decisions: list, metrics: dict, C: np.ndarray,
                     times: np.ndarray | None, path: str | Path, rules=None, title: str = "",
-                    n_traces: int = 8, fov: np.ndarray | None = None) -> Path:
-    """One curation: contours over the max projection coloured by decision and label, two metric scatter
-    plots with the rule set's thresholds drawn, and the traces of rejected units with their reasons.
+                    n_traces: int = 8, fov: np.ndarray | None = None, image_name: str = "max - mean projection") -> Path:
+    """One curation: contours over a projection (the max - mean projection shows 1-photon cells best)
+    coloured by decision and label (rejected units dashed), two metric scatter plots with the rule
+    set's thresholds drawn, and the traces of rejected units with their reasons.
 
     Parameters
     ----------
     A : scopeline.core.footprints.Footprints
         Every unit the curation knows (CNMF's and merged ones).
-    max_image : numpy.ndarray
-        float (height, width).
+    image : numpy.ndarray
+        float (height, width): the projection drawn under the contours (``image_name`` says which).
     unit_ids : sequence of int
     decisions : list of scopeline.core.curation.UnitState
         Per unit, in ``A``'s order.
@@ -296,10 +297,14 @@ def curation_figure(A, max_image: np.ndarray, unit_ids, decisions: list, metrics
     k = len(A)
     kinds = [_unit_colour(d.accepted, d.labels, d.merged_into is not None) for d in decisions]
     accepted = np.array([d.accepted for d in decisions], bool)
-    fig = plt.figure(figsize=(16, 8.5), constrained_layout=True)
-    grid = fig.add_gridspec(2, 4, width_ratios=[2.2, 1, 1, 2.2])
-    ax = fig.add_subplot(grid[:, 0])
-    _show(ax, max_image, f"{int(accepted.sum())} of {k} units accepted")
+    fig = plt.figure(figsize=(16, 9), constrained_layout=True)
+    wide = image.shape[1] > 1.4 * image.shape[0]  # a wide frame on top, beside nothing: readable contours
+    grid = fig.add_gridspec(2, 3, width_ratios=[1, 1, 1.3] if wide else [2, 1, 1.4],
+                            height_ratios=[1.3, 1] if wide else [1, 1])
+    ax = fig.add_subplot(grid[0, :2] if wide else grid[:, 0])
+    scatter_axes = [fig.add_subplot(grid[1, 0]), fig.add_subplot(grid[1, 1])] if wide else \
+        [fig.add_subplot(grid[0, 1]), fig.add_subplot(grid[1, 1])]
+    _show(ax, image, f"{image_name}: {int(accepted.sum())} of {k} units accepted (rejected dashed)")
     if fov is not None and not np.all(fov):
         ax.contour(np.asarray(fov, float), levels=[0.5], colors="cyan", linewidths=0.8)
     _contours(ax, A, [_LABEL_COLORS[c] for c in kinds], ids, ["solid" if a else "dashed" for a in accepted])
@@ -315,8 +320,10 @@ def curation_figure(A, max_image: np.ndarray, unit_ids, decisions: list, metrics
         for name, v in rules.accept_any.items():
             thresholds.setdefault(name, []).append((v, ":"))
     for i, (xname, yname) in enumerate((("event_snr", "r_value"), ("rel_area", "compactness"))):
-        a = fig.add_subplot(grid[i, 1:3])
+        a = scatter_axes[i]
         x, y = (np.asarray(metrics.get(n, np.full(k, np.nan)), float) for n in (xname, yname))
+        if xname == "event_snr" and np.nanmin(x, initial=np.inf) > 0 and np.nanmax(x, initial=0) > 20 * np.nanmin(x):
+            a.set_xscale("log")  # event_snr spans decades
         for flag, colour, label in ((True, "green", "accepted"), (False, "red", "rejected")):
             sel = accepted == flag
             a.scatter(x[sel], y[sel], s=10, c=colour, label=f"{label} ({int(sel.sum())})", edgecolors="none")
@@ -330,7 +337,7 @@ def curation_figure(A, max_image: np.ndarray, unit_ids, decisions: list, metrics
         a.legend(fontsize=7)
         if i == 0:
             a.set_title("rule thresholds: -- required, : any accepts", fontsize=8)
-    ax_tr = fig.add_subplot(grid[:, 3])
+    ax_tr = fig.add_subplot(grid[:, 2])
     rejected = [i for i in np.flatnonzero(~accepted) if decisions[i].merged_into is None]
     snr = np.asarray(metrics.get("event_snr", np.zeros(k)), float)
     pick = sorted(rejected, key=lambda i: -np.nan_to_num(snr[i]))[:n_traces]

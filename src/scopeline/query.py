@@ -61,8 +61,9 @@ def _stage_columns(stage) -> tuple[dict, dict]:
 def results(subject: Optional[str] = None, session: Optional[str] = None, *, stage: str = "cnmf",
             **paramsets: Optional[str]) -> pd.DataFrame:
     """One row per result of a stage (default CNMF): its key (subject, session, recording_id and the
-    parameter-set names), what each stage of its chain reports (n_frames, n_units), and each stage's
-    compute time (``motion_s``, ``initialization_s``, ``cnmf_s``; s).
+    parameter-set names), what each stage of its chain reports (n_frames, n_units), for CNMF results
+    ``n_accepted`` (units the curation in use accepts: what every reader shows; n_units without one),
+    and each stage's compute time (``motion_s``, ``initialization_s``, ``cnmf_s``; s).
 
     Parameters
     ----------
@@ -84,7 +85,12 @@ def results(subject: Optional[str] = None, session: Optional[str] = None, *, sta
         shown, times = cols + shown, list(timed) + times
     fields = list(keys.fields(stage))
     cols = fields + shown + times
-    return pd.DataFrame([{c: row[c] for c in cols} for row in (q & r).to_dicts(order_by=fields)], columns=cols)
+    rows = [{c: row[c] for c in cols} for row in (q & r).to_dicts(order_by=fields)]
+    if stage == "cnmf":  # the units readers show: those the curation in use accepts (n_units without one)
+        cols = fields + shown + ["n_accepted"] + times
+        for row in rows:
+            row["n_accepted"] = unit_reader.count({k: row[k] for k in fields})
+    return pd.DataFrame(rows, columns=cols)
 
 
 def units(subject: Optional[str] = None, session: Optional[str] = None, **paramsets: Optional[str]) -> pd.DataFrame:

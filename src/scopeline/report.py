@@ -91,8 +91,8 @@ def write_figures(key: dict, out_dir: str | Path) -> dict[str, Path]:
                                               out / f"{result_name(ckey)}_quality.png",
                                               title=_title(ckey) + ": unit quality metrics")
         for stage in stages.STAGES:  # a registered stage's own figures, for each of its results here
-            if stage.figures is not None:
-                for stage_key in (stage.computed & ckey).keys():
+            if stage.figures is not None:  # (or once for the CNMF result: extra["figures_per"] == "cnmf")
+                for stage_key in ([ckey] if stage.extra.get("figures_per") == "cnmf" else (stage.computed & ckey).keys()):
                     paths.update(stage.figures(dict(stage_key), out))
     return paths
 
@@ -143,6 +143,4 @@ def _curation_text(ckey: dict) -> str:
     chosen = units.choice(ckey)
     if chosen is None:
         return ""
-    last = chosen.source.get("chain", [{}])[-1]
-    made = f"rules {last['curation_paramset']}" if last.get("kind") == "rules" else last.get("kind", "")
-    return f"curation {chosen.source.get('curation_id')} ({made})"
+    return chosen.source.get("text", "a selection")

@@ -324,13 +324,15 @@ def update_temporal(movie, A: Footprints, C: np.ndarray, b: np.ndarray, f: np.nd
 # ------------------------------------------------------------------------------ merging
 
 
-def combine(A: Footprints, C: np.ndarray, members: list, weight: Optional[np.ndarray] = None
-            ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def combine(A: Footprints, C: np.ndarray, members: list, weight: Optional[np.ndarray] = None,
+            how: Literal["sum", "max"] = "sum") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """One footprint and trace for a group of units that are one cell.
 
-    The footprint is the members' footprints weighted by ``weight`` (default their trace peaks), in
-    the box of the strongest member (parts outside it are cut), scaled to peak 1; the trace reproduces
-    the members' summed contribution at that scale when their traces share one shape.
+    The footprint is the sum (``how="sum"``: footprints that share no pixel, as CNMF's spatial update
+    leaves a split cell) or the pixel-wise maximum (``"max"``: footprints that may overlap, as a
+    person's merge of any two units) of the members' footprints weighted by ``weight`` (default their
+    trace peaks), in the box of the strongest member (parts outside it are cut), scaled to peak 1; the
+    trace reproduces the members' summed contribution at that scale when their traces share one shape.
 
     Parameters
     ----------
@@ -354,7 +356,8 @@ def combine(A: Footprints, C: np.ndarray, members: list, weight: Optional[np.nda
         rel = A.relative(lead, m)
         if rel is not None:
             si, sj = rel
-            patch[si] += weight[m] * A.patches[m][sj]
+            part = weight[m] * A.patches[m][sj]
+            patch[si] = patch[si] + part if how == "sum" else np.maximum(patch[si], part)
     peak = patch.max() or 1.0
     # sum_m A_m C_m = phi * patch when every C_m = w_m phi: the combined trace is peak * phi
     trace = C[members].sum(axis=0) / max(float(weight[members].sum()), 1e-12) * peak

@@ -5,10 +5,10 @@ Rule semantics (CaImAn's component evaluation, Giovannucci et al. 2019, eLife): 
 when it passes **all** of the ``require`` bounds (each a ``min`` and/or ``max`` on one metric) and
 **any** of the ``accept_any`` thresholds (a metric at or above its value; an empty ``accept_any``
 accepts every unit that meets ``require``). A unit whose metric is NaN (not computed) fails a bound
-on it. Among accepted units, a pair whose footprints overlap (cosine similarity of the footprints at
-least ``duplicates.overlap``) *and* whose traces correlate (Pearson r of C at least
-``duplicates.correlation``) is a duplicate: the unit of lower ``event_snr`` is rejected as the
-duplicate of the other. Metrics are those of :data:`scopeline.core.quality.METRICS`, plus ``snr``
+on it. Among accepted units, a pair whose footprints overlap (the smaller one lies at least
+``duplicates.overlap`` on the other's support, grown by ``duplicates.dilate`` pixels: a cell CNMF
+split in two) *and* whose traces correlate (Pearson r of C at least ``duplicates.correlation``) is a
+duplicate: the unit of lower ``event_snr`` is rejected as the duplicate of the other. Metrics are those of :data:`scopeline.core.quality.METRICS`, plus ``snr``
 (peak of C over its noise).
 
 Manual curation (:class:`Edit`, :func:`apply_edit`) works on a :data:`State`, every unit's decision
@@ -64,7 +64,10 @@ class DuplicateParams(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     enabled: bool = True
-    overlap: float = Field(0.7, ge=0.0, le=1.0, description="Cosine similarity of the two footprints, at least.")
+    overlap: float = Field(0.5, ge=0.0, le=1.0, description="Fraction of the smaller unit's footprint (its sum) on "
+                           "the other's support (pixels at 20% of its peak and up, dilated by `dilate`), at least.")
+    dilate: int = Field(2, ge=0, le=10, description="Pixels the support is grown by (a cell split in two by CNMF "
+                        "gives halves side by side that barely overlap).")
     correlation: float = Field(0.8, ge=-1.0, le=1.0, description="Pearson r of the two traces C, at least.")
 
 
@@ -194,24 +197,36 @@ def curate(metrics: dict, params: Optional[CurationParams] = None, *, A=None, C:
 
 def duplicates(A, C: np.ndarray, candidates: np.ndarray, strength: np.ndarray,
                p: DuplicateParams) -> list[tuple[int, int]]:
-    """Pairs ``(duplicate, kept)`` among the ``candidates`` (bool (units,)): footprints' cosine similarity
-    at least ``p.overlap`` and traces' Pearson r at least ``p.correlation``; the weaker unit (lower
-    ``strength``) of each pair is the duplicate, each unit a duplicate at most once, strongest first."""
-    G = A.gram()
-    norm = np.sqrt(np.clip(np.diag(G), 1e-12, None))
-    cos = G / norm[:, None] / norm[None, :]
+    """Pairs ``(duplicate, kept)`` among the ``candidates`` (bool (units,)): the smaller footprint lies at
+    least ``p.overlap`` on the other's support (20% of its peak and up, grown by ``p.dilate`` pixels)
+    and the traces' Pearson r is at least ``p.correlation``; the weaker unit (lower ``strength``) of
+    each pair is the duplicate, each unit a duplicate at most once, strongest first."""
+    from scipy import ndimage
+
+    patches = np.asarray(A.patches, np.float64)
+    peak = np.maximum(patches.max(axis=(1, 2), keepdims=True), 1e-12)
+    sup = patches >= 0.2 * peak
+    if p.dilate:
+        disk = np.hypot(*np.mgrid[-p.dilate: p.dilate + 1, -p.dilate: p.dilate + 1]) <= p.dilate
+        sup = np.stack([ndimage.binary_dilation(s_, disk) for s_ in sup])
+    mass = np.maximum(patches.sum(axis=(1, 2)), 1e-12)
+    area = sup.sum(axis=(1, 2))
     Cc = np.asarray(C, np.float64) - np.asarray(C, np.float64).mean(axis=1, keepdims=True)
     sd = np.sqrt((Cc**2).sum(axis=1))
     gone = np.zeros(len(candidates), bool)
+    overlaps = A.overlaps()
     out = []
     for i in np.argsort(-strength, kind="stable"):
         if not candidates[i] or gone[i]:
             continue
-        for j in np.flatnonzero((cos[i] >= p.overlap) & candidates & ~gone):
-            if j == i or strength[j] > strength[i]:
+        for j in overlaps[i]:
+            if not candidates[j] or gone[j] or strength[j] > strength[i]:
                 continue
+            si, sj = A.relative(i, j)
+            small, big, s_small, s_big = (j, i, sj, si) if area[j] <= area[i] else (i, j, si, sj)
+            share = float((patches[small][s_small] * sup[big][s_big]).sum() / mass[small])
             r = float(Cc[i] @ Cc[j] / (sd[i] * sd[j])) if sd[i] > 0 and sd[j] > 0 else 0.0
-            if r >= p.correlation:
+            if share >= p.overlap and r >= p.correlation:
                 gone[j] = True
                 out.append((int(j), int(i)))
     return out
@@ -585,7 +600,8 @@ def merge(movie, A, C: np.ndarray, b: np.ndarray, f: np.ndarray, groups: list, n
           progress=None) -> dict:
     """Merged units: one footprint per group, its trace re-estimated by a temporal update.
 
-    Each group's footprint is :func:`scopeline.core.cnmf.combine` of its members; the traces of every
+    Each group's footprint is :func:`scopeline.core.cnmf.combine` of its members (their pixel-wise
+    maximum: members may overlap); the traces of every
     merged footprint and of the ``neighbours`` that touch one are then updated together by
     :func:`scopeline.core.cnmf.update_temporal` (one pass over the movie, then deconvolution), so that
     the merged trace is fitted beside the cells around it; the neighbours' own traces are not
@@ -627,7 +643,7 @@ def merge(movie, A, C: np.ndarray, b: np.ndarray, f: np.ndarray, groups: list, n
 
     p = params or core_cnmf.CNMFParams()
     C = np.asarray(C, np.float32)
-    parts = [core_cnmf.combine(A, C, list(g)) for g in groups]
+    parts = [core_cnmf.combine(A, C, list(g), how="max") for g in groups]
     k = len(parts)
     merged = Footprints(np.stack([q[0] for q in parts]), np.stack([q[1] for q in parts]), A.shape)
     members = {m for g in groups for m in g}

@@ -54,7 +54,10 @@ class Stage:
         ``nwb(nwbfile, cnmf_key)`` adding the stage's data to an NWB file being written for a CNMF result.
     extra : dict
         Further declarations: ``"columns"`` (attributes :func:`scopeline.query.results` shows),
-        ``"select_units"`` (a unit-choosing stage: see :mod:`scopeline.pipeline.units`).
+        ``"select_units"`` (a unit-choosing stage: see :mod:`scopeline.pipeline.units`), ``"provenance"``
+        (``fn(cnmf_key) -> dict or None``, added to an NWB file's provenance under the stage's name),
+        ``"figures_per": "cnmf"`` (``figures`` is called once per CNMF result, with its key, rather
+        than for each of the stage's results).
     """
 
     name: str

@@ -218,9 +218,13 @@ def _one(ckey: dict, curation_id: Optional[int]) -> int:
 
 
 def in_use(ckey: Mapping) -> Optional[int]:
-    """The id of the curation readers of this result follow (None: none; they show every unit)."""
+    """The id of the curation readers of this result follow (None: none, or its row was deleted by hand;
+    they show every unit)."""
     q = CurationUse & dict(ckey)
-    return int(q.fetch1("curation_id")) if q else None
+    if not q:
+        return None
+    cid = int(q.fetch1("curation_id"))
+    return cid if Curation & dict(ckey) & {"curation_id": cid} else None
 
 
 def curations(key: Mapping = None) -> list[dict]:
@@ -272,8 +276,9 @@ def _choice(ckey: dict) -> Optional[units.Choice]:
     merged = (Curation.Merged & ckey & [{"unit_id": u} for u in shown]).to_dicts() if shown else []
     made = {r["unit_id"] for r in merged}
     base = [u for u in shown if u not in made]
+    kind, rules = (Curation & ckey & {"curation_id": cid}).fetch1("kind", "curation_paramset")
     return units.Choice(base, merged, {u: ",".join(st[u].labels) for u in shown},
-                        {"curation_id": cid, "chain": chain(ckey, cid)})
+                        {"curation_id": cid, "text": f"curation {cid} ({'rules ' + rules if kind == 'rules' else kind})"})
 
 
 # ------------------------------------------------------------------------------------ writing
@@ -531,8 +536,8 @@ def _rules_of(ckey: dict, cid: int):
 
 
 def figures(key: dict, out_dir) -> dict:
-    """The figure of the curation in use of ``key``'s CNMF result (the report's hook): contours coloured by
-    decision and label, metric scatter plots with the rule thresholds, rejected units' traces."""
+    """The figure of the curation in use of a CNMF result (the report's hook, once per result): contours
+    coloured by decision and label, metric scatter plots with the rule thresholds, rejected units' traces."""
     from scopeline.figures import curation_figure
     from scopeline.pipeline import initialization, motion
 
@@ -547,7 +552,9 @@ def figures(key: dict, out_dir) -> dict:
     row = (Curation & ckey & {"curation_id": cid}).fetch1()
     title = (f"{keys.recording_text(ckey)}: curation {cid} ({row['kind']}"
              f"{' ' + row['curation_paramset'] if row['curation_paramset'] else ''}, {row['curator']}) in use")
-    path = curation_figure(sub["A"], mc.fetch1("max_image"), sub["unit_id"], decisions, sub["metrics"], sub["C"], times,
+    peak, mean = mc.fetch1("max_image", "mean_image")
+    path = curation_figure(sub["A"], np.asarray(peak, np.float32) - mean, sub["unit_id"], decisions, sub["metrics"],
+                           sub["C"], times,
                            Path(out_dir) / f"{keys.name(ckey)}_curation{cid}.png", rules=_rules_of(ckey, cid),
                            title=title, fov=mc.field_of_view())
     return {"curation": path}
@@ -598,6 +605,6 @@ def nwb(nwbfile, key: dict) -> None:
 STAGE = Stage(
     "curation", module=sys.modules[__name__], computed=AutoCuration, paramset=CurationParamSet, task=CurationTask,
     upstream="cnmf", figures=figures, nwb=nwb,
-    extra={"columns": ("n_accepted",), "select_units": _choice, "provenance": provenance},
+    extra={"columns": ("n_accepted",), "select_units": _choice, "provenance": provenance, "figures_per": "cnmf"},
     description="Curation rule set of scopeline: bounds every accepted unit meets (require), thresholds of which "
                 "any accepts (accept_any), and duplicate detection, over the per-unit quality metrics.")

@@ -37,7 +37,8 @@ class Choice:
     labels : dict
         unit_id -> descriptive labels ('dendrite,unsure'), for every unit shown.
     source : dict
-        What made the choice, for provenance (e.g. the curation's id, kind and curator).
+        What made the choice: ``text`` in words for summaries ("curation 2 (manual)"), and the stage's own
+        fields.
     """
 
     unit_ids: list
