@@ -50,7 +50,10 @@ fov = getattr(mres, "fov", None)  # scopeline before its field-of-view mask (the
 valid = initialize.valid_region(movie.shape[1:], mres.shifts, **({"fov": fov} if fov is not None else {}))
 with warnings.catch_warnings():
     warnings.simplefilter("ignore", RuntimeWarning)
-    init = initialize.initialize(movie, meta.fps, valid=valid)
+    import os
+    tuned = json.loads(os.environ.get("BENCH_INIT_PARAMS", "{}"))  # a parameter study: initialization fields
+    init = initialize.initialize(movie, meta.fps, initialize.InitParams(**tuned), valid=valid) if tuned else \
+        initialize.initialize(movie, meta.fps, valid=valid)
     seconds["initialization"] = time.perf_counter() - t
     t = time.perf_counter()
     import inspect
@@ -215,6 +218,8 @@ def main() -> None:
                     result = {"machine": f"{platform.node()} {os.cpu_count()} cores", "size": args.size,
                               "frames": n, "cells": cells, "signal_level": level, "seed": args.seed,
                               "artifacts": artifacts, "src": str(args.src) if args.src else "this tree",
+                              **({"init_params": json.loads(env["BENCH_INIT_PARAMS"])}
+                                 if env.get("BENCH_INIT_PARAMS") else {}),
                               "scopeline": ours}
                     shutil.rmtree(out_zarr, ignore_errors=True)
                     if args.minian is not None:

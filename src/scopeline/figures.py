@@ -20,6 +20,17 @@ def _show(ax, image: np.ndarray, title: str) -> None:
     ax.set_axis_off()
 
 
+def _save(fig, path: str | Path, title: str = "") -> Path:
+    """Title the figure, write it as PNG (folders created) and close it."""
+    if title:
+        fig.suptitle(title, fontsize=11)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
 def _frame_axis(timestamps: np.ndarray | None, idx: np.ndarray) -> np.ndarray:
     return timestamps[idx] - timestamps[0] if timestamps is not None else idx
 
@@ -108,12 +119,7 @@ def motion_figure(row: dict, timestamps: np.ndarray | None, path: str | Path, ti
         if key == "mean_raw" and defects is not None and np.any(defects):
             yy, xx = np.nonzero(np.asarray(defects))
             a.plot(xx, yy, "r.", ms=2)
-    if title:
-        fig.suptitle(title, fontsize=11)
-    path = Path(path)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(fig, path, title)
 
 
 def quality_figure(A, metrics: dict, max_image: np.ndarray, fov: np.ndarray | None, path: str | Path,
@@ -162,13 +168,7 @@ def quality_figure(A, metrics: dict, max_image: np.ndarray, fov: np.ndarray | No
         better = "higher" if METRICS[name][1] else "lower"
         a.set_title(f"{name} ({better}: more cell-like)", fontsize=8)
         a.tick_params(labelsize=7)
-    if title:
-        fig.suptitle(title, fontsize=11)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(fig, path, title)
 
 
 def _contours(ax, A, colors, ids, linestyles=None) -> None:
@@ -237,11 +237,7 @@ def cnmf_figure(A, max_image: np.ndarray, C: np.ndarray, S: np.ndarray, times: n
     else:
         ax_tr.text(0.5, 0.5, "no unit", ha="center", va="center")
         ax_tr.set_axis_off()
-    fig.suptitle(title, fontsize=11)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(fig, path, title)
 
 
 #: colours of a curation figure: decision, then descriptive labels (the first label a unit has)
@@ -353,10 +349,4 @@ def curation_figure(A, image: np.ndarray, unit_ids, decisions: list, metrics: di
     else:
         ax_tr.text(0.5, 0.5, "no unit rejected", ha="center", va="center")
         ax_tr.set_axis_off()
-    if title:
-        fig.suptitle(title, fontsize=11)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(fig, path, title)
