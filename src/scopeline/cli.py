@@ -868,6 +868,72 @@ def curate_import(key: str = _KEY, path: Path = typer.Argument(..., help="SpikeI
         console.print(_curation_line(ckey, cid), highlight=False)
 
 
+# ---------------------------------------------------------------------------------- register
+
+
+@app.command("register")
+def register_cmd(
+    files: list[Path] = typer.Argument(..., help="Footprint files, one per session, in order (.mat: CellReg's "
+                                                 "allFiltersMat; .npy / .npz: cells x height x width)."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Folder for registration.png, cells.csv and "
+                                                                 "registration.json."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object (n_cells, cells_in_n_sessions, "
+                                                       "alignment, error_rates, ...)."),
+    key: Optional[str] = typer.Option(None, "--key", help="The variable holding the footprints in each file."),
+    max_distance: Optional[float] = typer.Option(None, "--max-distance", help="Candidate pairs, pixels (default 8)."),
+    reference: int = typer.Option(1, "--reference", help="Reference session, 1-based (default the first)."),
+):
+    """Register cells across sessions from footprint files (no database): alignment, the same-cell model
+    (CellReg's method), and cells with an id across sessions."""
+    from scopeline.core import registration as reg
+
+    with _clear_errors():
+        fields = {"reference": reference - 1, **({"max_distance": max_distance} if max_distance else {})}
+        try:
+            params = reg.RegistrationParams(**fields)
+        except ValueError as err:
+            _fail(f"registration parameters: {err}")
+        sessions = [reg.read_footprints(f, key) for f in files]
+        result = reg.register(sessions, params)
+        summary = {"sessions": [str(f) for f in files], **result.summary()}
+        if out is not None:
+            _write_registration(result, summary, out, [f.stem for f in files])
+    if as_json:
+        print(json.dumps(summary))
+        return
+    table = Table("session", "file", "units", "dy", "dx", "rotation (deg)", "quality")
+    for s, (f, a) in enumerate(zip(files, summary["alignment"])):
+        table.add_row(str(s + 1), f.name, str(summary["n_units"][s]), f"{a['dy']:.2f}", f"{a['dx']:.2f}",
+                      f"{a['rotation']:.2f}", f"{a['quality']:.3f}")
+    console.print(table)
+    counts = ", ".join(f"{k + 1}: {v}" for k, v in enumerate(summary["cells_in_n_sessions"]))
+    console.print(f"{summary['n_cells']} distinct cells; found in 1..{len(files)} sessions: {counts}; "
+                  f"model's error rates: false positive {summary['error_rates']['false_positive']:.3f}, "
+                  f"false negative {summary['error_rates']['false_negative']:.3f}")
+    if out is not None:
+        console.print(f"wrote {out}/registration.png, cells.csv, registration.json", highlight=False)
+
+
+def _write_registration(result, summary: dict, out: Path, names: list) -> None:
+    """The figure, the cell x session table and the summary, written into ``out`` (each file whole)."""
+    import csv
+
+    from scopeline.figures import registration_figure
+
+    out.mkdir(parents=True, exist_ok=True)
+    registration_figure(result, out / "registration.png", names)
+    tmp = out / ".cells.csv.partial"
+    with open(tmp, "w", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["cell", "score", *names])
+        for c, (row, score) in enumerate(zip(result.cells, result.scores)):
+            writer.writerow([c, f"{score:.4f}", *[("" if u < 0 else int(u)) for u in row]])
+    os.replace(tmp, out / "cells.csv")
+    tmp = out / ".registration.json.partial"
+    tmp.write_text(json.dumps(summary, indent=1))
+    os.replace(tmp, out / "registration.json")
+
+
 # ------------------------------------------------------------------------------------ demo
 
 

@@ -10,7 +10,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-__all__ = ["motion_figure", "cnmf_figure", "quality_figure", "curation_figure"]
+__all__ = ["motion_figure", "cnmf_figure", "quality_figure", "curation_figure", "registration_figure"]
 
 
 def _show(ax, image: np.ndarray, title: str) -> None:
@@ -349,4 +349,95 @@ def curation_figure(A, image: np.ndarray, unit_ids, decisions: list, metrics: di
     else:
         ax_tr.text(0.5, 0.5, "no unit rejected", ha="center", va="center")
         ax_tr.set_axis_off()
+    return _save(fig, path, title)
+
+
+def registration_figure(result, path: str | Path, names: list | None = None, title: str = "") -> Path:
+    """Cross-session registration: every session's aligned footprints over the reference frame (one
+    colour per session), the cells found in two or more sessions (one colour per cell), the fitted
+    distance and correlation models with the threshold, and how many cells were found in 1..N sessions.
+
+    Parameters
+    ----------
+    result : scopeline.core.registration.RegistrationResult
+    path : str or pathlib.Path
+    names : list of str, optional
+        Session names (default session 1..N).
+    title : str
+
+    Returns
+    -------
+    pathlib.Path
+    """
+    from scopeline.core.registration import model_densities
+
+    n = result.cells.shape[1]
+    names = names or [f"session {s + 1}" for s in range(n)]
+    h, w = result.shape
+    fig = plt.figure(figsize=(16, 9), constrained_layout=True)
+    grid = fig.add_gridspec(2, 3)
+    colours = plt.cm.tab10(np.arange(n) % 10)
+
+    def paint(ax, which, colour_of):
+        ax.set_facecolor("black")
+        for s, (patches, boxes) in enumerate(result.aligned):
+            for u in which(s):
+                p, (y0, x0) = patches[u], boxes[u]
+                if p.max() > 0:
+                    ax.contour(np.arange(x0, x0 + p.shape[1]), np.arange(y0, y0 + p.shape[0]), p, levels=[0.5 * p.max()],
+                               colors=[colour_of(s, u)], linewidths=0.6)
+        ax.set_xlim(0, w)
+        ax.set_ylim(h, 0)
+        ax.set_aspect("equal")
+        ax.set_xticks([])
+        ax.set_yticks([])
+
+    ax = fig.add_subplot(grid[0, 0])
+    paint(ax, lambda s: range(len(result.aligned[s][0])), lambda s, u: colours[s])
+    ax.set_title("aligned footprints, one colour per session", fontsize=9)
+    from matplotlib.lines import Line2D
+
+    ax.legend([Line2D([], [], color=c) for c in colours], names, fontsize=6, loc="lower right", framealpha=0.5)
+    ax = fig.add_subplot(grid[0, 1])
+    multi = (result.cells >= 0).sum(axis=1) >= 2
+    cell_colour = {}
+    rng = np.random.default_rng(0)
+    for c in np.flatnonzero(multi):
+        for s in range(n):
+            if result.cells[c, s] >= 0:
+                cell_colour[(s, int(result.cells[c, s]))] = plt.cm.hsv(rng.random())
+    paint(ax, lambda s: [u for (t, u) in cell_colour if t == s], lambda s, u: cell_colour[(s, u)])
+    ax.set_title(f"{int(multi.sum())} cells found in 2+ sessions, one colour per cell", fontsize=9)
+    ax = fig.add_subplot(grid[0, 2])
+    found = (result.cells >= 0).sum(axis=1)
+    counts = [int((found == k).sum()) for k in range(1, n + 1)]
+    ax.bar(np.arange(1, n + 1), counts, color="0.4")
+    for k, v in enumerate(counts, 1):
+        ax.text(k, v, str(v), ha="center", va="bottom", fontsize=8)
+    ax.set_xlabel("sessions a cell is found in")
+    ax.set_ylabel("cells")
+    ax.set_title(f"{len(result.cells)} distinct cells", fontsize=9)
+    pairs, model = result.pairs, result.model
+    threshold = model.get("p_same", 0.5)
+    same = pairs["p_same"] >= threshold
+    d = np.linspace(0, model["max_distance"], 200)
+    r = np.linspace(0.001, 0.999, 200)
+    dens = model_densities(model, d, r)
+    for i, (values, x, key, label) in enumerate(((pairs["distance"], d, "d", "centroid distance (px)"),
+                                                 (pairs["correlation"], r, "r", "footprint correlation"))):
+        ax = fig.add_subplot(grid[1, i])
+        bins = np.linspace(x[0], x[-1], 41)
+        ax.hist(values, bins=bins, density=True, color="0.75", label=f"{len(values)} candidate pairs")
+        ax.plot(x, dens[f"same_{key}"], color="green", label="model: same cell")
+        ax.plot(x, dens[f"different_{key}"], color="red", label="model: different cells")
+        ax.set_xlabel(label)
+        ax.legend(fontsize=7)
+    ax = fig.add_subplot(grid[1, 2])
+    ax.scatter(pairs["distance"], pairs["correlation"], c=pairs["p_same"], s=3, cmap="RdYlGn", vmin=0, vmax=1)
+    ax.set_xlabel("centroid distance (px)")
+    ax.set_ylabel("footprint correlation")
+    fp, fn = result.error_rates["false_positive"], result.error_rates["false_negative"]
+    ax.set_title(f"P_same (at {threshold:g} and up: {int(same.sum())} pairs); model's error rates: FP {fp:.3f}, "
+                 f"FN {fn:.3f}",
+                 fontsize=8)
     return _save(fig, path, title)

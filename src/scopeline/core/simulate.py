@@ -79,7 +79,7 @@ import tifffile  # noqa: E402
 import zarr  # noqa: E402
 from scipy.signal import lfilter  # noqa: E402
 
-__all__ = ["SimulationParams", "ARTIFACTS", "Cells", "make_cells", "simulate", "simulate_sessions",
+__all__ = ["SimulationParams", "ARTIFACTS", "Cells", "make_cells", "simulate", "simulate_sessions", "session_footprints",
            "load_ground_truth", "true_displacement", "lens_transmission", "add_sensor_artifacts"]
 
 LAYOUTS = ("v4", "v3", "tiff")
@@ -1147,6 +1147,64 @@ def simulate_sessions(out: str | Path, params: SimulationParams | None = None, n
         folders.append(simulate(out / f"session_{k + 1}", p, cells=subset, fov_offset=offset,
                                 start_time=start, progress=progress, world=world, tissue_seed=params.seed))
     return folders
+
+
+def session_footprints(n_cells: int = 300, n_sessions: int = 5, shape: tuple = (256, 320), *,
+                       max_rotation: float = 5.0, max_shift: float = 20.0, deformation: float = 0.0,
+                       presence: float = 0.85, jitter: float = 0.3, seed: int = 0) -> tuple[list, list, list]:
+    """Footprints of the same cells in several sessions of one field of view, with known identities: the
+    input of cross-session registration (:mod:`scopeline.core.registration`) without simulating movies.
+
+    Session 0 is the reference; session s sees cell k at T_s^-1(q_k), T_s a rotation of up to
+    ``max_rotation`` degrees about the frame's centre and a shift of up to ``max_shift`` pixels, plus a
+    mild non-rigid field (``deformation`` pixels of a sinusoid across the frame: tissue and lens
+    settling between days), a per-session position jitter (``jitter`` px) and a +-10% change of width;
+    each cell is present with probability ``presence``. Footprints are Gaussian (sigma 1.8-2.6 px),
+    cells at least 6 px apart.
+
+    Returns
+    -------
+    (list of Footprints, list of numpy.ndarray, list of tuple)
+        Each session's footprints (peak 1), each session's cell ids (int, one per footprint), and each
+        session's true (rotation in degrees, (dy, dx) shift in pixels): a session point p maps to the
+        reference's R (p - centre) + centre + shift (up to the non-rigid part).
+    """
+    from scopeline.core.footprints import Footprints
+
+    rng = np.random.default_rng(seed)
+    h, w = shape
+    centre = (np.array(shape, float) - 1) / 2
+    pts: list = []
+    while len(pts) < n_cells:
+        q = rng.uniform([8, 8], [h - 8, w - 8])
+        if all(np.hypot(*(q - o)) > 6 for o in pts):
+            pts.append(q)
+    pts, sigma = np.array(pts), rng.uniform(1.8, 2.6, n_cells)
+    yy, xx = np.mgrid[0:h, 0:w]
+    sessions, ids, truth = [], [], []
+    for s in range(n_sessions):
+        theta = 0.0 if s == 0 else float(rng.uniform(-max_rotation, max_rotation))
+        shift = np.zeros(2) if s == 0 else rng.uniform(-max_shift, max_shift, 2)
+        t = np.deg2rad(theta)
+        R = np.array([[np.cos(t), np.sin(t)], [-np.sin(t), np.cos(t)]])
+        present = np.flatnonzero(rng.random(n_cells) < presence)
+        P = (pts[present] - centre - shift) @ R + centre + rng.normal(0, jitter, (len(present), 2))
+        if s and deformation:
+            phase = rng.uniform(0, 2 * np.pi, 2)
+            P[:, 0] += deformation * np.sin(2 * np.pi * P[:, 1] / w + phase[0])
+            P[:, 1] += deformation * np.sin(2 * np.pi * P[:, 0] / h + phase[1])
+        inside = (P[:, 0] > 3) & (P[:, 0] < h - 4) & (P[:, 1] > 3) & (P[:, 1] < w - 4)
+        present, P = present[inside], P[inside]
+        dense = np.zeros((len(present), h, w), np.float32)
+        for k, (py, px) in enumerate(P):
+            sg = sigma[present[k]] * rng.uniform(0.9, 1.1)
+            ys, xs = slice(int(max(0, py - 10)), int(min(h, py + 11))), slice(int(max(0, px - 10)), int(min(w, px + 11)))
+            g = np.exp(-((yy[ys, xs] - py) ** 2 + (xx[ys, xs] - px) ** 2) / (2 * sg**2))
+            dense[k, ys, xs] = np.where(g >= 0.05, g, 0)
+        sessions.append(Footprints.from_dense(dense, pad=1))
+        ids.append(present)
+        truth.append((theta, shift))
+    return sessions, ids, truth
 
 
 def true_displacement(gt: dict, points: np.ndarray) -> np.ndarray:
