@@ -97,9 +97,23 @@ def test_spikeinterface_json_round_trip():
     again = curation.apply_edit(st, curation.from_spikeinterface(data, range(6)))
     assert again == after
     v1 = {"format_version": "1", "unit_ids": [0, 1, 2, 3], "manual_labels": [{"unit_id": 0, "quality": ["good"]},
-          {"unit_id": 3, "quality": ["noise"]}], "merged_unit_groups": [[1, 2]], "removed_units": []}
+          {"unit_id": 1, "quality": ["good"]}, {"unit_id": 3, "quality": ["noise"]}], "merge_unit_groups": [[1, 2]],
+          "removed_units": []}
     one = curation.apply_edit(curation.initial_state(range(4)), curation.from_spikeinterface(v1, range(4)))
     assert [u for u, s in one.items() if s.accepted] == [0, 4] and one[3].labels == ("noise",)
+    # a removed unit labelled good is removed; labels of another vocabulary are left out and said so
+    other = {"format_version": "2", "unit_ids": [0, 1, 2], "removed": [1], "merges": [],
+             "manual_labels": [{"unit_id": 1, "labels": {"quality": ["good"]}},
+                               {"unit_id": 2, "labels": {"putative_type": ["excitatory"], "type": ["dendrite"]}}]}
+    edit = curation.from_spikeinterface(other, range(3))
+    assert edit.reject == [1] and edit.labels == {2: ["dendrite"]} and "excitatory" in edit.note
+    # a merged unit hidden again: its members are removed; a merge member cannot be shown
+    hidden = curation.apply_edit(after, curation.make_edit(reject=[6]))
+    assert sorted(curation.to_spikeinterface(hidden, range(6))["removed"]) == [1, 2, 3]
+    with pytest.raises(curation.EditError, match=r"unit\(s\) \[2\] are merged into another unit"):
+        curation.apply_edit(after, curation.make_edit(accept=[2]))
+    with pytest.raises(curation.EditError, match="not a readable SpikeInterface curation"):
+        curation.from_spikeinterface({"unit_ids": [0], "manual_labels": [{"unit_id": "x"}]}, range(4))
     with pytest.raises(curation.EditError, match=r"f.json: unit\(s\) \[7\] are not units of this result"):
         curation.from_spikeinterface({"unit_ids": [7]}, range(4), "f.json")
     with pytest.raises(curation.EditError, match="not a SpikeInterface curation"):

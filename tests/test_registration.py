@@ -70,10 +70,14 @@ def test_footprint_reader(tmp_path):
     A = np.zeros((3, 20, 30))
     for k, (y, x) in enumerate(((5, 5), (10, 15), (14, 25))):
         A[k, y - 1: y + 2, x - 1: x + 2] = 0.01 * (k + 1)
+    import h5py
+
     scipy.io.savemat(tmp_path / "s.mat", {"allFiltersMat": A})
+    with h5py.File(tmp_path / "v73.mat", "w") as f:  # MATLAB v7.3: HDF5, every dimension reversed
+        f["allFiltersMat"] = A.T
     np.save(tmp_path / "s.npy", A)
     np.savez(tmp_path / "s.npz", footprints=A, other=np.zeros(3))
-    for name in ("s.mat", "s.npy", "s.npz"):
+    for name in ("s.mat", "v73.mat", "s.npy", "s.npz"):
         fp = reg.read_footprints(tmp_path / name)
         assert len(fp) == 3 and fp.shape == (20, 30) and np.allclose(fp.patches.max(axis=(1, 2)), 1)
         assert np.allclose(fp.centroids(), [(5, 5), (10, 15), (14, 25)])

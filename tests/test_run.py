@@ -111,7 +111,10 @@ def test_curate_from_the_command_line(db, sim_cells, tmp_path):
                            "in more than one merge"),
                           (["c1/d1", "--label", "999=dendrite"], "unit(s) [999] are not units of this curation"),
                           (["delete", "c1/d1", "1"], "curation 1 is the parent of [2]"),
-                          (["nobody/d1", "--rules", "default"], "matches 0 CNMF results")):
+                          (["nobody/d1", "--rules", "default"], "matches 0 CNMF results"),
+                          (["c1/d1", "--rules", "strict", "--parent", "1"], "give manual changes (and --parent)"),
+                          (["ls", "c1/d1/x"], "give SUBJECT, SUBJECT/SESSION or SUBJECT/SESSION/RECORDING"),
+                          (["c1/d1", "--accept", f"{ids[0]}", "--reject", f"{ids[0]}"], "both accepted and rejected")):
         bad = _cli(["curate", *args], env, ok=False)
         assert bad.returncode == 1 and message in bad.stderr, bad.stderr
     assert len(curation.Curation & key) == 2

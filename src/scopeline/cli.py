@@ -755,8 +755,9 @@ def curate_apply(
             merges=core_curation.parse_merges(merge or []), labels=core_curation.parse_labels(label or []), note=note)
         if rules is None and change.is_empty():
             _fail("nothing to do: give --rules NAME, or --reject / --accept / --merge / --label")
-        if rules is not None and not change.is_empty():
-            _fail("--rules makes an automatic curation; give manual changes in a second call (they go on top of it)")
+        if rules is not None and (not change.is_empty() or parent is not None):
+            _fail("--rules makes a first, automatic curation; give manual changes (and --parent) in a second call "
+                  "(they go on top of it)")
         ckey = _curation_key(key, preset, paramsets)
         if rules is not None:
             cid = pl.apply_rules(ckey, rules, use_it=not no_use)
@@ -773,6 +774,8 @@ def curate_ls(key: Optional[str] = typer.Argument(None, help="SUBJECT(/SESSION(/
     from scopeline.pipeline import keys
 
     parts = key.strip("/").split("/") if key else []
+    if len(parts) > 3 or (len(parts) == 3 and not parts[2].isdigit()):
+        _fail(f"KEY {key!r}: give SUBJECT, SUBJECT/SESSION or SUBJECT/SESSION/RECORDING (a number)")
     with _clear_errors():
         activate()
         rows = pl.curations(dict(zip(keys.RECORDING, [*parts[:2], *map(int, parts[2:3])])))
@@ -888,7 +891,7 @@ def register_cmd(
     from scopeline.core import registration as reg
 
     with _clear_errors():
-        fields = {"reference": reference - 1, **({"max_distance": max_distance} if max_distance else {})}
+        fields = {"reference": reference - 1, **({"max_distance": max_distance} if max_distance is not None else {})}
         try:
             params = reg.RegistrationParams(**fields)
         except ValueError as err:

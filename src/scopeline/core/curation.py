@@ -181,13 +181,15 @@ def curate(metrics: dict, params: Optional[CurationParams] = None, *, A=None, C:
         values = {name: _value(metrics, name, n) for name in p.accept_any}
         for i in range(n):
             if not any(values[m][i] >= t for m, t in p.accept_any.items()):
-                shown = ", ".join(f"{m} {values[m][i]:.3g} < {t:g}" for m, t in p.accept_any.items())
+                shown = ", ".join(f"{m} {values[m][i]:.3g} < {t:g}" if np.isfinite(values[m][i]) else f"{m} not computed"
+                                  for m, t in p.accept_any.items())
                 why[i].append(f"no accept_any metric reached ({shown})")
     accepted = np.array([not w for w in why], bool)
     duplicate_of = np.full(n, -1, int)
     if p.duplicates.enabled and A is not None and C is not None and accepted.sum() > 1:
         order = metrics.get("event_snr", metrics.get("snr"))
-        strength = np.asarray(order, np.float64) if order is not None else np.asarray(C).max(axis=1)
+        peak = np.asarray(C, np.float64).max(axis=1)
+        strength = peak if order is None else np.where(np.isfinite(order), np.asarray(order, np.float64), peak)
         for loser, winner in duplicates(A, np.asarray(C), accepted, strength, p.duplicates):
             duplicate_of[loser] = winner
             accepted[loser] = False
@@ -197,7 +199,8 @@ def curate(metrics: dict, params: Optional[CurationParams] = None, *, A=None, C:
 
 def duplicates(A, C: np.ndarray, candidates: np.ndarray, strength: np.ndarray,
                p: DuplicateParams) -> list[tuple[int, int]]:
-    """Pairs ``(duplicate, kept)`` among the ``candidates`` (bool (units,)): the smaller footprint lies at
+    """Pairs ``(duplicate, kept)`` of unit indices (not ids) among the ``candidates`` (bool (units,); ``A``
+    Footprints, ``C`` float (units, frames), ``strength`` float (units,)): the smaller footprint lies at
     least ``p.overlap`` on the other's support (20% of its peak and up, grown by ``p.dilate`` pixels)
     and the traces' Pearson r is at least ``p.correlation``; the weaker unit (lower ``strength``) of
     each pair is the duplicate, each unit a duplicate at most once, strongest first."""
@@ -214,20 +217,21 @@ def duplicates(A, C: np.ndarray, candidates: np.ndarray, strength: np.ndarray,
     Cc = np.asarray(C, np.float64) - np.asarray(C, np.float64).mean(axis=1, keepdims=True)
     sd = np.sqrt((Cc**2).sum(axis=1))
     gone = np.zeros(len(candidates), bool)
+    kept = np.zeros(len(candidates), bool)  # a unit another is the duplicate of stays
     overlaps = A.overlaps()
     out = []
     for i in np.argsort(-strength, kind="stable"):
         if not candidates[i] or gone[i]:
             continue
         for j in overlaps[i]:
-            if not candidates[j] or gone[j] or strength[j] > strength[i]:
+            if not candidates[j] or gone[j] or kept[j] or strength[j] > strength[i]:
                 continue
             si, sj = A.relative(i, j)
             small, big, s_small, s_big = (j, i, sj, si) if area[j] <= area[i] else (i, j, si, sj)
             share = float((patches[small][s_small] * sup[big][s_big]).sum() / mass[small])
             r = float(Cc[i] @ Cc[j] / (sd[i] * sd[j])) if sd[i] > 0 and sd[j] > 0 else 0.0
             if share >= p.overlap and r >= p.correlation:
-                gone[j] = True
+                gone[j] = kept[i] = True
                 out.append((int(j), int(i)))
     return out
 
@@ -447,6 +451,11 @@ def apply_edit(state: State, edit: Edit, new_ids: Optional[list] = None) -> Stat
     if again:
         raise EditError(f"unit(s) {again} were merged before (into {sorted({state[u].merged_into for u in again})}); "
                         "merge those units instead")
+    members = {u for g in edit.merges for u in g} | {u for u, s in state.items() if s.merged_into is not None}
+    accepting = set(edit.accept) | {u for u, names in edit.labels.items() if "accept" in names}
+    if accepting & members:
+        raise EditError(f"unit(s) {sorted(accepting & members)} are merged into another unit: accept the merged "
+                        "unit instead")
     top = max(state, default=-1)
     new_ids = list(range(top + 1, top + 1 + len(edit.merges))) if new_ids is None else [int(i) for i in new_ids]
     if len(new_ids) != len(edit.merges) or set(new_ids) & set(state):
@@ -519,15 +528,18 @@ def to_spikeinterface(state: State, unit_ids) -> dict:
     for u in sorted(state):
         s = state[u]
         if s.merged_into is not None:
-            continue
-        entry = {"quality": ["accept" if s.accepted else "reject"]}
-        if s.labels:
-            entry["type"] = list(s.labels)
-        labels.append({"unit_id": u, "labels": entry})
-        if u not in base:
+            continue  # a merge's members are described by their merge
+        if u in base:
+            entry = {"quality": ["accept" if s.accepted else "reject"]}
+            if s.labels:
+                entry["type"] = list(s.labels)
+            labels.append({"unit_id": u, "labels": entry})
+            if not s.accepted:
+                removed.append(u)
+        elif s.accepted:  # a merged unit (SpikeInterface labels only the units of unit_ids)
             merges.append({"unit_ids": _members(state, u, base), "new_unit_id": u})
-        if not s.accepted:
-            removed.append(u)
+        else:  # a merge hidden again: its members removed
+            removed.extend(_members(state, u, base))
     return {"format_version": "2", "unit_ids": sorted(base),
             "label_definitions": {"quality": {"label_options": list(DECISIONS), "exclusive": True},
                                   "type": {"label_options": kinds, "exclusive": False}},
@@ -566,30 +578,60 @@ def from_spikeinterface(data: dict, unit_ids, source: str = "the curation") -> E
     unknown = sorted(set(ids) - {int(u) for u in unit_ids})
     if unknown:
         raise EditError(f"{source}: unit(s) {unknown} are not units of this result")
-    labels: dict[int, list[str]] = {}
-    for entry in data.get("manual_labels", []):
-        given = entry.get("labels", {k: v for k, v in entry.items() if k != "unit_id"}) if version == "2" else \
-            {k: v for k, v in entry.items() if k not in ("unit_id", "label_category", "labels")} or \
-            {entry.get("label_category", "quality"): entry.get("labels", [])}
-        for category, values in given.items():
-            values = [values] if isinstance(values, str) else list(values)
-            if category == "quality" and any(_SYNONYMS.get(v.lower(), v.lower()) in ("noise", "artifact") for v in values):
-                values.append("reject")  # a quality of noise or artifact: not a cell
-            labels.setdefault(int(entry["unit_id"]), []).extend(values)
-    if version == "2":
-        groups = [m["unit_ids"] if isinstance(m, dict) else m for m in data.get("merges", [])]
-        removed = data.get("removed", [])
-    else:
-        groups, removed = data.get("merged_unit_groups", []), data.get("removed_units", [])
     try:
+        labels, dropped = _read_labels(data.get("manual_labels", []), version)
+        if version == "2":
+            given = data.get("merges", [])
+            given = list(given.values()) if isinstance(given, dict) else given
+            groups = [m["unit_ids"] if isinstance(m, dict) else m for m in given]
+            removed = data.get("removed", [])
+        else:
+            groups = data.get("merge_unit_groups", data.get("merged_unit_groups", []))
+            removed = data.get("removed_units", [])
         merges = [[int(u) for u in g] for g in groups]
-        merged = {u for g in merges for u in g}
-        labels = {u: names for u, names in labels.items() if u in set(ids)}  # labels of new (merged) units dropped
-        reject = [int(u) for u in removed if int(u) in set(ids) and int(u) not in merged]
-        return make_edit(labels=labels, merges=merges,
-                         reject=[u for u in reject if "accept" not in labels.get(u, [])])
+        removed = {int(u) for u in removed}
+    except (TypeError, ValueError, KeyError, AttributeError) as err:
+        raise EditError(f"{source}: not a readable SpikeInterface curation ({type(err).__name__}: {err})") from None
+    merged = {u for g in merges for u in g}
+    own = set(ids)
+    out: dict[int, list[str]] = {}
+    for u, names in labels.items():
+        if u not in own:
+            continue  # labels of units the file's own merges made: scopeline numbers its own
+        if u in merged or u in removed:
+            names = [n for n in names if n not in DECISIONS]  # a member or a removed unit is not shown
+        if names:
+            out[u] = names
+    note = f"labels not in scopeline's vocabulary left out: {', '.join(sorted(dropped))}" if dropped else ""
+    try:
+        return make_edit(labels=out, merges=merges, reject=sorted(u for u in removed if u in own and u not in merged),
+                         note=note)
     except EditError as err:
         raise EditError(f"{source}: {err}") from None
+
+
+def _read_labels(entries, version: str) -> tuple[dict, set]:
+    """unit_id -> labels of scopeline's vocabulary from ``manual_labels`` (a quality of noise or artifact
+    also rejects), and the labels left out."""
+    labels: dict[int, list[str]] = {}
+    dropped: set = set()
+    for entry in entries:
+        if version == "2":
+            given = entry.get("labels", {k: v for k, v in entry.items() if k != "unit_id"})
+        else:
+            given = {k: v for k, v in entry.items() if k not in ("unit_id", "label_category", "labels")} or \
+                {entry.get("label_category", "quality"): entry.get("labels", [])}
+        unit = int(entry["unit_id"])
+        for category, values in given.items():
+            for v in [values] if isinstance(values, str) else list(values):
+                name = _SYNONYMS.get(str(v).strip().lower(), str(v).strip().lower())
+                if category == "quality" and name in ("noise", "artifact"):
+                    labels.setdefault(unit, []).extend([name, "reject"])  # a quality of noise: not a cell
+                elif name in LABELS:
+                    labels.setdefault(unit, []).append(name)
+                else:
+                    dropped.add(str(v))
+    return labels, dropped
 
 
 # ------------------------------------------------------------------------------ merges

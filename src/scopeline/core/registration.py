@@ -76,7 +76,7 @@ class Alignment:
 
     dy: float
     dx: float
-    rotation: float  # degrees, counter-clockwise in (x right, y down) image coordinates
+    rotation: float  # degrees; positive turns the session clockwise on screen (x right, y down)
     quality: float
 
     def as_dict(self) -> dict:
@@ -143,7 +143,7 @@ class RegistrationResult:
 def read_footprints(path: str | Path, key: Optional[str] = None) -> Footprints:
     """Footprints of one session from another tool's file: a MATLAB ``.mat`` (v5, or v7.3 through h5py;
     CellReg's ``allFiltersMat``), a NumPy ``.npy`` or ``.npz``; an array of cells x height x width
-    (MATLAB v7.3 files store it transposed: height and width are told apart by the files' own order).
+    (MATLAB v7.3 files store every dimension reversed; they are read back in MATLAB's order).
 
     Parameters
     ----------
@@ -206,16 +206,14 @@ def _arrays(path: Path) -> dict:
         with np.load(path, allow_pickle=False) as z:
             return {k: z[k] for k in z.files}
     if suffix == ".mat":
+        import h5py
         import scipy.io
 
-        try:
-            return {k: v for k, v in scipy.io.loadmat(path).items() if not k.startswith("__")}
-        except NotImplementedError:  # MATLAB v7.3 is HDF5
-            import h5py
-
+        if h5py.is_hdf5(path):  # MATLAB v7.3
             with h5py.File(path, "r") as f:
-                return {k: np.asarray(f[k]).transpose(0, 2, 1) if np.ndim(f[k]) == 3 else np.asarray(f[k])
-                        for k in f.keys() if isinstance(f[k], h5py.Dataset)}
+                # MATLAB writes HDF5 in column-major order: every dimension reversed
+                return {k: np.asarray(f[k]).T for k in f.keys() if isinstance(f[k], h5py.Dataset)}
+        return {k: v for k, v in scipy.io.loadmat(path).items() if not k.startswith("__")}
     raise RegistrationError(f"{path}: unknown footprint file type {suffix!r} (.mat, .npy, .npz)")
 
 
@@ -236,7 +234,8 @@ def _projection(A: Footprints, shape: tuple, smooth: float) -> np.ndarray:
 
 def _rotation(theta_deg: float) -> np.ndarray:
     t = np.deg2rad(theta_deg)
-    # (y, x) coordinates with y down: a counter-clockwise turn on screen
+    # on (y, x) with y down: (0, 1) -> (sin t, cos t), a point right of the centre moves down: clockwise
+    # on screen for t > 0
     return np.array([[np.cos(t), np.sin(t)], [-np.sin(t), np.cos(t)]])
 
 
@@ -249,13 +248,18 @@ def _warp(image: np.ndarray, theta: float, shift, centre, shape) -> np.ndarray:
     return ndimage.affine_transform(image, R.T, offset=offset, output_shape=shape, order=1)
 
 
-def _xcorr(ref: np.ndarray, mov: np.ndarray) -> tuple[np.ndarray, float]:
-    """The translation t that best maps ``mov`` onto ``ref`` (ref(p) ~ mov(p - t), sub-pixel by a
-    parabola through the peak) and the peak's normalized correlation."""
+def _xcorr(ref: np.ndarray, mov: np.ndarray, max_shift: Optional[float] = None) -> tuple[np.ndarray, float]:
+    """The translation t (at most ``max_shift`` pixels long) that best maps ``mov`` onto ``ref``
+    (ref(p) ~ mov(p - t), sub-pixel by a parabola through the peak) and the peak's normalized correlation."""
     F = np.fft.rfft2(ref - ref.mean()) * np.conj(np.fft.rfft2(mov - mov.mean()))
     corr = np.fft.irfft2(F, s=ref.shape)
     norm = np.sqrt(((ref - ref.mean()) ** 2).sum() * ((mov - mov.mean()) ** 2).sum()) or 1.0
-    iy, ix = np.unravel_index(np.argmax(corr), corr.shape)
+    search = corr
+    if max_shift is not None:
+        ky = np.fft.fftfreq(corr.shape[0], 1 / corr.shape[0])[:, None]
+        kx = np.fft.fftfreq(corr.shape[1], 1 / corr.shape[1])[None, :]
+        search = np.where(np.hypot(ky, kx) <= max_shift, corr, -np.inf)
+    iy, ix = np.unravel_index(np.argmax(search), corr.shape)
     sub = []
     for axis, i in ((0, iy), (1, ix)):
         n = corr.shape[axis]
@@ -280,6 +284,7 @@ def align(reference: Footprints, moving: Footprints, p: Optional[RegistrationPar
     Returns
     -------
     Alignment
+        Quality 0 when nothing correlates (e.g. an empty session).
     """
     p = p or RegistrationParams()
     shape = (max(reference.shape[0], moving.shape[0]), max(reference.shape[1], moving.shape[1]))
@@ -291,9 +296,7 @@ def align(reference: Footprints, moving: Footprints, p: Optional[RegistrationPar
 
     def score(theta: float):
         rotated = _warp(mov_img, theta, (0.0, 0.0), centre, pad)
-        t, q = _xcorr(ref, rotated)
-        if p.max_shift is not None and np.hypot(*t) > p.max_shift:
-            q = -1.0
+        t, q = _xcorr(ref, rotated, p.max_shift)
         return q, t
 
     coarse = np.arange(-p.max_rotation, p.max_rotation + 1e-9, p.rotation_step) if p.max_rotation else np.zeros(1)
@@ -310,6 +313,13 @@ def align(reference: Footprints, moving: Footprints, p: Optional[RegistrationPar
 def _transform_points(xy: np.ndarray, a: Alignment, centre) -> np.ndarray:
     R = _rotation(a.rotation)
     return (np.asarray(xy, float) - centre) @ R.T + centre + np.array([a.dy, a.dx])
+
+
+def _margin(A: Footprints, rotation: float) -> int:
+    """Pixels a session's boxes grow by so that its footprints, turned by ``rotation`` degrees, stay inside."""
+    size = max(A.patches.shape[1:])
+    t = np.deg2rad(abs(rotation))
+    return int(np.ceil(size / 2 * (abs(np.cos(t)) + abs(np.sin(t))) - (size - 1) / 2)) + 2
 
 
 def _transform_footprints(A: Footprints, a: Alignment, centre, margin: int) -> tuple[np.ndarray, np.ndarray]:
@@ -439,8 +449,7 @@ def register(sessions: Sequence[Footprints], params: Optional[RegistrationParams
         alignment.append(a)
         if progress:
             progress(f"aligned session {s + 1}: {a.as_dict()}")
-    margin = int(np.ceil(max(ref.patches.shape[1:]) * 0.2)) + 1
-    moved = [_transform_footprints(A, a, centre, margin) for A, a in zip(sessions, alignment)]
+    moved = [_transform_footprints(A, a, centre, _margin(A, a.rotation)) for A, a in zip(sessions, alignment)]
     cents = [_transform_points(A.centroids(), a, centre) for A, a in zip(sessions, alignment)]
     # candidate pairs between every two sessions
     rows = []
@@ -486,7 +495,8 @@ def _cluster(pairs, P: np.ndarray, cents: list, sizes: list, p: RegistrationPara
         return u
 
     gid = lambda s, u: int(offsets[s] + u)  # noqa: E731
-    for k in np.argsort(-P, kind="stable"):
+    order = np.lexsort((pairs["distance"], -pairs["correlation"], -P))  # most probable first; ties: most alike
+    for k in order:
         if P[k] < p.p_same:
             break
         a, b = root(gid(pairs["session_a"][k], pairs["unit_a"][k])), root(gid(pairs["session_b"][k], pairs["unit_b"][k]))

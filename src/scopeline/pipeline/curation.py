@@ -219,7 +219,7 @@ def _one(ckey: dict, curation_id: Optional[int]) -> int:
 
 def in_use(ckey: Mapping) -> Optional[int]:
     """The id of the curation readers of this result follow (None: none, or its row was deleted by hand;
-    they show every unit)."""
+    they show every unit). ``ckey``: a CNMF result's key."""
     q = CurationUse & dict(ckey)
     if not q:
         return None
@@ -250,17 +250,29 @@ def state(ckey: Mapping, curation_id: Optional[int] = None) -> core_curation.Sta
 
 
 def chain(ckey: Mapping, curation_id: Optional[int] = None) -> list[dict]:
-    """A curation and its ancestors, first curation first (provenance): id, kind, rule set (and its
-    parameters), curator, created, note, n_accepted."""
+    """A curation and its ancestors, first curation first (provenance): id, parent, kind, rule set (and
+    its parameters, ``rules``, while that parameter set exists), curator, created (ISO, UTC), note,
+    n_units, n_accepted; an ancestor deleted by hand ends the list as ``{"curation_id": id, "deleted": True}``.
+
+    Raises
+    ------
+    CurationError
+        If the curation does not exist (or none is given and none is in use).
+    """
     ckey = dict(ckey)
     cid, out = _one(ckey, curation_id), []
     while cid is not None:
-        row = (Curation & ckey & {"curation_id": cid}).fetch1()
+        q = Curation & ckey & {"curation_id": cid}
+        if not q:  # deleted by hand (parent is not a foreign key): the chain is cut here, and says so
+            out.insert(0, {"curation_id": cid, "deleted": True})
+            break
+        row = q.fetch1()
         entry = {k: row[k] for k in ("curation_id", "parent", "kind", "curation_paramset", "curator", "note",
                                      "n_units", "n_accepted")}
         entry["created"] = row["created"].isoformat() + "Z"
-        if row["curation_paramset"] is not None:
-            entry["rules"] = (CurationParamSet & {CurationParamSet.name_attr: row["curation_paramset"]}).fetch1("params")
+        rules = CurationParamSet & {CurationParamSet.name_attr: row["curation_paramset"]}
+        if row["curation_paramset"] is not None and rules:
+            entry["rules"] = rules.fetch1("params")
         out.insert(0, entry)
         cid = row["parent"]
     return out
@@ -273,7 +285,9 @@ def _choice(ckey: dict) -> Optional[units.Choice]:
         return None
     st = state(ckey, cid)
     shown = [u for u, s in st.items() if s.accepted]
-    merged = (Curation.Merged & ckey & [{"unit_id": u} for u in shown]).to_dicts() if shown else []
+    lineage = [c["curation_id"] for c in chain(ckey, cid) if not c.get("deleted")]
+    merged = (Curation.Merged & ckey & [{"curation_id": c} for c in lineage] & [{"unit_id": u} for u in shown]
+              ).to_dicts() if shown else []
     made = {r["unit_id"] for r in merged}
     base = [u for u in shown if u not in made]
     kind, rules = (Curation & ckey & {"curation_id": cid}).fetch1("kind", "curation_paramset")
@@ -305,7 +319,7 @@ def _insert(ckey: dict, st: core_curation.State, *, kind: str, parent: Optional[
                            "reason": s.reason[:1024], "merged_into": s.merged_into} for u, s in st.items()])
     if merged:
         Curation.Merged.insert([{**r, "curation_id": cid} for r in merged])
-    if use or (use is None and not (CurationUse & ckey)):
+    if use or (use is None and in_use(ckey) is None):
         _set_use(ckey, cid, curator)
     return cid
 
@@ -445,12 +459,14 @@ def _commit(ckey: dict, base: core_curation.State, change: core_curation.Edit, *
             curator: Optional[str], use_it: bool, progress: bool) -> int:
     """Check ``change`` on ``base``, fit its merges (new ids after every id the result's curations
     used), and insert the new curation in one transaction."""
-    known = {int(u) for u in (Curation.Unit & ckey).to_arrays("unit_id")} | set(base)
-    top = max(known, default=-1)
-    new_ids = list(range(top + 1, top + 1 + len(change.merges)))
-    after = core_curation.apply_edit(base, change, new_ids)  # checks the change before any work
-    merged = _merge_rows(ckey, base, change.merges, new_ids, progress) if change.merges else []
-    with Curation.connection.transaction:
+    core_curation.apply_edit(base, change)  # checks the change before any work
+    merged = _merge_rows(ckey, base, change.merges, list(range(len(change.merges))), progress) if change.merges else []
+    with Curation.connection.transaction:  # the new units' ids: after every id the result's curations used
+        known = {int(u) for u in (Curation.Unit & ckey).to_arrays("unit_id")} | set(base)
+        top = max(known, default=-1)
+        new_ids = list(range(top + 1, top + 1 + len(change.merges)))
+        after = core_curation.apply_edit(base, change, new_ids)
+        merged = [{**r, "unit_id": u} for r, u in zip(merged, new_ids)]
         return _insert(ckey, after, kind=kind, parent=parent, paramset=None, curator=_curator(curator),
                        note=change.note, use=use_it, merged=merged)
 
@@ -489,7 +505,15 @@ def delete(key: Mapping, curation_id: int) -> dict:
 
 def export_json(key: Mapping, path: str | Path, curation_id: Optional[int] = None) -> Path:
     """Write a curation (default the one in use) as SpikeInterface's curation JSON
-    (:func:`scopeline.core.curation.to_spikeinterface`); written whole or not at all."""
+    (:func:`scopeline.core.curation.to_spikeinterface`); written whole or not at all. Returns the path.
+
+    Raises
+    ------
+    CurationError
+        If the result or the curation does not exist (or none is given and none is in use).
+    OSError
+        If the file cannot be written.
+    """
     ckey = result_key(key)
     cid = _one(ckey, curation_id)
     data = core_curation.to_spikeinterface(state(ckey, cid), _unit_ids(ckey))
@@ -521,7 +545,8 @@ def import_json(key: Mapping, path: str | Path, *, curator: Optional[str] = None
     ckey = result_key(key)
     ids = _unit_ids(ckey)
     change = core_curation.from_spikeinterface(data, ids, str(path))
-    change = change.model_copy(update={"note": note or f"imported from {path.name}"})
+    said = "; ".join(filter(None, [note or f"imported from {path.name}", change.note]))  # and labels left out
+    change = change.model_copy(update={"note": said})
     base = core_curation.initial_state(ids)
     return _commit(ckey, base, change, parent=None, kind="import", curator=curator, use_it=use_it, progress=progress)
 
