@@ -472,8 +472,8 @@ def _commit(ckey: dict, base: core_curation.State, change: core_curation.Edit, *
 
 
 def delete(key: Mapping, curation_id: int) -> dict:
-    """Delete one curation: its rows and the objects of the units it merged (DataJoint's garbage
-    collection of this schema); CNMF rows and other curations stay. When it was in use, its parent
+    """Delete one curation: its rows and the stored objects of the units it merged (those paths only,
+    after the rows are gone); CNMF rows and other curations stay. When it was in use, its parent
     (if any) is used instead. Returns ``{"deleted": id, "in_use": id or None, "objects_removed": n}``.
 
     Raises
@@ -488,7 +488,8 @@ def delete(key: Mapping, curation_id: int) -> dict:
         raise CurationError(f"{keys.describe(ckey)}: curation {cid} is the parent of {children}; delete those first")
     parent = (Curation & ckey & {"curation_id": cid}).fetch1("parent")
     was_used = in_use(ckey) == cid
-    had_objects = bool(Curation.Merged & ckey & {"curation_id": cid})
+    refs = [r[a] for r in (Curation.Merged & ckey & {"curation_id": cid}).proj("trace", "activity", "yra").to_dicts()
+            for a in ("trace", "activity", "yra") if r[a] is not None]  # this curation's own stored objects
     with Curation.connection.transaction:
         (CurationUse & ckey & {"curation_id": cid}).delete_quick()
         (Curation.Merged & ckey & {"curation_id": cid}).delete_quick()
@@ -496,11 +497,11 @@ def delete(key: Mapping, curation_id: int) -> dict:
         (Curation & ckey & {"curation_id": cid}).delete_quick()
         if was_used and parent is not None:
             _set_use(ckey, int(parent), _curator(None))
-    removed = 0
-    if had_objects:
-        stats = dj.gc.GarbageCollector(schema).collect(dry_run=False)
-        removed = int(stats.get("schema_paths_deleted", stats.get("deleted", 0)) or 0)
-    return {"deleted": cid, "in_use": in_use(ckey), "objects_removed": removed}
+    from datajoint.hash_registry import delete_path
+
+    config = Curation.connection._config
+    removed = sum(bool(delete_path(ref.path, ref.store, config=config)) for ref in refs)  # only its own: other
+    return {"deleted": cid, "in_use": in_use(ckey), "objects_removed": removed}  # writers' objects are never touched
 
 
 def export_json(key: Mapping, path: str | Path, curation_id: Optional[int] = None) -> Path:
