@@ -131,3 +131,82 @@ def test_register_command_bad_input(tmp_path):
     np.save(tmp_path / "a.npy", np.ones((2, 10, 10)))
     single = _cli(tmp_path / "a.npy", "--out", tmp_path / "o")
     assert single.returncode == 1 and "at least two" in single.stderr and not (tmp_path / "o").exists()
+
+
+@pytest.mark.db
+def test_registration_stage_on_simulated_sessions(db, tmp_path):
+    """Three simulated sessions of one animal (the same cells, the field of view shifted each day) through
+    the whole pipeline, then a registration group: populate registers them; the cells' units across
+    sessions are the same true cells; bad groups are refused and write nothing."""
+    from scopeline import query
+    from scopeline.core import quality
+    from scopeline.core import simulate as sim
+    from scopeline.pipeline import motion, presets, stages, units
+    from scopeline.pipeline import registration as pl
+    from scopeline.pipeline.ingest import ingest
+
+    folders = sim.simulate_sessions(tmp_path / "days", sim.SimulationParams(height=96, width=96, n_frames=400,
+                                    n_cells=12, signal_level=1.4, seed=4), n_sessions=3, fov_shift=4.0)
+    import shutil
+
+    shutil.copytree(folders[0].parent.parent, tmp_path / "other")  # another animal's recording
+    recs = [ingest(f, "rg1", f"d{k + 1}")[0].key for k, f in enumerate(folders)]
+    (other,) = ingest(tmp_path / "other", "rg2", "d1")
+    presets.queue([*recs, other.key], presets.stage_paramsets("default"), "curation")
+    for stage in stages.STAGES:
+        assert not stage.computed.populate(reserve_jobs=True, suppress_errors=True)["error_list"]
+    results = [presets.result_key(r, "default") for r in recs]
+    with pytest.raises(pl.GroupError, match="at least two sessions"):
+        pl.create_group("one", results[:1])
+    with pytest.raises(pl.GroupError, match="results of different subjects"):
+        pl.create_group("mixed", [results[0], presets.result_key(other.key, "default")])
+    assert not pl.RegistrationGroup() and not pl.RegistrationTask()
+    group = pl.create_group("rg1_fov", results)
+    out = pl.Registration.populate(reserve_jobs=True, suppress_errors=True)
+    assert not out["error_list"], out["error_list"]
+    table = pl.cells("rg1_fov")
+    assert list(table.columns) == ["cell_id", "score", "n_sessions", "d1", "d2", "d3"]
+    assert len(table) == (pl.Registration & group).fetch1("n_cells") >= 8
+    # the truth: each unit's true cell (nearest true centroid, in the corrected movie's frame)
+    truth = []
+    for f, key in zip(folders, results):
+        gt = sim.load_ground_truth(f.parent.parent)
+        shifts = (motion.MotionCorrection & key).fetch1("shifts")
+        offset = -np.median(shifts - gt["shifts"], axis=0)
+        true_xy = quality.centroids(gt["A"]) + offset
+        res = units.arrays(key)
+        ei, ti = quality.match_units(res["A"].centroids(), true_xy, 4.0)
+        truth.append({int(res["unit_id"][e]): int(gt["cell_ids"][t]) for e, t in zip(ei, ti)})
+    same = wrong = 0
+    for row in table.itertuples(index=False):
+        found = [(s, getattr(row, f"d{s + 1}")) for s in range(3) if not pd_isna(getattr(row, f"d{s + 1}"))]
+        ids = [truth[s].get(int(u)) for s, u in found]
+        for i in range(len(ids)):
+            for j in range(i + 1, len(ids)):
+                if ids[i] is not None and ids[j] is not None:
+                    same += ids[i] == ids[j]
+                    wrong += ids[i] != ids[j]
+    assert same >= 10 and wrong == 0, (same, wrong)
+    frame = query.results(stage="registration", subject="rg1")
+    assert len(frame) == 1 and frame.iloc[0]["n_cells"] == len(table)
+    alignment = (pl.Registration.Session & group).to_dicts(order_by="session")
+    assert len(alignment) == 3 and all(a["quality"] > 0.4 for a in alignment)
+    # the same from the command line: a group of two of the sessions, then populate
+    from conftest import db_env
+
+    env = db_env(db["backend"], db["url"], db["prefix"], db["store"])
+    run = lambda *a: subprocess.run([sys.executable, "-m", "scopeline.cli", *a], capture_output=True,  # noqa: E731
+                                    text=True, env=env, timeout=600)
+    made = run("register-group", "rg1_two", "-s", "rg1", "-d", "d1", "-d", "d3")
+    assert made.returncode == 0 and "2 results of subject rg1" in made.stdout, made.stderr
+    assert run("populate", "--stage", "registration").returncode == 0
+    listed = run("results", "--stage", "registration", "--subject", "rg1").stdout
+    assert "rg1_fov" in listed and "rg1_two" in listed
+    bad = run("register-group", "rg1_two", "-s", "rg1")
+    assert bad.returncode == 1 and "exists already" in bad.stderr
+
+
+def pd_isna(value) -> bool:
+    import pandas as pd
+
+    return bool(pd.isna(value))

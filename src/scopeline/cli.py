@@ -80,11 +80,11 @@ def _stage_options(*, skip: tuple = ()):
     def decorate(fn):
         signature = inspect.signature(fn)
         own = [p for p in signature.parameters.values() if p.name != "paramsets"]
-        names = {s.name: f"paramset_{s.name}" for s in stages.with_params()}
+        names = {s.name: f"paramset_{s.name}" for s in stages.per_recording()}
         extra = [inspect.Parameter(
             names[s.name], inspect.Parameter.KEYWORD_ONLY, annotation=Optional[str],
             default=typer.Option(None, f"--{s.name}", *(a for a in s.aliases if a not in skip), help=f"{s.label[0].upper()}{s.label[1:]} parameter set."))
-            for s in stages.with_params()]
+            for s in stages.per_recording()]
 
         @functools.wraps(fn)
         def wrapper(*args, **kwargs):
@@ -337,6 +337,8 @@ def task(
         target = stages.get(stage)
         if target.task is None:
             _fail(f"stage {target.name!r} has no tasks (recordings are queued by `scopeline ingest`)")
+        if target.scope != "recording":
+            _fail(f"stage {target.name!r} works on groups of results, not recordings (scopeline register-group)")
         names = {**presets.stage_paramsets(preset), **{k: v for k, v in paramsets.items() if v is not None}}
         if paramset is not None:
             names[target.name] = paramset
@@ -915,6 +917,40 @@ def register_cmd(
                   f"false negative {summary['error_rates']['false_negative']:.3f}")
     if out is not None:
         console.print(f"wrote {out}/registration.png, cells.csv, registration.json", highlight=False)
+
+
+@app.command("register-group")
+@_stage_options()
+def register_group(
+    name: str = typer.Argument(..., help="The group's name (new)."),
+    subject: str = typer.Option(..., "--subject", "-s"),
+    session: Optional[list[str]] = typer.Option(None, "--session", "-d", help="Sessions in order (repeatable; "
+                                                "default every session of the subject with a result)."),
+    recording: int = _RECORDING,
+    preset: Optional[str] = typer.Option("default", "--preset", help="Pipeline preset naming each result's "
+                                                                      "parameter sets."),
+    registration: str = typer.Option("default", "--registration", help="Registration parameter set to queue."),
+    description: str = typer.Option("", "--description"),
+    paramsets: dict = None,
+):
+    """A registration group of one subject's results (the units of each: its curation in use) and its task;
+    `scopeline populate` registers it, `scopeline results --stage registration` lists it."""
+    from scopeline.pipeline import activate, cnmf, keys, presets, stages
+    from scopeline.pipeline import registration as pl
+
+    with _clear_errors():
+        activate()
+        if session:
+            results = [_result_key(subject, d, recording, preset, paramsets) for d in session]
+        else:  # every session of the subject with a result of these parameter sets
+            names = presets.stage_paramsets(preset) if preset else {}
+            base = {**keys.restriction(subject=subject, recording_id=recording),
+                    **keys.restriction(**{s.name: names.get(s.name) for s in stages.chain("cnmf") if s.key_attr}),
+                    **keys.restriction(**paramsets)}
+            results = [dict(k) for k in (cnmf.CNMF & base).keys(order_by=list(keys.fields("cnmf")))]
+        group = pl.create_group(name, results, description, registration)
+    console.print(f"group {group['group_name']!r}: {len(results)} results of subject {subject}; registration "
+                  f"{registration!r} queued (scopeline populate)")
 
 
 def _write_registration(result, summary: dict, out: Path, names: list) -> None:

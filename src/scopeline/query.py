@@ -38,7 +38,7 @@ def sessions(subject: Optional[str] = None, session: Optional[str] = None) -> pd
     rows = (acquisition.Recording * acquisition.RecordingInfo & r).to_dicts(order_by=rec)
     cols = rec + ["acquisition_system", "n_frames", "height", "width", "fps", "duration", "recording_path"]
     out = pd.DataFrame([{c: row[c] for c in cols} for row in rows], columns=cols)
-    for stage in stages.with_params():
+    for stage in stages.per_recording():
         name = f"{stage.name}_results"
         counts = pd.DataFrame((stage.computed & r).keys(), columns=list(keys.fields(stage.name)))
         if len(counts) and len(out):
@@ -74,6 +74,15 @@ def results(subject: Optional[str] = None, session: Optional[str] = None, *, sta
         Parameter sets by stage name or attribute (``cnmf="minian"`` or ``cnmf_paramset="minian"``).
     """
     activate()
+    target = stages.get(stage)
+    if target.scope != "recording":  # results of groups (registration): their own key, groups of a subject
+        cols, timed = _stage_columns(target)
+        q = target.computed.proj(*cols, **timed)
+        group = target.extra.get("group")
+        if subject is not None and group is not None:
+            q = q & (group & {"subject": subject}).proj()
+        order = list(target.computed.primary_key)
+        return pd.DataFrame(q.to_dicts(order_by=order), columns=order + list(cols) + list(timed))
     r = keys.restriction(subject=subject, session=session, **paramsets)
     chain = [s for s in stages.chain(stage) if s.paramset is not None]
     q, shown, times = None, [], []

@@ -91,7 +91,7 @@ def write_figures(key: dict, out_dir: str | Path) -> dict[str, Path]:
                                               out / f"{result_name(ckey)}_quality.png",
                                               title=_title(ckey) + ": unit quality metrics")
         for stage in stages.STAGES:  # a registered stage's own figures, for each of its results here
-            if stage.figures is not None:  # (or once for the CNMF result: extra["figures_per"] == "cnmf")
+            if stage.figures is not None and stage.scope == "recording":  # (once per CNMF result: figures_per)
                 for stage_key in ([ckey] if stage.extra.get("figures_per") == "cnmf" else (stage.computed & ckey).keys()):
                     paths.update(stage.figures(dict(stage_key), out))
     return paths

@@ -52,6 +52,11 @@ class Stage:
         ``run`` call it for each of its results of the CNMF result they show).
     nwb : callable, optional
         ``nwb(nwbfile, cnmf_key)`` adding the stage's data to an NWB file being written for a CNMF result.
+    scope : str
+        ``"recording"`` (one result per recording and parameter sets of its chain: every stage so far)
+        or ``"group"`` (one result per group of results across recordings, e.g. cross-session
+        registration: its key is its group's, and per-recording walks (``task``, the CLI's
+        parameter-set options, ``query.sessions``, ``presets.queue``) leave it out).
     extra : dict
         Further declarations: ``"columns"`` (attributes :func:`scopeline.query.results` shows),
         ``"select_units"`` (a unit-choosing stage: see :mod:`scopeline.pipeline.units`), ``"provenance"``
@@ -72,6 +77,7 @@ class Stage:
     aliases: tuple = ()
     figures: Optional[Callable] = None
     nwb: Optional[Callable] = None
+    scope: str = "recording"
     extra: dict = field(default_factory=dict)
 
     def __post_init__(self):

@@ -120,7 +120,7 @@ def queue(recordings: list[dict], paramsets: Mapping[str, str], stage: Optional[
     PresetError
         If ``paramsets`` lacks a stage of the chain, or names a parameter set that does not exist.
     """
-    chain = [s for s in (stages.chain(stage) if stage else stages.STAGES) if s.task is not None]
+    chain = [s for s in (stages.chain(stage) if stage else stages.STAGES) if s.task is not None and s.scope == "recording"]
     missing = [s.name for s in chain if s.name not in paramsets]
     if missing:
         raise PresetError(f"no parameter set given for {', '.join(missing)}")

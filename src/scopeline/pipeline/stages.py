@@ -8,7 +8,7 @@ or the module named in ``SCOPELINE_STAGES``, comma-separated, which every scopel
 
 >>> from scopeline.pipeline import stages
 >>> [s.name for s in stages.STAGES]
-['acquisition', 'motion', 'initialization', 'cnmf', 'curation']
+['acquisition', 'motion', 'initialization', 'cnmf', 'curation', 'registration']
 """
 
 from __future__ import annotations
@@ -17,17 +17,19 @@ import importlib
 import os
 
 from scopeline.errors import ScopelineError
-from scopeline.pipeline import acquisition, cnmf, curation, initialization, motion, session, subject
+from scopeline.pipeline import acquisition, cnmf, curation, initialization, motion, registration, session, subject
 from scopeline.pipeline._stage import Stage
 
-__all__ = ["Stage", "StageError", "STAGES", "BASE_SCHEMAS", "register", "unregister", "get", "with_params", "chain",
+__all__ = ["Stage", "StageError", "STAGES", "BASE_SCHEMAS", "register", "unregister", "get", "with_params",
+           "per_recording", "chain",
            "schemas", "load_plugins"]
 
 #: schemas the stages hang from (who and when), (module, schema suffix)
 BASE_SCHEMAS = [(subject, "subject"), (session, "session")]
 
 #: every stage, upstream first
-STAGES: list[Stage] = [acquisition.STAGE, motion.STAGE, initialization.STAGE, cnmf.STAGE, curation.STAGE]
+STAGES: list[Stage] = [acquisition.STAGE, motion.STAGE, initialization.STAGE, cnmf.STAGE, curation.STAGE,
+                       registration.STAGE]
 
 
 class StageError(ScopelineError, ValueError):
@@ -51,6 +53,11 @@ def get(name: str) -> Stage:
 def with_params() -> list[Stage]:
     """The stages that have parameter sets (and tasks), upstream first."""
     return [s for s in STAGES if s.paramset is not None]
+
+
+def per_recording() -> list[Stage]:
+    """The stages with parameter sets whose results are per recording (``scope == "recording"``)."""
+    return [s for s in with_params() if s.scope == "recording"]
 
 
 def chain(name: str) -> list[Stage]:

@@ -1,0 +1,233 @@
+"""Cross-session registration as tables: groups of curated results of one subject, parameter sets,
+tasks, and the Registration with each session's alignment and every cell's unit in each session.
+
+All computation is :func:`scopeline.core.registration.register` on the units each member result shows
+(the curation in use: :mod:`scopeline.pipeline.units`). The stage is group-scoped
+(``Stage(scope="group")``): its results belong to a ``RegistrationGroup``, not to one recording.
+
+>>> from scopeline.pipeline import registration
+>>> registration.create_group("m1_fov1", [{"subject": "m1", "session": "d1"}, {"subject": "m1", "session": "d2"}])  # doctest: +SKIP
+>>> # then: scopeline populate; registration.cells("m1_fov1")
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from typing import Mapping, Optional, Sequence
+
+import numpy as np
+import pandas as pd
+
+import scopeline
+from scopeline._dj import dj
+from scopeline.core import registration as core_registration
+from scopeline.errors import ScopelineError
+from scopeline.pipeline import cnmf, keys, subject, units  # noqa: F401  (cnmf, subject: foreign keys)
+from scopeline.pipeline._paramsets import parse_params
+from scopeline.pipeline._stage import Stage, stage_tables
+
+schema = dj.Schema()
+
+__all__ = ["RegistrationGroup", "RegistrationParamSet", "RegistrationTask", "Registration", "create_group",
+           "cells", "GroupError"]
+
+
+class GroupError(ScopelineError, ValueError):
+    """A registration group that cannot be made (too few results, several subjects, an unknown result)."""
+
+
+@schema
+class RegistrationGroup(dj.Manual):
+    """Results of one subject's sessions (one field of view) registered together, in their order."""
+
+    definition = """
+    # CNMF results of one subject registered across sessions
+    group_name                 : varchar(64)
+    ---
+    -> subject.Subject
+    description = ''           : varchar(1024)
+    """
+
+    class Member(dj.Part):
+        """One CNMF result of the group (its units: the curation in use)."""
+
+        definition = """
+        -> master
+        -> cnmf.CNMF
+        ---
+        session_order              : int32          # 0, 1, ...: the order sessions are registered in
+        """
+
+
+RegistrationParamSet, RegistrationTask = stage_tables(
+    globals(), prefix="Registration", attr="registration_paramset", model=core_registration.RegistrationParams,
+    presets=core_registration.PRESETS, label="registration", upstream="RegistrationGroup",
+    upstream_text="a registration group")
+
+
+@schema
+class Registration(dj.Computed):
+    """Cells across a group's sessions (:func:`scopeline.core.registration.register`).
+
+    Attributes
+    ----------
+    n_cells : int
+        Distinct cells; ``cells_in_n_sessions``: cells found in exactly 1, 2, ... sessions.
+    error_rates, model : dict
+        The same-cell model's expected false-positive / false-negative rates and its parameters.
+    pairs : numpy.ndarray
+        Structured (pairs,): session_a, unit_a, session_b, unit_b (indices), distance (px), correlation,
+        p_same of every candidate pair.
+    """
+
+    definition = """
+    # Registration of a group's sessions: alignment, cells, pair probabilities
+    -> RegistrationTask
+    ---
+    n_cells                    : int32
+    cells_in_n_sessions        : json           # cells found in exactly 1, 2, ... sessions
+    error_rates                : json           # the model's expected false_positive / false_negative
+    model                      : json
+    pairs                      : <blob>         # structured (pairs,) with p_same
+    compute_time               : float64        # s
+    scopeline_version          : varchar(16)
+    """
+
+    class Session(dj.Part):
+        """One member's transform to the reference session and its alignment quality."""
+
+        definition = """
+        -> master
+        -> RegistrationGroup.Member
+        ---
+        dy                         : float32        # pixels
+        dx                         : float32        # pixels
+        rotation                   : float32        # degrees (clockwise on screen)
+        quality                    : float32        # peak correlation of the aligned projections
+        n_units                    : int32
+        """
+
+    class Cell(dj.Part):
+        """A cell with its global id in the group."""
+
+        definition = """
+        -> master
+        cell_id                    : int32
+        ---
+        score                      : float32
+        n_sessions                 : int32
+        """
+
+    class CellUnit(dj.Part):
+        """The cell's unit in one session where it is found."""
+
+        definition = """
+        -> master
+        cell_id                    : int32          # Registration.Cell's
+        -> RegistrationGroup.Member
+        ---
+        unit_id                    : int32
+        """
+
+    def make(self, key):
+        t0 = time.perf_counter()
+        p = parse_params(core_registration.RegistrationParams, (RegistrationParamSet & key).fetch1("params"),
+                         "registration", key[RegistrationParamSet.name_attr])
+        members = (RegistrationGroup.Member & key).to_dicts(order_by="session_order")
+        shown = [units.arrays(keys.of(m, "cnmf")) for m in members]
+        result = core_registration.register([s["A"] for s in shown], p)
+        summary = result.summary()
+        self.insert1({**key, "n_cells": summary["n_cells"], "cells_in_n_sessions": summary["cells_in_n_sessions"],
+                      "error_rates": summary["error_rates"], "model": summary["model"], "pairs": result.pairs,
+                      "compute_time": time.perf_counter() - t0, "scopeline_version": scopeline.__version__})
+        member_keys = [{k: m[k] for k in RegistrationGroup.Member.primary_key} for m in members]
+        self.Session.insert([{**key, **mk, **a.as_dict(), "n_units": len(s["unit_id"])}
+                             for mk, a, s in zip(member_keys, result.alignment, shown)])
+        self.Cell.insert([{**key, "cell_id": c, "score": float(result.scores[c]),
+                           "n_sessions": int((result.cells[c] >= 0).sum())} for c in range(len(result.cells))])
+        self.CellUnit.insert([{**key, **member_keys[s], "cell_id": c, "unit_id": int(shown[s]["unit_id"][u])}
+                              for c, row in enumerate(result.cells) for s, u in enumerate(row) if u >= 0])
+
+
+def create_group(name: str, results: Sequence[Mapping], description: str = "", paramset: Optional[str] = "default"
+                 ) -> dict:
+    """A registration group of CNMF results (in the order given) and, unless ``paramset`` is None, its task.
+
+    Parameters
+    ----------
+    name : str
+        The group's name (a new one).
+    results : sequence of dict
+        Each restricts CNMF to exactly one result (e.g. subject, session and the parameter sets).
+    description : str
+    paramset : str or None
+        Registration parameter set to queue (a shipped preset is added when missing).
+
+    Returns
+    -------
+    dict
+        The group's key.
+
+    Raises
+    ------
+    GroupError
+        If fewer than two results are given, one names no result or several, the same result is given
+        twice, the results belong to different subjects, or the name is taken.
+    """
+    from scopeline.pipeline import presets
+
+    if len(results) < 2:
+        raise GroupError(f"group {name!r}: {len(results)} result(s); registration needs at least two sessions")
+    if RegistrationGroup & {"group_name": name}:
+        raise GroupError(f"group {name!r} exists already")
+    full = []
+    for r in results:
+        q = cnmf.CNMF & dict(r)
+        if len(q) != 1:
+            raise GroupError(f"group {name!r}: {keys.describe(r) or r} matches {len(q)} CNMF results (give one)")
+        full.append(q.fetch1("KEY"))
+    if len({tuple(k.items()) for k in full}) < len(full):
+        raise GroupError(f"group {name!r}: a result is given twice")
+    subjects = sorted({k["subject"] for k in full})
+    if len(subjects) > 1:
+        raise GroupError(f"group {name!r}: results of different subjects ({', '.join(subjects)}); a group is one "
+                         "subject's field of view")
+    group = {"group_name": name}
+    with RegistrationGroup.connection.transaction:
+        RegistrationGroup.insert1({**group, "subject": subjects[0], "description": description})
+        RegistrationGroup.Member.insert([{**group, **k, "session_order": i} for i, k in enumerate(full)])
+        if paramset is not None:
+            RegistrationTask.insert1({**group, **presets.ensure_paramset("registration", paramset)})
+    return group
+
+
+def cells(group: str, paramset: str = "default") -> pd.DataFrame:
+    """A group's cells x sessions: one row per cell (``cell_id``, ``score``, ``n_sessions``), one column
+    per member session (named by its session) holding the cell's unit_id there (<NA> where not found).
+
+    Raises
+    ------
+    GroupError
+        If the group has no registration with that parameter set yet.
+    """
+    key = {"group_name": group, RegistrationParamSet.name_attr: paramset}
+    if not (Registration & key):
+        raise GroupError(f"group {group!r} has no registration with parameter set {paramset!r} (scopeline populate)")
+    members = (RegistrationGroup.Member & key).to_dicts(order_by="session_order")
+    names = [m["session"] if sum(x["session"] == m["session"] for x in members) == 1 else
+             f"{m['session']}/{m['recording_id']}" for m in members]
+    frame = pd.DataFrame((Registration.Cell & key).to_dicts(order_by="cell_id"), columns=["cell_id", "score",
+                                                                                           "n_sessions"])
+    for m, col in zip(members, names):
+        found = {r["cell_id"]: r["unit_id"] for r in (Registration.CellUnit & key & keys.of(m, "cnmf")).to_dicts()}
+        frame[col] = pd.array([found.get(c) for c in frame["cell_id"]], dtype="Int64")
+    return frame
+
+
+STAGE = Stage(
+    "registration", module=sys.modules[__name__], computed=Registration, paramset=RegistrationParamSet,
+    task=RegistrationTask, scope="group", label="registration",
+    extra={"columns": ("n_cells",), "group": RegistrationGroup},
+    description="Cross-session registration parameter set of scopeline (alignment search, candidate-pair distance, "
+                "same-cell probability); pixels of the reference session.")
