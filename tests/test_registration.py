@@ -189,6 +189,19 @@ def test_registration_stage_on_simulated_sessions(db, tmp_path):
     assert same >= 10 and wrong == 0, (same, wrong)
     frame = query.results(stage="registration", subject="rg1")
     assert len(frame) == 1 and frame.iloc[0]["n_cells"] == len(table)
+    every = query.cells(subject="rg1")
+    assert len(every) == len(table) and set(every["group_name"]) == {"rg1_fov"} and (every["d2"].dropna() >= 0).all()
+    # each session's NWB file carries the global cell id of its units
+    from pynwb import NWBHDF5IO
+
+    from scopeline.pipeline.nwb import export_nwb
+
+    path = export_nwb(results[1], tmp_path / "d2.nwb")
+    with NWBHDF5IO(str(path), "r") as io:
+        seg = io.read().processing["ophys"]["ImageSegmentation"]["PlaneSegmentation"]
+        ids = dict(zip(seg.id[:], seg["cell_id_rg1_fov"][:]))
+    expected = {int(u): int(c) for c, u in zip(table["cell_id"], table["d2"]) if not pd_isna(u)}
+    assert expected and all(ids[u] == c for u, c in expected.items())
     alignment = (pl.Registration.Session & group).to_dicts(order_by="session")
     assert len(alignment) == 3 and all(a["quality"] > 0.4 for a in alignment)
     # the same from the command line: a group of two of the sessions, then populate

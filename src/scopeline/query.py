@@ -23,7 +23,7 @@ import pandas as pd
 from scopeline.pipeline import acquisition, activate, cnmf, keys, motion, stages, units as unit_reader
 from scopeline.pipeline._util import load_npy
 
-__all__ = ["sessions", "results", "units", "traces", "trace_matrix", "status"]
+__all__ = ["sessions", "results", "units", "traces", "trace_matrix", "cells", "status"]
 
 _UNIT_METRICS = ["centroid_y", "centroid_x", "area", "snr", "sn", "b0", "c0", "patch_y", "patch_x"]
 
@@ -166,6 +166,28 @@ def trace_matrix(key: dict, which: str = "C") -> pd.DataFrame:
         raise ValueError(f"{keys.describe(full)}: YrA is not stored for this result (made by an earlier scopeline)")
     return pd.DataFrame(res[which].T, index=pd.Index(_frame_times(full), name="time"),
                         columns=pd.Index(res["unit_id"], name="unit_id"))
+
+
+def cells(subject: Optional[str] = None, group: Optional[str] = None) -> pd.DataFrame:
+    """Cells across sessions: one row per registered cell of each registration group (of ``subject``, or
+    the one named ``group``): ``group_name``, ``registration_paramset``, ``cell_id``, ``score``,
+    ``n_sessions`` and one column per session holding the cell's unit_id there (<NA> where not found;
+    :func:`scopeline.pipeline.registration.cells`)."""
+    from scopeline.pipeline import registration
+
+    activate()
+    restriction = {k: v for k, v in (("subject", subject), ("group_name", group)) if v is not None}
+    frames = []
+    for reg in (registration.Registration & (registration.RegistrationGroup & restriction).proj()).keys(
+            order_by=["group_name"]):
+        frame = registration.cells(reg["group_name"], reg[registration.RegistrationParamSet.name_attr])
+        frames.append(frame.assign(group_name=reg["group_name"],
+                                   registration_paramset=reg[registration.RegistrationParamSet.name_attr]))
+    if not frames:
+        return pd.DataFrame(columns=["group_name", "registration_paramset", "cell_id", "score", "n_sessions"])
+    out = pd.concat(frames, ignore_index=True)
+    first = ["group_name", "registration_paramset", "cell_id", "score", "n_sessions"]
+    return out[first + [c for c in out.columns if c not in first]]
 
 
 def status() -> pd.DataFrame:

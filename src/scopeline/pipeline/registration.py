@@ -225,9 +225,29 @@ def cells(group: str, paramset: str = "default") -> pd.DataFrame:
     return frame
 
 
+def nwb(nwbfile, key: dict) -> None:
+    """Each registration's global cell ids as a PlaneSegmentation column ``cell_id_<group>`` of a member
+    result's NWB file (the NWB export's hook; -1 for a unit the registration did not see)."""
+    import re
+
+    ophys = nwbfile.processing.get("ophys")
+    seg = ophys.data_interfaces.get("ImageSegmentation") if ophys is not None else None
+    if seg is None or "PlaneSegmentation" not in seg.plane_segmentations:
+        return
+    table = seg.plane_segmentations["PlaneSegmentation"]
+    member = keys.of(key, "cnmf")
+    for reg in (Registration & (RegistrationGroup.Member & member).proj()).keys(order_by=["group_name"]):
+        found = {r["unit_id"]: r["cell_id"] for r in (Registration.CellUnit & reg & member).to_dicts()}
+        name = "cell_id_" + re.sub(r"\W", "_", reg["group_name"])
+        if name not in table.colnames:
+            table.add_column(name=name, description=f"Global cell id in registration group {reg['group_name']!r} "
+                             f"(parameter set {reg[RegistrationParamSet.name_attr]!r}); -1: not registered.",
+                             data=np.array([found.get(int(u), -1) for u in table.id[:]], np.int32))
+
+
 STAGE = Stage(
     "registration", module=sys.modules[__name__], computed=Registration, paramset=RegistrationParamSet,
-    task=RegistrationTask, scope="group", label="registration",
+    task=RegistrationTask, scope="group", label="registration", nwb=nwb,
     extra={"columns": ("n_cells",), "group": RegistrationGroup},
     description="Cross-session registration parameter set of scopeline (alignment search, candidate-pair distance, "
                 "same-cell probability); pixels of the reference session.")
