@@ -9,6 +9,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pandas as pd
 import pytest
 from conftest import shared_data
 
@@ -179,7 +180,7 @@ def test_registration_stage_on_simulated_sessions(db, tmp_path):
         truth.append({int(res["unit_id"][e]): int(gt["cell_ids"][t]) for e, t in zip(ei, ti)})
     same = wrong = 0
     for row in table.itertuples(index=False):
-        found = [(s, getattr(row, f"d{s + 1}")) for s in range(3) if not pd_isna(getattr(row, f"d{s + 1}"))]
+        found = [(s, getattr(row, f"d{s + 1}")) for s in range(3) if not pd.isna(getattr(row, f"d{s + 1}"))]
         ids = [truth[s].get(int(u)) for s, u in found]
         for i in range(len(ids)):
             for j in range(i + 1, len(ids)):
@@ -200,7 +201,7 @@ def test_registration_stage_on_simulated_sessions(db, tmp_path):
     with NWBHDF5IO(str(path), "r") as io:
         seg = io.read().processing["ophys"]["ImageSegmentation"]["PlaneSegmentation"]
         ids = dict(zip(seg.id[:], seg["cell_id_rg1_fov"][:]))
-    expected = {int(u): int(c) for c, u in zip(table["cell_id"], table["d2"]) if not pd_isna(u)}
+    expected = {int(u): int(c) for c, u in zip(table["cell_id"], table["d2"]) if not pd.isna(u)}
     assert expected and all(ids[u] == c for u, c in expected.items())
     alignment = (pl.Registration.Session & group).to_dicts(order_by="session")
     assert len(alignment) == 3 and all(a["quality"] > 0.4 for a in alignment)
@@ -217,9 +218,3 @@ def test_registration_stage_on_simulated_sessions(db, tmp_path):
     assert "rg1_fov" in listed and "rg1_two" in listed
     bad = run("register-group", "rg1_two", "-s", "rg1")
     assert bad.returncode == 1 and "exists already" in bad.stderr
-
-
-def pd_isna(value) -> bool:
-    import pandas as pd
-
-    return bool(pd.isna(value))

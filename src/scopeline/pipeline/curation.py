@@ -369,9 +369,9 @@ def apply_rules(key: Mapping, paramset: str = "default", use_it: bool = True, pr
             cid = int(max(found))
         else:  # its Curation row was deleted: made again from the stored decisions
             rows = (AutoCuration.Unit & task).to_dicts(order_by="unit_id")
-            st = {r["unit_id"]: core_curation.UnitState(bool(r["accepted"]),
-                                                        ("duplicate",) if r["duplicate_of"] is not None else (),
-                                                        r["reason"]) for r in rows}
+            stored = core_curation.CurationResult(np.array([r["accepted"] for r in rows], bool), [r["reason"] for r in rows],
+                                                  np.array([-1 if r["duplicate_of"] is None else 0 for r in rows]))
+            st = core_curation.initial_state([r["unit_id"] for r in rows], stored)
             cid = _insert(ckey, st, kind="rules", parent=None, paramset=paramset, curator="scopeline",
                           note=f"rule set {paramset!r}", use=False)
         if use_it:
