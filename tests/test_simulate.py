@@ -83,20 +83,31 @@ def test_memory_flat_in_frames(tmp_path):
 
 
 def test_multi_session_same_cells(tmp_path):
+    """Sessions of one animal see the same world cells through views shifted, turned (up to 5 degrees) and
+    bent: a shared cell's world position is the same from every session, and the true alignment of a
+    session onto the first maps its cells onto the first's within the non-rigid field's amplitude."""
+    from scopeline.core.registration import rotation_matrix
+
     p = sim.SimulationParams(height=64, width=64, n_frames=60, n_cells=30, seed=11)
-    folders = sim.simulate_sessions(tmp_path, p, n_sessions=3, fov_shift=6, presence=0.8)
+    folders = sim.simulate_sessions(tmp_path, p, n_sessions=3, fov_shift=6, presence=0.8, max_rotation=5,
+                                    deformation=0.8)
     assert [f.name for f in folders] == ["My_V4_Miniscope"] * 3
     truths = [sim.load_ground_truth(tmp_path / f"session_{k}") for k in (1, 2, 3)]
     offsets = {t["fov_offset"] for t in truths}
     assert len(offsets) == 3
+    views = [t["view"] for t in truths]
+    assert views[0].rotation == 0 and all(0 < abs(v.rotation) <= 5 for v in views[1:])
     common = set(truths[0]["cell_ids"]) & set(truths[1]["cell_ids"])
     assert len(common) >= 10
     assert set(truths[0]["cell_ids"]) != set(truths[1]["cell_ids"])  # some cells come and go
-    # a shared cell sits where the field-of-view offsets say it should
-    cid = sorted(common)[0]
-    c0 = truths[0]["centers"][list(truths[0]["cell_ids"]).index(cid)] + np.asarray(truths[0]["fov_offset"])
-    c1 = truths[1]["centers"][list(truths[1]["cell_ids"]).index(cid)] + np.asarray(truths[1]["fov_offset"])
-    np.testing.assert_allclose(c0, c1)
+    at = lambda t, cid: t["centers"][list(t["cell_ids"]).index(cid)]  # noqa: E731
+    theta, shift = sim.session_alignment(views[0], views[1])
+    c = (np.array([64, 64]) - 1) / 2
+    for cid in sorted(common):
+        w0, w1 = (t["view"].to_world(at(t, cid), (64, 64)) for t in truths[:2])
+        np.testing.assert_allclose(w0, w1, atol=1e-6)
+        moved = (at(truths[1], cid) - c) @ rotation_matrix(theta).T + c + np.asarray(shift)
+        assert np.hypot(*(moved - at(truths[0], cid))) <= 0.8 * np.sqrt(2) + 1e-6
     starts = [io.read_metadata(io.discover(f)[0]).start_time.day for f in folders]
     assert starts == [5, 6, 7]
 

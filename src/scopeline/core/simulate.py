@@ -79,8 +79,8 @@ import tifffile  # noqa: E402
 import zarr  # noqa: E402
 from scipy.signal import lfilter  # noqa: E402
 
-__all__ = ["SimulationParams", "ARTIFACTS", "Cells", "make_cells", "simulate", "simulate_sessions", "session_footprints",
-           "load_ground_truth", "true_displacement", "lens_transmission", "add_sensor_artifacts"]
+__all__ = ["SimulationParams", "ARTIFACTS", "Cells", "View", "make_cells", "simulate", "simulate_sessions",
+           "session_alignment", "session_footprints", "load_ground_truth", "true_displacement", "lens_transmission", "add_sensor_artifacts"]
 
 LAYOUTS = ("v4", "v3", "tiff")
 DEVICE_FOLDER = "My_V4_Miniscope"
@@ -396,6 +396,71 @@ class Cells:
     def __post_init__(self) -> None:
         if self.ids is None:
             self.ids = np.arange(len(self.sigmas), dtype=np.int64)
+
+
+@dataclass(frozen=True)
+class View:
+    """Where one session's frame lies in the tissue (world coordinates), for multi-session data.
+
+    A frame point p = (y, x) sees the world point ``q = R(rotation) (p - c) + c + offset + d(p)``: c is
+    the frame's centre ((height - 1) / 2, (width - 1) / 2), R turns clockwise on screen for a positive
+    angle (:func:`scopeline.core.registration.rotation_matrix`), and d is a mild non-rigid field
+    ``deformation * (sin(2 pi x / width + phase[0]), sin(2 pi y / height + phase[1]))`` pixels (tissue and
+    lens settling between days). A session with view V_s is thus aligned to a reference session with an
+    unrotated, undeformed view V_0 by ``p -> R(rotation) (p - c) + c + (offset - offset_0)`` plus d.
+
+    Attributes
+    ----------
+    offset : (float, float)
+        World position of the frame's top-left corner before rotation, pixels.
+    rotation : float
+        Degrees.
+    deformation : float
+        Amplitude of the non-rigid field, pixels.
+    phase : (float, float)
+        Phases of its two sinusoids, radians.
+    """
+
+    offset: tuple = (0.0, 0.0)
+    rotation: float = 0.0
+    deformation: float = 0.0
+    phase: tuple = (0.0, 0.0)
+
+    def _field(self, p: np.ndarray, shape: tuple) -> np.ndarray:
+        h, w = shape
+        return self.deformation * np.column_stack([np.sin(2 * np.pi * p[:, 1] / w + self.phase[0]),
+                                                   np.sin(2 * np.pi * p[:, 0] / h + self.phase[1])])
+
+    def to_world(self, points: np.ndarray, shape: tuple) -> np.ndarray:
+        """float64 (n, 2): the world points that frame points (n, 2) of a frame ``shape`` see."""
+        from scopeline.core.registration import rotation_matrix
+
+        p = np.asarray(points, np.float64).reshape(-1, 2)
+        c = (np.asarray(shape, np.float64) - 1) / 2
+        return (p - c) @ rotation_matrix(self.rotation).T + c + np.asarray(self.offset) + self._field(p, shape)
+
+    def to_frame(self, points: np.ndarray, shape: tuple) -> np.ndarray:
+        """float64 (n, 2): where world points (n, 2) lie in a frame of ``shape`` (the inverse of
+        :meth:`to_world`; the non-rigid part by fixed-point iteration, exact to 1e-6 px for fields under
+        a tenth of the frame)."""
+        from scopeline.core.registration import rotation_matrix
+
+        q = np.asarray(points, np.float64).reshape(-1, 2)
+        c = (np.asarray(shape, np.float64) - 1) / 2
+        R = rotation_matrix(self.rotation)
+        rigid = q - c - np.asarray(self.offset)
+        p = rigid @ R + c  # R is orthogonal: R^-1 = R^T, and (v @ R) = (R^T v) row-wise
+        for _ in range(50 if self.deformation else 0):
+            new = (rigid - self._field(p, shape)) @ R + c
+            if np.abs(new - p).max(initial=0) < 1e-9:
+                p = new
+                break
+            p = new
+        return p
+
+    def as_dict(self) -> dict:
+        return {"offset": [float(v) for v in self.offset], "rotation": float(self.rotation),
+                "deformation": float(self.deformation), "phase": [float(v) for v in self.phase]}
 
 
 def make_cells(params: SimulationParams, rng: np.random.Generator, extent: tuple[int, int] | None = None,
@@ -723,7 +788,7 @@ def _write_v3_metadata(folder: Path, params: SimulationParams, ts_ms: np.ndarray
 
 
 def simulate(out: str | Path, params: SimulationParams | None = None, *, layout: str = "v4",
-             cells: Cells | None = None, fov_offset: tuple[float, float] = (0.0, 0.0),
+             cells: Cells | None = None, view: Optional[View] = None,
              start_time: _dt.datetime | None = None, progress: bool = False,
              world: tuple[int, int] | None = None, tissue_seed: int | None = None) -> Path:
     """Write a simulated recording and its ground truth under ``out``.
@@ -738,8 +803,8 @@ def simulate(out: str | Path, params: SimulationParams | None = None, *, layout:
         File layout to write.
     cells : Cells, optional
         Cells in world coordinates (for multi-session data); drawn from ``params`` when None.
-    fov_offset : (float, float)
-        World position (y, x) of this field of view's top-left corner, pixels.
+    view : View, optional
+        Where this field of view lies in the world (multi-session data); default: the frame is the world.
     start_time : datetime.datetime, optional
         Recording start written to the V4 metadata; default 2026-01-05 10:00:00.
     progress : bool
@@ -787,11 +852,12 @@ def simulate(out: str | Path, params: SimulationParams | None = None, *, layout:
     if cells is None:
         cells = make_cells(params, rng)
     start_time = start_time or _dt.datetime(2026, 1, 5, 10, 0, 0)
-    here = _cells_in_view(cells, fov_offset, params.height, params.width)
-    scene = _Scene.make(params, here, rng, fov_offset, world, tissue_seed)
+    view = view or View()
+    here = _cells_in_view(cells, view, params.height, params.width)
+    scene = _Scene.make(params, here, rng, view, world, tissue_seed)
     folder, session_folder = _output_folders(out, layout, start_time)
     ts_ms, dropped_after = _timestamps_ms(params, rng)
-    truth = _GroundTruth(out, params, here, scene, ts_ms, dropped_after, layout, fov_offset)
+    truth = _GroundTruth(out, params, here, scene, ts_ms, dropped_after, layout, view)
     dynamics = _Dynamics(params, len(here.sigmas), scene, rng)
     writer = _Writer(layout, folder, params)
     bar = _progress(params.n_frames, progress)
@@ -811,9 +877,9 @@ def simulate(out: str | Path, params: SimulationParams | None = None, *, layout:
     return writer.files[0]
 
 
-def _cells_in_view(cells: Cells, fov_offset, h: int, w: int) -> Cells:
-    """The cells visible in a field of view (frame h x w at ``fov_offset`` in the world), in its coordinates."""
-    local = cells.centers - np.asarray(fov_offset)[None, :]
+def _cells_in_view(cells: Cells, view: View, h: int, w: int) -> Cells:
+    """The cells visible in a field of view (frame h x w seen through ``view``), in its coordinates."""
+    local = view.to_frame(cells.centers, (h, w))
     visible = (local[:, 0] > -cells.sigmas) & (local[:, 0] < h + cells.sigmas) & \
               (local[:, 1] > -cells.sigmas) & (local[:, 1] < w + cells.sigmas)
     return Cells(local[visible], cells.sigmas[visible], cells.ids[visible])
@@ -837,7 +903,7 @@ class _Scene:
     art: Optional["_Artifacts"]
 
     @classmethod
-    def make(cls, params: SimulationParams, here: Cells, rng, fov_offset, world, tissue_seed) -> "_Scene":
+    def make(cls, params: SimulationParams, here: Cells, rng, view: View, world, tissue_seed) -> "_Scene":
         h, w = params.height, params.width
         pad = int(math.ceil(params.max_shift + params.deform)) + 2
         canvas = (h + 2 * pad, w + 2 * pad)
@@ -847,8 +913,8 @@ class _Scene:
             -((yy - h / 2) ** 2 + (xx - w / 2) ** 2) / (2 * (0.4 * max(h, w)) ** 2))
         tissue_rng = np.random.default_rng(params.seed if tissue_seed is None else tissue_seed)
         paths = _vessel_paths(tissue_rng, world or (h, w), params.n_vessels)
-        origin = (fov_offset[0] - pad, fov_offset[1] - pad)
-        vessels = _render_vessels(paths, origin, canvas, params.vessel_width)
+        local = [view.to_frame(path, (h, w)) for path in paths]  # the frame's coordinates, canvas at -pad
+        vessels = _render_vessels(local, (-pad, -pad), canvas, params.vessel_width)
         tissue = (params.tissue_level * (1 - params.vessel_contrast * vessels)).astype(np.float32)
         low = (max(2, canvas[0] // _BG_DOWNSAMPLE), max(2, canvas[1] // _BG_DOWNSAMPLE))
         bg_centers = rng.uniform(0, 1, (params.n_background, 2)) * np.asarray(low)
@@ -879,7 +945,7 @@ class _GroundTruth:
     """The ground-truth Zarr group (see :func:`simulate`'s Notes), written as the chunks are rendered."""
 
     def __init__(self, out: Path, params: SimulationParams, here: Cells, scene: _Scene, ts_ms, dropped_after,
-                 layout: str, fov_offset) -> None:
+                 layout: str, view: View) -> None:
         h, w, n = params.height, params.width, params.n_frames
         n_units, pad = len(here.sigmas), scene.pad
         gt = self.group = zarr.open_group(str(out / GROUND_TRUTH), mode="w")
@@ -912,7 +978,8 @@ class _GroundTruth:
         gt.attrs["params"] = json.loads(params.to_json())
         gt.attrs["dropped_after"] = dropped_after.tolist()
         gt.attrs["layout"] = layout
-        gt.attrs["fov_offset"] = [float(fov_offset[0]), float(fov_offset[1])]
+        gt.attrs["fov_offset"] = [float(view.offset[0]), float(view.offset[1])]
+        gt.attrs["view"] = view.as_dict()
         A_local = _footprint_matrix(here, (h, w))
         for j in range(n_units):
             self.A[j] = A_local[:, j].toarray().reshape(h, w)
@@ -1102,14 +1169,17 @@ def add_sensor_artifacts(movie: np.ndarray, params: SimulationParams) -> tuple[n
 
 
 def simulate_sessions(out: str | Path, params: SimulationParams | None = None, n_sessions: int = 3, *,
-                      fov_shift: float = 10.0, presence: float = 0.85, progress: bool = False) -> list[Path]:
-    """Write several sessions of the same animal: the same cells, a shifted field of view each time.
+                      fov_shift: float = 10.0, presence: float = 0.85, max_rotation: float = 0.0,
+                      deformation: float = 0.0, progress: bool = False) -> list[Path]:
+    """Write several sessions of the same animal: the same cells, the field of view moved each time.
 
-    Cells live on a world canvas ``2 * fov_shift`` larger than the frame; each session sees a window
-    shifted by a random offset (uniform within ``fov_shift`` pixels of the centre) and each cell is
-    active in a session with probability ``presence`` (cells appear and disappear). Session ``k`` is
-    written to ``out/session_<k+1>`` with ``params.seed + k`` as its seed, in V4 layout, starting one
-    day after the previous one.
+    Cells live on a world canvas larger than the frame; each session sees it through a :class:`View`:
+    shifted by a random offset (uniform within ``fov_shift`` pixels of the centre), turned by up to
+    ``max_rotation`` degrees about the frame's centre and bent by a non-rigid field of ``deformation``
+    pixels (random phases). The first session's view is unrotated and undeformed (the reference of a
+    registration). Each cell is present in a session with probability ``presence`` (cells appear and
+    disappear). Session ``k`` is written to ``out/session_<k+1>`` with ``params.seed + k`` as its seed,
+    in V4 layout, starting one day after the previous one.
 
     Parameters
     ----------
@@ -1123,6 +1193,10 @@ def simulate_sessions(out: str | Path, params: SimulationParams | None = None, n
         Largest field-of-view offset from the centre, pixels.
     presence : float
         Probability that a cell is present in a given session.
+    max_rotation : float
+        Largest rotation of a session's field of view, degrees.
+    deformation : float
+        Amplitude of each later session's non-rigid field, pixels.
     progress : bool
         Show progress bars.
 
@@ -1130,23 +1204,47 @@ def simulate_sessions(out: str | Path, params: SimulationParams | None = None, n
     -------
     list of pathlib.Path
         The V4 device folder of each session. Each session's ground truth has ``cell_ids`` (world ids)
-        and its ``fov_offset`` attribute.
+        and its ``view`` (and ``fov_offset``); :func:`session_alignment` gives the true transform of a
+        session onto the first.
     """
     params = params or SimulationParams()
     rng = np.random.default_rng(params.seed)
-    world = (params.height + int(2 * fov_shift), params.width + int(2 * fov_shift))
-    cells = make_cells(params, rng, extent=world, margin=2 * params.cell_sigma + fov_shift)
+    h, w = params.height, params.width
+    # room for the largest shift, the corners of the turned frame and the non-rigid field
+    margin = fov_shift + 0.5 * math.hypot(h, w) * math.sin(math.radians(max_rotation)) + deformation + 1
+    world = (h + int(math.ceil(2 * margin)), w + int(math.ceil(2 * margin)))
+    cells = make_cells(params, rng, extent=world, margin=2 * params.cell_sigma)
     out = Path(out)
     folders = []
     for k in range(n_sessions):
         present = rng.random(len(cells.sigmas)) < presence
         subset = Cells(cells.centers[present], cells.sigmas[present], cells.ids[present])
-        offset = (fov_shift + rng.uniform(-fov_shift, fov_shift), fov_shift + rng.uniform(-fov_shift, fov_shift))
+        offset = (margin + rng.uniform(-fov_shift, fov_shift), margin + rng.uniform(-fov_shift, fov_shift))
+        turn = float(rng.uniform(-max_rotation, max_rotation))
+        phase = tuple(float(v) for v in rng.uniform(0, 2 * np.pi, 2))
+        view = View(offset, turn, deformation, phase) if k else View(offset)
         p = SimulationParams(**{**asdict(params), "seed": params.seed + k})
         start = _dt.datetime(2026, 1, 5, 10, 0, 0) + _dt.timedelta(days=k)
-        folders.append(simulate(out / f"session_{k + 1}", p, cells=subset, fov_offset=offset,
+        folders.append(simulate(out / f"session_{k + 1}", p, cells=subset, view=view,
                                 start_time=start, progress=progress, world=world, tissue_seed=params.seed))
     return folders
+
+
+def session_alignment(reference: View, view: View) -> tuple[float, tuple[float, float]]:
+    """The true rigid transform of a session (seen through ``view``) onto a reference session (an
+    unrotated ``reference`` view, as :func:`simulate_sessions`' first): (rotation in degrees, (dy, dx)
+    pixels) in :class:`scopeline.core.registration.Alignment`'s convention, leaving out the non-rigid
+    part.
+
+    Raises
+    ------
+    ValueError
+        If the reference view is rotated.
+    """
+    if reference.rotation:
+        raise ValueError("the reference view must be unrotated")
+    return float(view.rotation), (float(view.offset[0] - reference.offset[0]),
+                                  float(view.offset[1] - reference.offset[1]))
 
 
 def session_footprints(n_cells: int = 300, n_sessions: int = 5, shape: tuple = (256, 320), *,
@@ -1170,6 +1268,7 @@ def session_footprints(n_cells: int = 300, n_sessions: int = 5, shape: tuple = (
         reference's R (p - centre) + centre + shift (up to the non-rigid part).
     """
     from scopeline.core.footprints import Footprints
+    from scopeline.core.registration import rotation_matrix
 
     rng = np.random.default_rng(seed)
     h, w = shape
@@ -1185,8 +1284,7 @@ def session_footprints(n_cells: int = 300, n_sessions: int = 5, shape: tuple = (
     for s in range(n_sessions):
         theta = 0.0 if s == 0 else float(rng.uniform(-max_rotation, max_rotation))
         shift = np.zeros(2) if s == 0 else rng.uniform(-max_shift, max_shift, 2)
-        t = np.deg2rad(theta)
-        R = np.array([[np.cos(t), np.sin(t)], [-np.sin(t), np.cos(t)]])
+        R = rotation_matrix(theta)
         present = np.flatnonzero(rng.random(n_cells) < presence)
         P = (pts[present] - centre - shift) @ R + centre + rng.normal(0, jitter, (len(present), 2))
         if s and deformation:
@@ -1246,7 +1344,7 @@ def load_ground_truth(path: str | Path) -> dict:
         numpy arrays ``A, C, S, b0, shifts, deform, timestamps, cell_ids, centers, baseline, tissue,
         amplitude, visible_fraction, transmission, defects, row_offsets, striped`` and, for recordings with
         artifacts, ``led, bleach, diffuse_C, diffuse_centers, diffuse_sigmas`` (see :func:`simulate`) and ``params`` (SimulationParams), ``dropped_after`` (list of int),
-        ``fov_offset``.
+        ``fov_offset``, ``view`` (:class:`View`).
     """
     path = Path(path)
     if path.name != GROUND_TRUTH:
@@ -1269,4 +1367,6 @@ def load_ground_truth(path: str | Path) -> dict:
     out["params"] = SimulationParams(**g.attrs["params"])
     out["dropped_after"] = list(g.attrs["dropped_after"])
     out["fov_offset"] = tuple(g.attrs["fov_offset"])
+    v = g.attrs.get("view", {"offset": list(out["fov_offset"])})
+    out["view"] = View(tuple(v["offset"]), v.get("rotation", 0.0), v.get("deformation", 0.0), tuple(v.get("phase", (0, 0))))
     return out
