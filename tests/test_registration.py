@@ -14,7 +14,6 @@ import pytest
 from conftest import shared_data
 
 from scopeline.core import registration as reg
-from scopeline.core.footprints import Footprints
 
 
 def _sessions(**kw):
@@ -56,11 +55,16 @@ def test_bad_input_is_refused_with_the_reason():
         reg.register(a[:1])
     with pytest.raises(reg.RegistrationError, match="session 2 does not overlap the reference session 1"):
         reg.register([a[0], b[1]])  # other cells: another field of view
-    from scipy import ndimage
-
-    zoomed = Footprints.from_dense(np.stack([ndimage.zoom(d, 1.5, order=1)[:256, :320] for d in a[1].dense()]), pad=1)
-    with pytest.raises(reg.RegistrationError, match="another pixel size"):
+    zoomed = reg.rescale(a[1], 1.5)  # pixels 1.5 times finer
+    assert zoomed.shape == (384, 480) and abs(reg.cell_width(zoomed) / reg.cell_width(a[1]) - 1.5) < 0.1
+    with pytest.raises(reg.RegistrationError, match="session 2's footprints are .* wide.*another pixel size"):
         reg.register([a[0], zoomed])
+    # told the scale (1.5 times finer pixels), the same sessions register
+    back = reg.rescale(zoomed, 1 / 1.5)
+    assert back.shape == (256, 320) and abs(reg.cell_width(back) - reg.cell_width(a[1])) < 0.5
+    res = reg.register([a[0], back])
+    both = (res.cells >= 0).all(axis=1).sum()
+    assert both >= 0.6 * min(len(a[0]), len(back)) and res.alignment[1].quality > 0.6, (both, res.alignment)
     with pytest.raises(reg.RegistrationError, match="reference session 3 of 2"):
         reg.register(a, reg.RegistrationParams(reference=2))
 
@@ -132,6 +136,18 @@ def test_register_command_bad_input(tmp_path):
     np.save(tmp_path / "a.npy", np.ones((2, 10, 10)))
     single = _cli(tmp_path / "a.npy", "--out", tmp_path / "o")
     assert single.returncode == 1 and "at least two" in single.stderr and not (tmp_path / "o").exists()
+    # a session at 1.5 times finer pixels: refused with the reason, registered when told the pixel sizes
+    a, _, _ = _sessions(n_cells=120, n_sessions=2, seed=3)
+    np.save(tmp_path / "d1.npy", a[0].dense())
+    np.save(tmp_path / "d2.npy", reg.rescale(a[1], 1.5).dense())
+    scaled = _cli(tmp_path / "d1.npy", tmp_path / "d2.npy", "--out", tmp_path / "o")
+    assert scaled.returncode == 1 and "another pixel size" in scaled.stderr and not (tmp_path / "o").exists()
+    miscount = _cli(tmp_path / "d1.npy", tmp_path / "d2.npy", "--pixel-size", "1.5")
+    assert miscount.returncode == 1 and "given 1 times for 2 files" in miscount.stderr
+    told = _cli(tmp_path / "d1.npy", tmp_path / "d2.npy", "--pixel-size", "1.5", "--pixel-size", "1.0", "--json")
+    assert told.returncode == 0, told.stderr
+    summary = json.loads(told.stdout)
+    assert summary["cells_in_n_sessions"][1] >= 0.6 * min(summary["n_units"]) and summary["alignment"][1]["quality"] > 0.6
 
 
 @pytest.mark.db
@@ -205,6 +221,26 @@ def test_registration_stage_on_simulated_sessions(db, tmp_path):
     assert expected and all(ids[u] == c for u, c in expected.items())
     alignment = (pl.Registration.Session & group).to_dicts(order_by="session")
     assert len(alignment) == 3 and all(a["quality"] > 0.4 for a in alignment)
+    # one cell's traces in each session where it is found, each on its own session's clock
+    cell = int(table.loc[table["n_sessions"] == 3, "cell_id"].iloc[0])
+    tr = query.cell_traces("rg1_fov", cell)
+    assert list(tr["session"]) == ["d1", "d2", "d3"] and list(tr["session_order"]) == [0, 1, 2]
+    for row, k in zip(tr.itertuples(index=False), range(3)):
+        unit = int(table.loc[table["cell_id"] == cell, f"d{k + 1}"].iloc[0])
+        shown = units.arrays(results[k])
+        np.testing.assert_array_equal(row.C, shown["C"][list(shown["unit_id"]).index(unit)])
+        assert row.unit_id == unit and len(row.time) == len(row.C) and row.time[0] == 0
+        assert row.recording_start.day == 5 + k  # a day apart: each session keeps its own clock
+    with pytest.raises(pl.GroupError, match="no cell 9999"):
+        pl.traces("rg1_fov", 9999)
+    # the stored registration rebuilt (the same cells and transforms) and its figure, also in the report
+    stored = pl.result("rg1_fov")
+    assert stored.cells.shape == (len(table), 3) and (stored.cells >= 0).sum() == table[["d1", "d2", "d3"]].notna().sum().sum()
+    assert [round(a.dy, 3) for a in stored.alignment] == [round(a["dy"], 3) for a in alignment]
+    from scopeline import report
+
+    paths = report.write_figures(results[1], tmp_path / "report")
+    assert paths["registration_rg1_fov"].stat().st_size > 20_000
     # the same from the command line: a group of two of the sessions, then populate
     from conftest import db_env
 

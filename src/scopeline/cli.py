@@ -219,6 +219,9 @@ def simulate(
     sessions: int = typer.Option(1, help="Several sessions of the same cells (V4 layout)."),
     fov_shift: float = typer.Option(10.0, help="Multi-session: largest field-of-view offset, pixels."),
     presence: float = typer.Option(0.85, help="Multi-session: probability a cell is present in a session."),
+    max_rotation: float = typer.Option(0.0, "--max-rotation", help="Multi-session: largest rotation of a later "
+                                       "session's field of view, degrees."),
+    deformation: float = typer.Option(0.0, help="Multi-session: a later session's non-rigid field, pixels."),
     realistic: bool = typer.Option(False, "--realistic", help="Every artifact of real recordings on, at the "
                                    "measured strengths (line noise, GRIN lens, hot/dead pixels, LED warm-up, "
                                    "bleaching, diffuse sources, heterogeneous cells; --noise is then ignored)."),
@@ -243,7 +246,7 @@ def simulate(
         t0 = time.monotonic()
         if sessions > 1:
             folders = sim.simulate_sessions(out, params, sessions, fov_shift=fov_shift, presence=presence,
-                                            progress=True)
+                                            max_rotation=max_rotation, deformation=deformation, progress=True)
         else:
             folders = [sim.simulate(out, params, layout=layout, progress=True)]
     except (ValueError, RuntimeError) as err:
@@ -887,6 +890,9 @@ def register_cmd(
     key: Optional[str] = typer.Option(None, "--key", help="The variable holding the footprints in each file."),
     max_distance: Optional[float] = typer.Option(None, "--max-distance", help="Candidate pairs, pixels (default 8)."),
     reference: int = typer.Option(1, "--reference", help="Reference session, 1-based (default the first)."),
+    pixel_size: Optional[list[float]] = typer.Option(None, "--pixel-size", help="Each file's pixel size (um; "
+                                                     "repeat once per file, in order): sessions are resampled to "
+                                                     "the reference's. Default: all the same."),
 ):
     """Register cells across sessions from footprint files (no database): alignment, the same-cell model
     (CellReg's method), and cells with an id across sessions."""
@@ -898,7 +904,14 @@ def register_cmd(
             params = reg.RegistrationParams(**fields)
         except ValueError as err:
             _fail(f"registration parameters: {err}")
+        if pixel_size and len(pixel_size) != len(files):
+            _fail(f"--pixel-size given {len(pixel_size)} times for {len(files)} files: give one per file, in order")
+        if pixel_size and (min(pixel_size) <= 0 or not 1 <= reference <= len(files)):
+            _fail("--pixel-size: sizes must be positive" if min(pixel_size) <= 0 else
+                  f"--reference {reference}: {len(files)} files")
         sessions = [reg.read_footprints(f, key) for f in files]
+        if pixel_size:
+            sessions = [reg.rescale(A, size / pixel_size[reference - 1]) for A, size in zip(sessions, pixel_size)]
         result = reg.register(sessions, params)
         summary = {"sessions": [str(f) for f in files], **result.summary()}
         if out is not None:
