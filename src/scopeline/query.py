@@ -23,7 +23,7 @@ import pandas as pd
 from scopeline.pipeline import acquisition, activate, cnmf, keys, motion, stages, units as unit_reader
 from scopeline.pipeline._util import load_npy
 
-__all__ = ["sessions", "results", "units", "traces", "trace_matrix", "cells", "status"]
+__all__ = ["sessions", "results", "units", "traces", "trace_matrix", "cells", "cell_traces", "status"]
 
 _UNIT_METRICS = ["centroid_y", "centroid_x", "area", "snr", "sn", "b0", "c0", "patch_y", "patch_x"]
 
@@ -112,13 +112,6 @@ def units(subject: Optional[str] = None, session: Optional[str] = None, **params
     return pd.DataFrame([{c: row[c] for c in cols} for row in unit_reader.rows(r, *_UNIT_METRICS)], columns=cols)
 
 
-def _frame_times(key: dict) -> np.ndarray:
-    """float64 (frames,): times of the corrected frames, s from the recording's first frame."""
-    ts = (acquisition.RecordingInfo & key).fetch1("timestamps")
-    idx = (motion.MotionCorrection & key).fetch1("frame_index")
-    return np.asarray(ts, np.float64)[idx] - float(ts[0])
-
-
 def traces(subject: Optional[str] = None, session: Optional[str] = None, **paramsets: Optional[str]) -> pd.DataFrame:
     """One row per unit with its traces: the result's key, unit_id, ``C`` and ``S`` (float32
     (frames,) arrays, movie units: not dF/F) and ``time`` (float64 (frames,), s from the first frame).
@@ -132,7 +125,7 @@ def traces(subject: Optional[str] = None, session: Optional[str] = None, **param
         key = {k: row[k] for k in fields}
         motion_key = tuple(keys.of(key, "motion").values())
         if motion_key not in times:
-            times[motion_key] = _frame_times(key)
+            times[motion_key] = motion.frame_times(key)
         out.append({**key, "unit_id": row["unit_id"], "C": load_npy(row["trace"]), "S": load_npy(row["activity"]),
                     "time": times[motion_key]})
     return pd.DataFrame(out, columns=fields + ["unit_id", "C", "S", "time"])
@@ -164,7 +157,7 @@ def trace_matrix(key: dict, which: str = "C") -> pd.DataFrame:
     res = unit_reader.arrays(full, yra=which == "YrA")
     if res[which] is None:
         raise ValueError(f"{keys.describe(full)}: YrA is not stored for this result (made by an earlier scopeline)")
-    return pd.DataFrame(res[which].T, index=pd.Index(_frame_times(full), name="time"),
+    return pd.DataFrame(res[which].T, index=pd.Index(motion.frame_times(full), name="time"),
                         columns=pd.Index(res["unit_id"], name="unit_id"))
 
 
@@ -188,6 +181,22 @@ def cells(subject: Optional[str] = None, group: Optional[str] = None) -> pd.Data
     out = pd.concat(frames, ignore_index=True)
     first = ["group_name", "registration_paramset", "cell_id", "score", "n_sessions"]
     return out[first + [c for c in out.columns if c not in first]]
+
+
+def cell_traces(group: str, cell_id: int, paramset: str = "default") -> pd.DataFrame:
+    """One registered cell's traces across sessions, each on its own session's clock: one row per session
+    where the cell is found, with the member's key, ``unit_id``, ``recording_start``, ``time`` (s from that
+    recording's first frame), ``C`` and ``S`` (:func:`scopeline.pipeline.registration.traces`).
+
+    Raises
+    ------
+    scopeline.pipeline.registration.GroupError
+        If the group has no registration with that parameter set, or no such cell.
+    """
+    from scopeline.pipeline import registration
+
+    activate()
+    return registration.traces(group, cell_id, paramset)
 
 
 def status() -> pd.DataFrame:

@@ -91,9 +91,23 @@ def write_figures(key: dict, out_dir: str | Path) -> dict[str, Path]:
                                               out / f"{result_name(ckey)}_quality.png",
                                               title=_title(ckey) + ": unit quality metrics")
         for stage in stages.STAGES:  # a registered stage's own figures, for each of its results here
-            if stage.figures is not None and stage.scope == "recording":  # (once per CNMF result: figures_per)
-                for stage_key in ([ckey] if stage.extra.get("figures_per") == "cnmf" else (stage.computed & ckey).keys()):
-                    paths.update(stage.figures(dict(stage_key), out))
+            if stage.figures is not None:
+                paths.update(_stage_figures(stage, ckey, out))
+    return paths
+
+
+def _stage_figures(stage, ckey: dict, out: Path) -> dict:
+    """A stage's figures of its results that involve one CNMF result: its results of that result (once for
+    the result with ``figures_per: cnmf``), or for a group-scoped stage, its results of the groups the
+    result is a member of."""
+    if stage.scope == "group":
+        group = stage.extra["group"]
+        found = (stage.computed & (group.Member & keys.of(ckey, "cnmf")).proj()).keys()
+    else:
+        found = [ckey] if stage.extra.get("figures_per") == "cnmf" else (stage.computed & ckey).keys()
+    paths = {}
+    for stage_key in found:
+        paths.update(stage.figures(dict(stage_key), out))
     return paths
 
 

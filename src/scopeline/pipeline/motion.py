@@ -192,6 +192,14 @@ class MotionCorrection(dj.Computed):
         return np.ones((int(h), int(w)), bool) if fov is None else np.asarray(fov) > 0
 
 
+def frame_times(key: dict) -> np.ndarray:
+    """float64 (frames,): times of a motion correction's corrected frames, s from its recording's first
+    frame (the recording's own clock)."""
+    ts = (acquisition.RecordingInfo & key).fetch1("timestamps")
+    idx = (MotionCorrection & key).fetch1("frame_index")
+    return np.asarray(ts, np.float64)[idx] - float(ts[0])
+
+
 def _plain(info: dict) -> dict:
     """JSON-ready copy of a dict (numpy scalars and arrays as Python numbers and lists, also nested)."""
     return json.loads(json.dumps(info, default=json_default))

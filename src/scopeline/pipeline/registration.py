@@ -26,11 +26,12 @@ from scopeline.errors import ScopelineError
 from scopeline.pipeline import cnmf, keys, subject, units  # noqa: F401  (cnmf, subject: foreign keys)
 from scopeline.pipeline._paramsets import parse_params
 from scopeline.pipeline._stage import Stage, stage_tables
+from scopeline.pipeline._util import load_npy
 
 schema = dj.Schema()
 
 __all__ = ["RegistrationGroup", "RegistrationParamSet", "RegistrationTask", "Registration", "create_group",
-           "cells", "GroupError"]
+           "cells", "traces", "result", "figures", "GroupError"]
 
 
 class GroupError(ScopelineError, ValueError):
@@ -106,6 +107,8 @@ class Registration(dj.Computed):
         rotation                   : float32        # degrees (clockwise on screen)
         quality                    : float32        # peak correlation of the aligned projections
         n_units                    : int32
+        field = null               : <blob>         # float32 (gy, gx, 2) non-rigid field (dy, dx) px, or null
+        field_step = 0             : float32        # pixels between the field's grid nodes
         """
 
     class Cell(dj.Part):
@@ -142,7 +145,8 @@ class Registration(dj.Computed):
                       "error_rates": summary["error_rates"], "model": summary["model"], "pairs": result.pairs,
                       "compute_time": time.perf_counter() - t0, "scopeline_version": scopeline.__version__})
         member_keys = [{k: m[k] for k in RegistrationGroup.Member.primary_key} for m in members]
-        self.Session.insert([{**key, **mk, **a.as_dict(), "n_units": len(s["unit_id"])}
+        self.Session.insert([{**key, **mk, "dy": a.dy, "dx": a.dx, "rotation": a.rotation, "quality": a.quality,
+                              "n_units": len(s["unit_id"]), "field": a.field, "field_step": a.field_step}
                              for mk, a, s in zip(member_keys, result.alignment, shown)])
         self.Cell.insert([{**key, "cell_id": c, "score": float(result.scores[c]),
                            "n_sessions": int((result.cells[c] >= 0).sum())} for c in range(len(result.cells))])
@@ -211,18 +215,124 @@ def cells(group: str, paramset: str = "default") -> pd.DataFrame:
     GroupError
         If the group has no registration with that parameter set yet.
     """
-    key = {"group_name": group, RegistrationParamSet.name_attr: paramset}
-    if not (Registration & key):
-        raise GroupError(f"group {group!r} has no registration with parameter set {paramset!r} (scopeline populate)")
+    key = _key(group, paramset)
     members = (RegistrationGroup.Member & key).to_dicts(order_by="session_order")
-    names = [m["session"] if sum(x["session"] == m["session"] for x in members) == 1 else
-             f"{m['session']}/{m['recording_id']}" for m in members]
+    names = _names(members)
     frame = pd.DataFrame((Registration.Cell & key).to_dicts(order_by="cell_id"), columns=["cell_id", "score",
                                                                                            "n_sessions"])
     for m, col in zip(members, names):
         found = {r["cell_id"]: r["unit_id"] for r in (Registration.CellUnit & key & keys.of(m, "cnmf")).to_dicts()}
         frame[col] = pd.array([found.get(c) for c in frame["cell_id"]], dtype="Int64")
     return frame
+
+
+def _key(group: str, paramset: str) -> dict:
+    key = {"group_name": group, RegistrationParamSet.name_attr: paramset}
+    if not (Registration & key):
+        raise GroupError(f"group {group!r} has no registration with parameter set {paramset!r} (scopeline populate)")
+    return key
+
+
+def _names(members: list) -> list:
+    """Column names of a group's members: the session, with the recording where a session has several."""
+    return [m["session"] if sum(x["session"] == m["session"] for x in members) == 1 else
+            f"{m['session']}/{m['recording_id']}" for m in members]
+
+
+def traces(group: str, cell_id: int, paramset: str = "default") -> pd.DataFrame:
+    """One registered cell's traces in every session where it is found, each on its own session's clock.
+
+    Parameters
+    ----------
+    group : str
+        The registration group.
+    cell_id : int
+        The cell's global id (:func:`cells`).
+    paramset : str
+        Registration parameter set.
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per session with the cell: ``session_order``, the member's CNMF key, ``unit_id``,
+        ``recording_start`` (datetime, when the recording's metadata gives it), ``time`` (float64 (frames,), s
+        from that recording's first frame), ``C`` and ``S`` (float32 (frames,), movie units: not dF/F).
+
+    Raises
+    ------
+    GroupError
+        If the group has no such registration, or no cell ``cell_id``.
+    """
+    from scopeline.pipeline import acquisition, motion
+
+    key = _key(group, paramset)
+    if not (Registration.Cell & key & {"cell_id": int(cell_id)}):
+        raise GroupError(f"group {group!r}: no cell {cell_id} (cells 0..{len(Registration.Cell & key) - 1})")
+    fields = list(keys.fields("cnmf"))
+    rows = []
+    for r in (Registration.CellUnit * RegistrationGroup.Member & key & {"cell_id": int(cell_id)}).to_dicts(
+            order_by="session_order"):
+        ckey = keys.of(r, "cnmf")
+        trace, activity = (cnmf.CNMF.Unit & ckey & {"unit_id": r["unit_id"]}).fetch1("trace", "activity")
+        rows.append({"session_order": r["session_order"], **ckey, "unit_id": int(r["unit_id"]),
+                     "recording_start": (acquisition.RecordingInfo & ckey).fetch1("recording_start"),
+                     "time": motion.frame_times(ckey), "C": load_npy(trace), "S": load_npy(activity)})
+    return pd.DataFrame(rows, columns=["session_order", *fields, "unit_id", "recording_start", "time", "C", "S"])
+
+
+def result(group: str, paramset: str = "default") -> core_registration.RegistrationResult:
+    """A stored registration as a :class:`scopeline.core.registration.RegistrationResult` (the units of each
+    member as the registration saw them, moved by the stored alignment: for figures and further analysis).
+
+    Raises
+    ------
+    GroupError
+        If the group has no such registration, or a member's units are no longer those it registered (a
+        curation changed since: populate again after deleting the registration).
+    """
+    key = _key(group, paramset)
+    row = (Registration & key).fetch1()
+    members = (RegistrationGroup.Member & key).to_dicts(order_by="session_order")
+    p = parse_params(core_registration.RegistrationParams, (RegistrationParamSet & key).fetch1("params"),
+                     "registration", paramset)
+    shown, alignment = [], []
+    for m in members:
+        mk = {k: m[k] for k in RegistrationGroup.Member.primary_key}
+        a = (Registration.Session & key & mk).fetch1()
+        sub = units.arrays(keys.of(m, "cnmf"))
+        if len(sub["unit_id"]) != a["n_units"]:
+            raise GroupError(f"group {group!r}: {keys.describe(keys.of(m, 'cnmf'))} shows {len(sub['unit_id'])} units, "
+                             f"the registration saw {a['n_units']} (its curation changed since)")
+        shown.append(sub)
+        alignment.append(core_registration.Alignment(float(a["dy"]), float(a["dx"]), float(a["rotation"]),
+                                                     float(a["quality"]), a["field"], float(a["field_step"])))
+    n_cells = int(row["n_cells"])
+    cells = np.full((n_cells, len(members)), -1, int)
+    index = [{int(u): i for i, u in enumerate(sub["unit_id"])} for sub in shown]
+    order = {tuple(keys.of(m, "cnmf").values()): i for i, m in enumerate(members)}
+    for r in (Registration.CellUnit & key).to_dicts():
+        s = order[tuple(keys.of(r, "cnmf").values())]
+        cells[r["cell_id"], s] = index[s][int(r["unit_id"])]
+    scores = np.array([c["score"] for c in (Registration.Cell & key).to_dicts(order_by="cell_id")], np.float64)
+    moved, cents = core_registration.place([sub["A"] for sub in shown], alignment, p.reference)
+    model = {k: (tuple(v) if isinstance(v, list) else v) for k, v in row["model"].items()}
+    return core_registration.RegistrationResult(alignment, cells, scores, row["pairs"], model, row["error_rates"],
+                                                cents, moved, tuple(shown[p.reference]["A"].shape))
+
+
+def figures(key: dict, out_dir) -> dict:
+    """The figure of one stored registration (the report's hook): aligned footprints, cells coloured by id,
+    the fitted same-cell model with its threshold, cells found in 1..N sessions."""
+    from pathlib import Path
+
+    from scopeline.figures import registration_figure
+
+    group, paramset = key["group_name"], key[RegistrationParamSet.name_attr]
+    members = (RegistrationGroup.Member & key).to_dicts(order_by="session_order")
+    subject_name = (RegistrationGroup & key).fetch1("subject")
+    path = registration_figure(result(group, paramset), Path(out_dir) / f"registration_{group}_{paramset}.png",
+                               _names(members), title=f"{subject_name}: registration group {group!r} ({paramset})")
+    return {f"registration_{group}": path}
 
 
 def nwb(nwbfile, key: dict) -> None:
@@ -247,7 +357,7 @@ def nwb(nwbfile, key: dict) -> None:
 
 STAGE = Stage(
     "registration", module=sys.modules[__name__], computed=Registration, paramset=RegistrationParamSet,
-    task=RegistrationTask, scope="group", label="registration", nwb=nwb,
+    task=RegistrationTask, scope="group", label="registration", nwb=nwb, figures=figures,
     extra={"columns": ("n_cells",), "group": RegistrationGroup},
     description="Cross-session registration parameter set of scopeline (alignment search, candidate-pair distance, "
                 "same-cell probability); pixels of the reference session.")
