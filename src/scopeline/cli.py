@@ -351,6 +351,9 @@ def task(
     console.print(f"{added} {target.name} task(s) added ({len(keys)} matching recording(s))")
 
 
+_ORPHAN_TIMEOUT_H = 24.0  # hours (scopeline.pipeline.jobs.ORPHAN_TIMEOUT)
+
+
 @app.command()
 def populate(
     retry_errors: bool = typer.Option(False, "--retry-errors", help="Clear failed jobs first and run them again."),
@@ -360,19 +363,73 @@ def populate(
                                                        "scheduler (default: SCOPELINE_DASK_SCHEDULER or threads)."),
     stage: Optional[list[str]] = typer.Option(None, "--stage", help="Only this stage's work (repeatable; "
                                               "default every stage), e.g. motion on one machine and CNMF on another."),
+    orphan_timeout: float = typer.Option(_ORPHAN_TIMEOUT_H, "--orphan-timeout", help="Hours after which a reserved "
+                                         "job whose worker cannot be seen is run again (a job whose worker's "
+                                         "database connection closed is run again at once)."),
 ):
     """Run all pending work of every stage (RecordingInfo, MotionCorrection, Initialization, CNMF, and
     any registered), with progress bars; reports failures.
 
-    Safe on many machines at once: jobs are reserved in the database, so each runs once.
+    Safe on many machines at once: jobs are reserved in the database, so each runs once; jobs left
+    reserved by a worker that is gone (killed, crashed) are run again.
     """
     from scopeline.pipeline import activate, stages
 
     with _clear_errors():
         activate()
         only = [stages.get(name).name for name in stage] if stage else None
+        _reset_orphans(orphan_timeout * 3600)
     if _populate(None, retry_errors, workers, scheduler, only=only):
         console.print("fix the cause, then: scopeline populate --retry-errors")
+        raise typer.Exit(1)
+
+
+def _reset_orphans(orphan_timeout_s: float) -> int:
+    """Make the jobs of workers that are gone pending again, saying which; return how many."""
+    from scopeline.pipeline import jobs
+
+    reset = jobs.reset_orphans(orphan_timeout_s)
+    for row in reset.itertuples(index=False):
+        console.print(f"[yellow]orphaned job reset[/] {row.table} {_key_text(row.key)}: reserved by {row.host} pid "
+                      f"{row.pid} ({row.reason})", highlight=False)
+    return len(reset)
+
+
+def _key_text(key: dict) -> str:
+    return "/".join(str(v) for v in key.values())
+
+
+@app.command()
+def worker(
+    stage: Optional[list[str]] = typer.Option(None, "--stage", help="Only this stage's jobs (repeatable; default "
+                                              "every stage)."),
+    max_jobs: Optional[int] = typer.Option(None, "--max-jobs", min=1, help="Stop after this many jobs."),
+    idle_exit: Optional[float] = typer.Option(None, "--idle-exit", min=0, help="Stop after this many seconds "
+                                              "without work (default: wait for work for ever)."),
+    run_for: Optional[float] = typer.Option(None, "--run-for", min=0, help="Start no job after this many seconds "
+                                            "(a batch job: its wall time less the longest job)."),
+    max_sleep: float = typer.Option(60.0, "--max-sleep", min=0.1, help="Longest wait between looks for work, s."),
+    orphan_timeout: float = typer.Option(_ORPHAN_TIMEOUT_H, "--orphan-timeout", help="Hours after which a reserved "
+                                         "job whose worker cannot be seen is run again."),
+    workers: Optional[int] = typer.Option(None, help="Blocks in parallel per job (default: SCOPELINE_WORKERS or 2)."),
+    scheduler: Optional[str] = typer.Option(None, help="threads | processes | address of a dask.distributed "
+                                                       "scheduler (default: SCOPELINE_DASK_SCHEDULER or threads)."),
+):
+    """Run jobs of every stage, upstream first, one at a time, until stopped (SIGTERM / Ctrl-C: the job in
+    hand is released for another worker) or idle: one line per job. The same on every machine."""
+    from scopeline import executor
+    from scopeline.pipeline import activate, check_current, stages
+    from scopeline.pipeline import worker as loop
+
+    with _clear_errors():
+        activate()
+        check_current()
+        names = [stages.get(name).name for name in stage] if stage else None
+        executor.configure(workers=workers, scheduler=scheduler)
+        stamp = lambda line: print(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {line}", flush=True)  # noqa: E731
+        stats = loop.run(names, max_jobs=max_jobs, idle_exit=idle_exit, run_for=run_for, max_sleep=max_sleep,
+                         orphan_timeout=orphan_timeout * 3600, log=stamp)
+    if stats.failed:
         raise typer.Exit(1)
 
 
@@ -636,7 +693,7 @@ def export_nwb_cmd(
 def status(as_json: bool = typer.Option(False, "--json", help="Print JSON.")):
     """Progress of every stage across the database: done, pending, reserved (running) and failed jobs."""
     from scopeline import query
-    from scopeline.pipeline import activate
+    from scopeline.pipeline import activate, jobs
 
     with _clear_errors():
         activate()
@@ -649,8 +706,49 @@ def status(as_json: bool = typer.Option(False, "--json", help="Print JSON.")):
         table.add_row(r["stage"], r["table"], str(r["done"]), str(r["pending"]), str(r["reserved"]),
                       f"[red]{r['error']}[/]" if r["error"] else "0")
     console.print(table)
+    if frame["reserved"].sum():
+        _print_jobs(jobs.jobs(status="reserved"))
     if frame["error"].sum():
         console.print("see the failures: scopeline populate (prints them); retry: scopeline populate --retry-errors")
+
+
+def _print_jobs(frame) -> None:
+    """A table of jobs: stage, key, status, where and since when it runs, and why it failed."""
+    table = Table("stage", "key", "status", "host", "pid", "age", "worker", "error")
+    for r in frame.itertuples(index=False):
+        age = "" if r.age_s is None or r.age_s != r.age_s else f"{r.age_s / 60:.1f} min"
+        worker = {True: "running", False: "[red]gone[/]", None: "unknown"}[r.alive] if r.status == "reserved" else ""
+        table.add_row(r.stage, _key_text(r.key), r.status, r.host, str(r.pid), age, worker,
+                      (r.error_message or "")[:80])
+    console.print(table)
+
+
+@app.command("jobs")
+def jobs_cmd(
+    stage: Optional[str] = typer.Option(None, "--stage", help="Only this stage's jobs."),
+    reset_orphans: bool = typer.Option(False, "--reset-orphans", help="Run again the jobs whose worker is gone."),
+    orphan_timeout: float = typer.Option(_ORPHAN_TIMEOUT_H, "--orphan-timeout", help="Hours after which a reserved "
+                                         "job whose worker cannot be seen counts as orphaned."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+):
+    """Jobs that are running (reserved, with the host, pid and age of their worker and whether it is still
+    there), failed or ignored, across every stage."""
+    from scopeline.pipeline import activate
+    from scopeline.pipeline import jobs
+
+    with _clear_errors():
+        activate()
+        if reset_orphans:
+            n = _reset_orphans(orphan_timeout * 3600)
+            console.print(f"{n} orphaned job(s) reset; scopeline populate runs them")
+        frame = jobs.jobs(stage)
+    if as_json:
+        print(frame.assign(key=frame["key"].map(_key_text)).to_json(orient="records", date_format="iso"))
+        return
+    if frame.empty:
+        console.print("no job is running, failed or ignored")
+        return
+    _print_jobs(frame)
 
 
 @app.command()
