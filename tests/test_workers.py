@@ -99,6 +99,18 @@ def test_sigkill_in_each_heavy_stage_then_another_worker_finishes_with_the_same_
     np.testing.assert_allclose([u["centroid_y"] for u in a], [u["centroid_y"] for u in b], atol=1e-3)
     status = json.loads(_cli(["status", "--json"], env).stdout)
     assert all(r["reserved"] == 0 and r["error"] == 0 for r in status)
+    # what the killed jobs had written is garbage for scopeline gc; what the rows refer to stays
+    stray = db["store"] / "_schema" / motion.schema.database / "MotionCorrection" / "subject=gone" / "movie_x.zarr"
+    stray.mkdir(parents=True)
+    (stray / "zarr.json").write_text("{}")  # as a worker killed before its insert leaves it
+    collected = _cli(["gc"], env).stdout
+    assert "unreferenced object(s)" in collected and "subject=gone/movie_x.zarr/zarr.json" in collected, collected
+    assert not (stray / "zarr.json").exists()
+    again = _cli(["gc", "--dry-run"], env).stdout
+    assert "0 unreferenced object(s)" in again, again
+    movie = (motion.MotionCorrection & key).open_movie()
+    assert movie.shape[0] == 400 and float(movie[10].mean()) > 0  # the stored movie still reads
+    assert len(cnmf.CNMF.Unit & key) and (cnmf.CNMF.Unit & key).to_dicts()[0]["trace"] is not None
 
 
 def test_sigterm_releases_the_job_and_populate_resets_orphans(db, sim_cells, tmp_path):

@@ -181,7 +181,8 @@ def ingest(
     pattern: Optional[str] = typer.Option(
         None, "--pattern", "-p",
         help="Folder template relative to the data root giving subject/session, e.g. '**/{subject}/{session}/*/*'."),
-    fps: Optional[float] = typer.Option(None, "--fps", help="Frame rate (Hz) for TIFF/AVI without a clock."),
+    fps: Optional[float] = typer.Option(None, "--fps", min=0.001, max=10000.0, help="Frame rate (Hz) for TIFF/AVI "
+                                        "without a clock."),
 ):
     """Ingest recordings (Miniscope V4/V3 folders, TIFF stacks, AVI folders) into the database."""
     from scopeline.pipeline.ingest import ingest as run_ingest
@@ -211,7 +212,7 @@ def simulate(
     motion: float = typer.Option(0.3, help="Random-walk step of the translation, pixels/frame."),
     max_shift: float = typer.Option(8.0, help="Largest translation, pixels."),
     noise: float = typer.Option(6.0, help="Gaussian noise standard deviation, 8-bit units."),
-    fps: float = typer.Option(20.0, help="Frame rate, Hz."),
+    fps: float = typer.Option(20.0, min=0.001, max=10000.0, help="Frame rate, Hz."),
     frames_per_file: int = typer.Option(1000, help="Frames per AVI file."),
     dropped: int = typer.Option(0, help="Dropped-frame gaps in the timestamps."),
     seed: int = typer.Option(0, help="Random seed."),
@@ -569,7 +570,8 @@ def run(
                                help="Pipeline preset: default | minian | cnmfe | fast | registered (a movie "
                                     "registered before: edges excluded)."),
     out: Path = typer.Option(Path("scopeline-results"), "--out", "-o", help="Folder for figures and NWB files."),
-    fps: Optional[float] = typer.Option(None, "--fps", help="Frame rate (Hz) for TIFF/AVI without a clock."),
+    fps: Optional[float] = typer.Option(None, "--fps", min=0.001, max=10000.0, help="Frame rate (Hz) for TIFF/AVI "
+                                        "without a clock."),
     no_nwb: bool = typer.Option(False, "--no-nwb", help="Skip the NWB export."),
     metadata: Optional[Path] = _METADATA,
 ):
@@ -629,13 +631,13 @@ def report(
     """Figures (motion shifts, summary images, footprint contours, traces with activity) and a summary
     of one result. Parameter sets not given are inferred when only one result matches."""
     from scopeline import report as rep
-    from scopeline.pipeline import activate
+    from scopeline.pipeline import activate, keys
 
     with _clear_errors():
         key = _result_key(subject, session, recording, preset, paramsets)
         activate()
         try:
-            paths = rep.write_figures(key, out / subject / session)
+            paths = rep.write_figures(key, out / keys.file_part(subject) / keys.file_part(session))
             info = rep.summary(key) if "cnmf" in paths else None
         except LookupError as err:
             _fail(str(err))
@@ -721,6 +723,33 @@ def _print_jobs(frame) -> None:
         table.add_row(r.stage, _key_text(r.key), r.status, r.host, str(r.pid), age, worker,
                       (r.error_message or "")[:80])
     console.print(table)
+
+
+@app.command("gc")
+def gc_cmd(
+    dry_run: bool = typer.Option(False, "--dry-run", help="List what would be removed; remove nothing."),
+    force: bool = typer.Option(False, "--force", help="Collect even while jobs are held (only when their workers "
+                                                      "are known to be gone)."),
+):
+    """Remove store objects no row refers to (left by a worker killed between writing and inserting, or by
+    deleted rows), with DataJoint's garbage collector; refused while a worker holds a job."""
+    from scopeline.pipeline import activate
+    from scopeline.pipeline import store
+
+    with _clear_errors():
+        activate()
+        out = store.collect(dry_run=dry_run, force=force)
+    for path in out["orphaned"][:50]:
+        console.print(f"  {'would remove' if dry_run else 'removed'} {path}", highlight=False)
+    more = len(out["orphaned"]) - 50
+    if more > 0:
+        console.print(f"  ... and {more} more", highlight=False)
+    verb = "would remove" if dry_run else "removed"
+    console.print(f"store {', '.join(out['stores'])}: {len(out['orphaned'])} unreferenced object(s), "
+                  f"{out['bytes'] / 1e6:.1f} MB; {verb} {len(out['orphaned']) if dry_run else out['deleted']}"
+                  f"{', ' + str(out['errors']) + ' error(s)' if out['errors'] else ''}")
+    if out["errors"]:
+        raise typer.Exit(1)
 
 
 @app.command("jobs")

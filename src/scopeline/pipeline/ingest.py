@@ -94,7 +94,10 @@ def _identity(source: io.RecordingSource, rel: str, subject: str | None, session
             f"{source.folder}: no {' and no '.join(missing)} given: pass subject= and session= "
             f"(--subject/--session) or a pattern (--pattern '**/{{subject}}/{{session}}/*/*')"
         )
-    return {"subject": ident["subject"], "session": ident["session"]}
+    try:
+        return {"subject": keys.check_id("subject", ident["subject"]), "session": keys.check_id("session", ident["session"])}
+    except keys.IdentifierError as err:
+        raise IngestError(f"{source.folder}: {err}") from None
 
 
 def ingest(path: str | Path, subject: str | None = None, session: str | None = None, *,

@@ -14,13 +14,49 @@ with :func:`restriction`, :func:`of`, :func:`for_paramsets` and :func:`name`.
 
 from __future__ import annotations
 
+import re
 from typing import Mapping, Optional
 
+from scopeline.errors import ScopelineError
+
 __all__ = ["RECORDING", "fields", "stage_fields", "of", "recording", "recording_text", "restriction", "for_paramsets", "name",
-           "describe"]
+           "describe", "IdentifierError", "check_id", "file_part", "ID_PATTERN"]
 
 #: the fields naming one recording (acquisition.Recording's primary key)
 RECORDING = ("subject", "session", "recording_id")
+
+#: subject and session ids: 1-64 letters, digits, ``_``, ``-``, ``.`` and ``+``, starting with a letter or
+#: digit (so an id is never a path: no ``/``, ``\``, ``..`` or leading ``.``, and is the same on every
+#: file system)
+ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]{0,63}")
+
+
+class IdentifierError(ScopelineError, ValueError):
+    """A subject or session id outside :data:`ID_PATTERN`."""
+
+
+def check_id(kind: str, value: str) -> str:
+    """``value`` if it is a valid ``kind`` id (subject, session: :data:`ID_PATTERN`, no ``..``).
+
+    Raises
+    ------
+    IdentifierError
+        Naming the id and what is allowed.
+    """
+    text = str(value)
+    if not ID_PATTERN.fullmatch(text) or ".." in text:
+        raise IdentifierError(f"{kind} id {text!r}: use 1-64 letters, digits, '_', '-', '.' or '+', starting with a "
+                              "letter or digit (ids name files and folders, so no '/', '\\', '..', spaces or leading "
+                              "'.')")
+    return text
+
+
+def file_part(value) -> str:
+    """``value`` as one safe file-name part, whatever the database holds: characters outside ``[A-Za-z0-9_.+-]``
+    become ``_``, leading dots ``_`` and ``..`` ``__`` (the result never names another folder)."""
+    text = re.sub(r"[^A-Za-z0-9_.+-]", "_", str(value)) or "_"
+    text = text.replace("..", "__")
+    return "_" + text[1:] if text.startswith(".") else text
 
 
 def stage_fields(stage: Optional[str] = None) -> tuple[str, ...]:
@@ -92,8 +128,9 @@ def for_paramsets(recording_key: Mapping, paramsets: Mapping[str, str], stage: O
 
 
 def name(key: Mapping) -> str:
-    """File-name stem of a result: its fields' values joined by ``_`` (subject_session_recording_motion_...)."""
-    return "_".join(str(key[k]) for k in fields() if k in key)
+    """File-name stem of a result: its fields' values joined by ``_`` (subject_session_recording_motion_...),
+    each made a safe file-name part (:func:`file_part`)."""
+    return "_".join(file_part(key[k]) for k in fields() if k in key)
 
 
 def describe(key: Mapping) -> str:

@@ -330,7 +330,7 @@ def figures(key: dict, out_dir) -> dict:
     group, paramset = key["group_name"], key[RegistrationParamSet.name_attr]
     members = (RegistrationGroup.Member & key).to_dicts(order_by="session_order")
     subject_name = (RegistrationGroup & key).fetch1("subject")
-    path = registration_figure(result(group, paramset), Path(out_dir) / f"registration_{group}_{paramset}.png",
+    path = registration_figure(result(group, paramset), Path(out_dir) / f"registration_{keys.file_part(group)}_{keys.file_part(paramset)}.png",
                                _names(members), title=f"{subject_name}: registration group {group!r} ({paramset})")
     return {f"registration_{group}": path}
 
