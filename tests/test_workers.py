@@ -181,3 +181,63 @@ print("reserved", flush=True)
 sys.stdin.readline()
 os._exit(0)
 """
+
+
+def _tiny(tmp_path, n: int) -> list:
+    """``n`` short simulated recordings (48 x 48, 200 frames) under ``tmp_path``."""
+    from scopeline.core import simulate as sim
+
+    out = []
+    for k in range(n):
+        folder = tmp_path / f"rec{k}"
+        sim.simulate(folder, sim.SimulationParams(height=48, width=48, n_frames=200, n_cells=4, seed=100 + k))
+        out.append(folder)
+    return out
+
+
+def test_six_workers_on_twelve_recordings_do_every_job_exactly_once(db, tmp_path):
+    """A load test (loopback): six workers share twelve motion corrections; their job logs and the table
+    agree, one line and one row per job."""
+    _one_backend(db, "mysql")
+    env = _env(db, tmp_path)
+    for k, folder in enumerate(_tiny(tmp_path, 12)):
+        _cli(["ingest", folder, "-s", "wkload", "-d", f"d{k:02d}"], env)
+    _cli(["task", "motion", "-s", "wkload"], env)
+    procs = [_worker(env, "--stage", "motion", "--idle-exit", "3") for _ in range(6)]
+    logs = [p.communicate(timeout=600)[0] for p in procs]
+    assert all(p.returncode == 0 for p in procs), logs
+    done = [line.split(" motion ")[1].split(":")[0] for log in logs for line in log.splitlines()
+            if " motion " in line and "done in" in line]
+    assert len(done) == len(set(done)) == 12, done
+    assert len(motion.MotionCorrection & {"subject": "wkload"}) == 12
+    assert sum(1 for log in logs if "done in" in log) >= 2  # the work was shared
+    assert not motion.MotionCorrection.jobs.reserved and not motion.MotionCorrection.jobs.errors
+
+
+def test_workers_survive_a_database_restart(tmp_path):
+    """Two workers on scopeline's private server; the server is stopped and started again while they run:
+    both recover and finish, every job done once."""
+
+    if not (shutil.which("mariadbd") or shutil.which("mysqld") or os.path.exists("/usr/sbin/mariadbd")):
+        pytest.skip("no MariaDB / MySQL server binary")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("DJ_", "SCOPELINE_"))}
+    env.update({"SCOPELINE_HOME": str(tmp_path / "home"), "SCOPELINE_SCHEMA_PREFIX": "wkrestart_"})
+    try:
+        for k, folder in enumerate(_tiny(tmp_path, 6)):
+            _cli(["ingest", folder, "-s", "wkdb", "-d", f"d{k}"], env)
+        _cli(["task", "motion", "-s", "wkdb"], env)
+        procs = [_worker(env, "--stage", "motion", "--idle-exit", "8") for _ in range(2)]
+        time.sleep(6)  # the workers are at work
+        assert _cli(["db", "down"], env).returncode == 0
+        time.sleep(3)
+        assert _cli(["db", "up"], env).returncode == 0
+        logs = [p.communicate(timeout=600)[0] for p in procs]
+        assert all(p.returncode == 0 for p in procs), logs
+        status = {r["table"]: r for r in json.loads(_cli(["status", "--json"], env).stdout)}
+        assert status["MotionCorrection"]["done"] == 6 and status["MotionCorrection"]["reserved"] == 0, (status, logs, _cli(["jobs"], env).stdout)
+        assert status["MotionCorrection"]["error"] == 0, _cli(["populate"], env, ok=False).stdout
+        done = [line.split(" motion ")[1].split(":")[0] for log in logs for line in log.splitlines()
+                if " motion " in line and "done in" in line]
+        assert len(done) == len(set(done)) == 6, logs
+    finally:
+        subprocess.run([sys.executable, "-m", "scopeline.cli", "db", "down"], env=env, capture_output=True, timeout=120)

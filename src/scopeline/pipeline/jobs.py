@@ -8,7 +8,9 @@ never runs. Here a reserved job is an **orphan** when:
 
 - its reserving connection is no longer open on the server (MySQL / MariaDB
   ``information_schema.PROCESSLIST``, PostgreSQL ``pg_stat_activity``): a killed process's connection
-  closes with it, so this is immediate and exact. The server lists every user's connections to a
+  closes with it, so this is immediate and exact. Connection ids start again when the server
+  restarts, so a reservation older than the server (or, on PostgreSQL, than the connection now
+  holding its id) is not that connection's. The server lists every user's connections to a
   user with the PROCESS privilege (MySQL) and always on PostgreSQL; otherwise only one's own, and a
   job reserved by another user is judged by the fallback;
 - or, where the connection's liveness cannot be seen, the job was reserved more than
@@ -42,19 +44,43 @@ def _postgres(conn) -> bool:
     return "postgres" in type(conn.adapter).__name__.lower()
 
 
-def _live_connections(conn) -> tuple[set, bool]:
-    """The connection ids open on the server, and whether that list shows every user's connections."""
+def _live_connections(conn) -> tuple[dict, bool, _dt.datetime]:
+    """The connections open on the server (id -> when it opened, None where the server does not say), whether
+    that list shows every user's, and when the server started (server clock): ids start again after a
+    restart, so a reservation older than the server, or than the connection with its id, is not that
+    connection's."""
     if _postgres(conn):
-        return {int(r[0]) for r in conn.query("SELECT pid FROM pg_stat_activity").fetchall()}, True
+        rows = conn.query("SELECT pid, backend_start FROM pg_stat_activity").fetchall()
+        started = conn.query("SELECT pg_postmaster_start_time()").fetchone()[0]
+        return ({int(r[0]): _naive(r[1]) for r in rows}, True, _naive(started))
     rows = conn.query("SELECT ID FROM information_schema.PROCESSLIST").fetchall()
     grants = " ".join(str(g[0]) for g in conn.query("SHOW GRANTS").fetchall()).upper()
     every = "ALL PRIVILEGES ON *.*" in grants or any(
         "PROCESS" in g.split(" ON ")[0] for g in grants.split("GRANT ") if " ON *.*" in g)
-    return {int(r[0]) for r in rows}, every
+    uptime = int(conn.query("SHOW GLOBAL STATUS LIKE 'Uptime'").fetchone()[1])
+    return ({int(r[0]): None for r in rows}, every, _server_now(conn) - _dt.timedelta(seconds=uptime + 1))
+
+
+def _naive(t):
+    """A server timestamp as naive time of the database session's zone (the drivers give aware ones in that
+    zone; DataJoint's datetime(3) columns hold the same wall clock without it)."""
+    return t if t is None else t.replace(tzinfo=None)
+
+
+def _reserver_alive(job: dict, live: dict, server_start: _dt.datetime) -> bool:
+    reserved = job["reserved_time"]
+    cid = int(job["connection_id"])
+    if cid not in live:
+        return False
+    if reserved is None:
+        return True
+    reserved = reserved.replace(tzinfo=None)
+    opened = live[cid]
+    return reserved >= server_start and (opened is None or opened <= reserved + _dt.timedelta(seconds=1))
 
 
 def _server_now(conn) -> _dt.datetime:
-    return conn.query("SELECT CURRENT_TIMESTAMP(3)").fetchone()[0].replace(tzinfo=None)
+    return _naive(conn.query("SELECT CURRENT_TIMESTAMP(3)").fetchone()[0])
 
 
 def jobs(stage: Optional[str] = None, status: Optional[str] = None) -> pd.DataFrame:
@@ -78,7 +104,7 @@ def jobs(stage: Optional[str] = None, status: Optional[str] = None) -> pd.DataFr
     """
     wanted = [status] if status else ["reserved", "error", "ignore"]
     rows = []
-    live, every, now, me = None, False, None, None
+    live, every, now, me, server_start = None, False, None, None, None
     for st in stages.STAGES if stage is None else [stages.get(stage)]:
         table = st.computed
         if not table.jobs.is_declared:
@@ -89,10 +115,10 @@ def jobs(stage: Optional[str] = None, status: Optional[str] = None) -> pd.DataFr
             if job["status"] == "reserved":
                 if live is None:
                     conn = table.connection
-                    live, every = _live_connections(conn)
+                    live, every, server_start = _live_connections(conn)
                     now, me = _server_now(conn), conn.get_user()
                 if every or job["user"] == me:
-                    alive = int(job["connection_id"]) in live
+                    alive = _reserver_alive(job, live, server_start)
                 if job["reserved_time"] is not None:
                     age = (now - job["reserved_time"].replace(tzinfo=None)).total_seconds()
             rows.append({"stage": st.name, "table": table.__name__,
