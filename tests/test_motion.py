@@ -307,3 +307,59 @@ def test_highpass_of_8_bit_frames_and_small_medians():
     for n in (11, 12, 841):
         x = np.random.default_rng(n).normal(size=n).astype(np.float32)
         assert motion._median(x) == pytest.approx(float(np.median(x)), abs=1e-6)
+
+
+def test_an_external_dask_scheduler_and_worker_give_the_same_result(tmp_path):
+    """The documented cluster set-up, on this machine: a `dask scheduler` and a `dask worker` started apart
+    (as dask-jobqueue or Kubernetes would), scopeline given the scheduler's address: the same result as
+    local threads, written by the remote worker."""
+    import socket
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    from distributed import Client
+
+    from scopeline.pipeline._objects import create_zarr
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    address = f"tcp://127.0.0.1:{port}"
+    dask_cli = str(Path(sys.executable).with_name("dask"))
+    procs = [subprocess.Popen([dask_cli, "scheduler", "--host", "127.0.0.1", "--port", str(port), "--no-dashboard"],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)]
+    try:
+        procs.append(subprocess.Popen([dask_cli, "worker", address, "--nworkers", "1", "--nthreads", "2",
+                                       "--no-dashboard", "--local-directory", str(tmp_path / "dask")],
+                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                with Client(address, timeout=5) as c:
+                    if c.scheduler_info()["workers"]:
+                        break
+            except OSError:
+                pass
+            assert time.monotonic() < deadline, "the dask worker did not join its scheduler"
+            time.sleep(0.5)
+        p = sim.SimulationParams(height=64, width=64, n_frames=240, n_cells=8, seed=9, frames_per_file=120)
+        sim.simulate(tmp_path / "rec", p)
+        movie = io.read_metadata(io.discover(tmp_path / "rec")[0]).movie(chunk_frames=60)
+        params = motion.MotionParams(registration=motion.RegistrationParams(template_frames=60), block_frames=60,
+                                     chunk_frames=30)
+        results = {}
+        for scheduler in ("threads", address):
+            out = str(tmp_path / f"{len(results)}.zarr")
+            res = motion.correct_motion(movie, params, lambda s, c, d, out=out: create_zarr(out, s, c, d),
+                                        scheduler=scheduler)
+            results[scheduler] = (res, np.asarray(zarr.open_array(out, mode="r")[:]))
+        (rt, zt), (rx, zx) = results["threads"], results[address]
+        np.testing.assert_array_equal(rt.shifts, rx.shifts)
+        np.testing.assert_array_equal(zt, zx)
+        assert np.abs(zx.astype(np.float32)).sum() > 0
+    finally:
+        for proc in reversed(procs):
+            proc.terminate()
+            proc.wait(timeout=30)
