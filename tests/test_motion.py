@@ -258,8 +258,8 @@ def test_register_subpixel_exact():
     assert motion.register(filt.spectrum(filt.highpass(small)), tconj, filt, 20, 20) == pytest.approx((0.25, 0.4), abs=0.06)
 
 
-def test_worker_processes_match_threads(tmp_path):
-    """Blocks on dask.distributed worker processes give the same result, and their writes land."""
+def _by_scheduler(tmp_path, schedulers) -> dict:
+    """Motion correction of one small simulated recording on each scheduler: scheduler -> (result, movie)."""
     from scopeline.pipeline._objects import create_zarr
 
     p = sim.SimulationParams(height=64, width=64, n_frames=240, n_cells=8, seed=9, frames_per_file=120)
@@ -268,11 +268,17 @@ def test_worker_processes_match_threads(tmp_path):
     params = motion.MotionParams(registration=motion.RegistrationParams(template_frames=60), block_frames=60,
                                  chunk_frames=30)
     results = {}
-    for scheduler in ("threads", "processes"):
-        out = str(tmp_path / f"{scheduler}.zarr")
+    for k, scheduler in enumerate(schedulers):
+        out = str(tmp_path / f"{k}.zarr")
         res = motion.correct_motion(movie, params, lambda s, c, d, out=out: create_zarr(out, s, c, d),
                                     scheduler=scheduler)
         results[scheduler] = (res, np.asarray(zarr.open_array(out, mode="r")[:]))
+    return results
+
+
+def test_worker_processes_match_threads(tmp_path):
+    """Blocks on dask.distributed worker processes give the same result, and their writes land."""
+    results = _by_scheduler(tmp_path, ("threads", "processes"))
     (rt, zt), (rp, zp) = results["threads"], results["processes"]
     np.testing.assert_array_equal(rt.shifts, rp.shifts)
     np.testing.assert_array_equal(zt, zp)
@@ -321,8 +327,6 @@ def test_an_external_dask_scheduler_and_worker_give_the_same_result(tmp_path):
 
     from distributed import Client
 
-    from scopeline.pipeline._objects import create_zarr
-
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
@@ -344,17 +348,7 @@ def test_an_external_dask_scheduler_and_worker_give_the_same_result(tmp_path):
                 pass
             assert time.monotonic() < deadline, "the dask worker did not join its scheduler"
             time.sleep(0.5)
-        p = sim.SimulationParams(height=64, width=64, n_frames=240, n_cells=8, seed=9, frames_per_file=120)
-        sim.simulate(tmp_path / "rec", p)
-        movie = io.read_metadata(io.discover(tmp_path / "rec")[0]).movie(chunk_frames=60)
-        params = motion.MotionParams(registration=motion.RegistrationParams(template_frames=60), block_frames=60,
-                                     chunk_frames=30)
-        results = {}
-        for scheduler in ("threads", address):
-            out = str(tmp_path / f"{len(results)}.zarr")
-            res = motion.correct_motion(movie, params, lambda s, c, d, out=out: create_zarr(out, s, c, d),
-                                        scheduler=scheduler)
-            results[scheduler] = (res, np.asarray(zarr.open_array(out, mode="r")[:]))
+        results = _by_scheduler(tmp_path, ("threads", address))
         (rt, zt), (rx, zx) = results["threads"], results[address]
         np.testing.assert_array_equal(rt.shifts, rx.shifts)
         np.testing.assert_array_equal(zt, zx)

@@ -300,9 +300,10 @@ def result(group: str, paramset: str = "default") -> core_registration.Registrat
         mk = {k: m[k] for k in RegistrationGroup.Member.primary_key}
         a = (Registration.Session & key & mk).fetch1()
         sub = units.arrays(keys.of(m, "cnmf"))
-        if len(sub["unit_id"]) != a["n_units"]:
-            raise GroupError(f"group {group!r}: {keys.describe(keys.of(m, 'cnmf'))} shows {len(sub['unit_id'])} units, "
-                             f"the registration saw {a['n_units']} (its curation changed since)")
+        registered = set((Registration.CellUnit & key & mk).to_arrays("unit_id").tolist())
+        if len(sub["unit_id"]) != a["n_units"] or not registered <= set(sub["unit_id"].tolist()):
+            raise GroupError(f"group {group!r}: {keys.describe(keys.of(m, 'cnmf'))} shows other units than the "
+                             f"{a['n_units']} the registration saw (its curation changed since)")
         shown.append(sub)
         alignment.append(core_registration.Alignment(float(a["dy"]), float(a["dx"]), float(a["rotation"]),
                                                      float(a["quality"]), a["field"], float(a["field_step"])))
