@@ -40,6 +40,39 @@ def _worker(env, *args):
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
 
 
+# The CLI, with one stage's make_insert stalled: its job has been computed (store objects written) but not
+# inserted when the test's signal lands, whatever the machine's speed (a sleep after the reservation is a
+# race: a fast machine finishes the job first).
+_STALL = r"""
+import sys, time
+from scopeline.cli import app
+from scopeline.pipeline import stages
+stage, marker = sys.argv[1], sys.argv[2]
+def stall(self, *args, **kwargs):
+    open(marker, "w").write(stage)
+    time.sleep(3600)
+stages.get(stage).computed.make_insert = stall
+sys.argv = ["scopeline", *sys.argv[3:]]
+app()
+"""
+
+
+def _stalled(env, tmp_path, stage, *args, output=True):
+    """A ``scopeline`` process (``args``) that stalls in ``stage``'s insert; returns it once stalled."""
+    marker = tmp_path / f"stalled-{stage}"
+    marker.unlink(missing_ok=True)
+    pipe = dict(stdout=subprocess.PIPE, stderr=subprocess.STDOUT) if output else \
+        dict(stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen([sys.executable, "-c", _STALL, stage, str(marker), *map(str, args)], text=True,
+                            env=env, **pipe)
+    t0 = time.monotonic()
+    while not marker.exists():
+        assert proc.poll() is None, proc.stdout.read()[-3000:] if output else proc.returncode
+        assert time.monotonic() - t0 < 300, f"{stage}: no job reached its insert within 300 s"
+        time.sleep(0.05)
+    return proc
+
+
 def _wait_reserved(table, proc, timeout=300.0):
     """Wait until ``proc`` holds a job of ``table`` (its reservation visible), then return it."""
     t0 = time.monotonic()
@@ -75,9 +108,8 @@ def test_sigkill_in_each_heavy_stage_then_another_worker_finishes_with_the_same_
     env = _env(db, tmp_path)
     key = _ingest(sim_cells, tmp_path, env, "wk1")
     for name, table in HEAVY.items():
-        proc = _worker(env)
+        proc = _stalled(env, tmp_path, name, "worker", "--max-sleep", "1")
         job = _wait_reserved(table, proc)
-        time.sleep(0.3)  # in the middle of the job
         proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=30)
         assert not (table & key), f"{name}: a row of the killed job"
@@ -121,17 +153,15 @@ def test_sigterm_releases_the_job_and_populate_resets_orphans(db, sim_cells, tmp
     _one_backend(db, "postgresql")
     env = _env(db, tmp_path)
     key = _ingest(sim_cells, tmp_path, env, "wk3")
-    proc = _worker(env)
+    proc = _stalled(env, tmp_path, "initialization", "worker", "--max-sleep", "1")
     _wait_reserved(initialization.Initialization, proc)
-    time.sleep(0.2)
     proc.send_signal(signal.SIGTERM)
     out, _ = proc.communicate(timeout=60)
     assert proc.returncode == 0 and "interrupted, job released" in out and "SIGTERM" in out, out
     assert not initialization.Initialization.jobs.reserved and not initialization.Initialization.jobs.errors
     assert not (initialization.Initialization & key)
     # a populate killed during CNMF: the next populate says so and runs the job again
-    proc = subprocess.Popen([sys.executable, "-m", "scopeline.cli", "populate"], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL, env=env)
+    proc = _stalled(env, tmp_path, "cnmf", "populate", output=False)
     _wait_reserved(cnmf.CNMF, proc)
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait(timeout=30)
