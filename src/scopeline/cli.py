@@ -380,7 +380,8 @@ def populate(
         activate()
         only = [stages.get(name).name for name in stage] if stage else None
         _reset_orphans(orphan_timeout * 3600)
-    if _populate(None, retry_errors, workers, scheduler, only=only):
+        failed = _populate(None, retry_errors, workers, scheduler, only=only)
+    if failed:
         console.print("fix the cause, then: scopeline populate --retry-errors")
         raise typer.Exit(1)
 
@@ -418,13 +419,14 @@ def worker(
 ):
     """Run jobs of every stage, upstream first, one at a time, until stopped (SIGTERM / Ctrl-C: the job in
     hand is released for another worker) or idle: one line per job. The same on every machine."""
-    from scopeline import executor
+    from scopeline import database, executor
     from scopeline.pipeline import activate, check_current, stages
     from scopeline.pipeline import worker as loop
 
     with _clear_errors():
         activate()
         check_current()
+        database.check_store()
         names = [stages.get(name).name for name in stage] if stage else None
         executor.configure(workers=workers, scheduler=scheduler)
         stamp = lambda line: print(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {line}", flush=True)  # noqa: E731
@@ -447,10 +449,11 @@ def _populate(restriction, retry_errors: bool = False, workers: Optional[int] = 
     """Populate every stage's table (those named in ``only``, if given), upstream first (restricted to
     any of the ``restriction`` dicts, if given), with progress bars; print each table's outcome and
     failures; return the number of failed jobs."""
-    from scopeline import executor
+    from scopeline import database, executor
     from scopeline.pipeline import check_current, stages
 
     check_current()  # tables of an earlier version would fail every insert: say so first
+    database.check_store()  # and a store not mounted or read-only would fail every heavy job
     executor.configure(workers=workers, scheduler=scheduler)
     where = () if restriction is None else (restriction,)
     failed = 0

@@ -19,12 +19,15 @@ from __future__ import annotations
 
 import json
 import os
+import tempfile
+from pathlib import Path
 
 from scopeline import server, settings
 from scopeline._dj import dj
 from scopeline.errors import ConfigurationError
 
-__all__ = ["user_configured", "configure", "connect", "describe", "StoreNotConfiguredError"]
+__all__ = ["user_configured", "configure", "connect", "describe", "check_store", "StoreNotConfiguredError",
+           "StoreUnavailableError"]
 
 STORE_NAME = "scopeline"
 
@@ -54,6 +57,41 @@ def user_configured() -> bool:
 
 class StoreNotConfiguredError(ConfigurationError):
     """A lab database server is configured but no object store: other machines could not read the arrays."""
+
+
+class StoreUnavailableError(ConfigurationError):
+    """The configured object store's folder is missing (an unmounted share) or this machine cannot write it."""
+
+
+def check_store() -> None:
+    """Refuse to run jobs when the default object store cannot take their results (before any job is reserved).
+
+    A local folder store (``"protocol": "file"``) must exist (scopeline never creates a lab store's root: a
+    missing one is usually a network share not mounted, and results written beside it would be lost to
+    the other machines) and be writable by this process. Other protocols (S3) are left to the first write.
+
+    Raises
+    ------
+    StoreUnavailableError
+        Naming the store, its location and the problem.
+    """
+    name = (dj.config.stores or {}).get("default")
+    spec = dj.config.get_store_spec(None) if name else {}
+    if spec.get("protocol", "file") != "file" or not spec.get("location"):
+        return
+    location = Path(spec["location"])
+    where = f"object store {name!r} at {location}"
+    if not location.is_dir():
+        raise StoreUnavailableError(
+            f"{where}: no such folder (a network share not mounted?). Mount it, or point DJ_STORES / \"stores\" "
+            "in datajoint.json at the lab's store; scopeline does not create it")
+    try:
+        with tempfile.NamedTemporaryFile(dir=location, prefix=".scopeline-write-check-"):
+            pass
+    except OSError as err:
+        raise StoreUnavailableError(
+            f"{where}: this machine cannot write there ({err.strerror}). Give this user write access (or mount it "
+            "read-write), then run again") from err
 
 
 def _ensure_store(user_server: bool) -> None:

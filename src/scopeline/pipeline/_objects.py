@@ -8,6 +8,7 @@ removed, so a failed make leaves neither a row nor data behind.
 
 from __future__ import annotations
 
+import errno
 import os
 from contextlib import contextmanager
 
@@ -15,7 +16,57 @@ import zarr
 from datajoint.staged_insert import StagedInsert
 from datajoint.storage import build_object_path
 
-__all__ = ["staged_zarr", "zarr_store", "open_zarr", "create_zarr"]
+from scopeline.errors import ScopelineError
+
+__all__ = ["staged_zarr", "store_writes", "StoreWriteError", "zarr_store", "open_zarr", "create_zarr"]
+
+
+class StoreWriteError(ScopelineError):
+    """A job's results could not be written to the object store: it is full, read-only or not ours to write.
+
+    The job is recorded as failed with this message (naming the store, its location and what to do);
+    what it had written is removed (a movie) or left for ``scopeline gc`` (objects of a failed insert).
+    """
+
+
+#: errno of a store write that a user fixes on the store's side (space, permissions, mounts)
+_STORE_ERRNO = {
+    errno.ENOSPC: "is full",
+    errno.EDQUOT: "is over its disk quota",
+    errno.EROFS: "is read-only",
+    errno.EACCES: "is not writable by this user",
+    errno.EPERM: "is not writable by this user",
+    errno.ENOENT: "lost a folder while writing (unmounted?)",
+}
+
+
+@contextmanager
+def store_writes(table, key: dict):
+    """Turn a store-side OSError (full, quota, read-only, permission, vanished folder) raised while writing
+    a result of ``table`` for ``key`` into a :class:`StoreWriteError` naming the store and what to do.
+
+    Raises
+    ------
+    StoreWriteError
+        From an OSError whose errno is one of the above; other errors pass unchanged.
+    """
+    try:
+        yield
+    except StoreWriteError:
+        raise
+    except OSError as err:
+        spec = table.connection._config.get_store_spec(None)
+        location = str(spec.get("location") or spec.get("bucket", ""))
+        elsewhere = err.filename and not os.fspath(err.filename).startswith(location)  # e.g. a recording read
+        if err.errno not in _STORE_ERRNO or elsewhere:
+            raise
+        what = f"{err.strerror}: {err.filename}" if err.filename else err.strerror
+        fix = ("free space there (`scopeline gc` removes objects no row refers to)"
+               if err.errno in (errno.ENOSPC, errno.EDQUOT) else "give this machine write access to it")
+        rec = "/".join(str(key[k]) for k in table.primary_key if k in key)
+        raise StoreWriteError(
+            f"object store at {location} {_STORE_ERRNO[err.errno]} ({what}) writing {type(table).__name__} "
+            f"{rec}: {fix}, then `scopeline populate --retry-errors`") from err
 
 
 def zarr_store(fsmap):
@@ -90,13 +141,14 @@ def staged_zarr(table, key: dict, field: str):
     staged = StagedInsert(table)
     staged.rec.update(key)
     _reserve(staged, table, key, field, ".zarr")
-    fsmap = staged.store(field, ".zarr")
+    with store_writes(table, key):
+        fsmap = staged.store(field, ".zarr")
 
-    def create(shape, chunks, dtype):
-        return create_zarr(zarr_store(fsmap), shape, chunks, dtype)
+        def create(shape, chunks, dtype):
+            return create_zarr(zarr_store(fsmap), shape, chunks, dtype)
 
-    try:
-        yield create, (lambda: staged._compute_metadata(field))
-    except BaseException:
-        staged._cleanup()
-        raise
+        try:
+            yield create, (lambda: staged._compute_metadata(field))
+        except BaseException:
+            staged._cleanup()
+            raise

@@ -18,7 +18,7 @@ from scopeline.core import cnmf as core_cnmf
 from scopeline.core import initialize as core_init
 from scopeline.core.footprints import Footprints
 from scopeline.pipeline import initialization, keys, motion
-from scopeline.pipeline._objects import open_zarr
+from scopeline.pipeline._objects import open_zarr, store_writes
 from scopeline.pipeline._paramsets import parse_params
 from scopeline.pipeline._stage import Stage, stage_tables
 from scopeline.pipeline._util import load_npy, progress_bar
@@ -146,9 +146,10 @@ class CNMF(dj.Computed):
         return row, units
 
     def make_insert(self, key, row, units):
-        self.insert1(row)
-        if units:
-            self.Unit.insert(units)
+        with store_writes(self, key):  # the <npy@> traces go to the store
+            self.insert1(row)
+            if units:
+                self.Unit.insert(units)
 
     def result(self) -> dict:
         """One row's units as arrays (:func:`scopeline.pipeline.units.arrays`: the units a reader sees)."""

@@ -16,7 +16,7 @@ import scopeline
 from scopeline._dj import dj
 from scopeline.core import initialize as core_init
 from scopeline.pipeline import acquisition, keys, motion
-from scopeline.pipeline._objects import open_zarr
+from scopeline.pipeline._objects import open_zarr, store_writes
 from scopeline.pipeline._paramsets import parse_params
 from scopeline.pipeline._stage import Stage, stage_tables
 from scopeline.pipeline._util import progress_bar
@@ -119,9 +119,10 @@ class Initialization(dj.Computed):
         return row, seeds
 
     def make_insert(self, key, row, seeds):
-        self.insert1(row)
-        if seeds:
-            self.Seed.insert(seeds)
+        with store_writes(self, key):  # the <npy@> arrays go to the store
+            self.insert1(row)
+            if seeds:
+                self.Seed.insert(seeds)
 
 
 def corrected_fps(key) -> float:
