@@ -276,3 +276,22 @@ def test_workers_survive_a_database_restart(tmp_path):
         assert len(done) == len(set(done)) == 4, logs
     finally:
         subprocess.run([sys.executable, "-m", "scopeline.cli", "db", "down"], env=env, capture_output=True, timeout=120)
+
+
+def test_lost_connections_are_told_from_other_errors():
+    """What the workers retry: the errors PyMySQL and psycopg2 raise while a server restarts (including a query
+    that arrives during shutdown, and a closed connection's empty InterfaceError), never an ordinary error."""
+    import psycopg2
+    import pymysql
+
+    from scopeline.pipeline.worker import _is_lost_connection
+
+    lost = [pymysql.err.InterfaceError(0, ""), pymysql.err.OperationalError(1053, "Server shutdown in progress"),
+            pymysql.err.OperationalError(2013, "Lost connection to MySQL server during query"),
+            pymysql.err.OperationalError(2003, "Can't connect to MySQL server on '127.0.0.1'"),
+            psycopg2.OperationalError("server closed the connection unexpectedly"),
+            psycopg2.InterfaceError("connection already closed"), ConnectionResetError(104, "Connection reset by peer")]
+    other = [pymysql.err.OperationalError(1054, "Unknown column 'x' in 'field list'"),
+             pymysql.err.IntegrityError(1062, "Duplicate entry"), ValueError("bad"), OSError(28, "No space left")]
+    assert all(_is_lost_connection(e) for e in lost)
+    assert not any(_is_lost_connection(e) for e in other)

@@ -44,12 +44,23 @@ class WorkerStats:
         return sum(self.done.values()) + sum(self.failed.values())
 
 
+# MySQL / MariaDB client and server codes of a connection that went away: 0 (PyMySQL's InterfaceError on a
+# closed connection), 1053 server shutdown in progress, 1927 connection killed (MariaDB), 2003 cannot connect,
+# 2006 server has gone away, 2013 lost connection during query, 2055 lost connection (system error)
+_LOST_CODES = frozenset({0, 1053, 1927, 2003, 2006, 2013, 2055})
+
+
 def _is_lost_connection(err: BaseException) -> bool:
     from scopeline._dj import dj
 
     lost = getattr(dj.errors, "LostConnectionError", ())
+    if isinstance(err, (lost, ConnectionError)):
+        return True
+    code = err.args[0] if err.args and isinstance(err.args[0], int) else None
+    if type(err).__name__ in ("OperationalError", "InterfaceError") and code in _LOST_CODES:
+        return True
     text = f"{type(err).__name__}: {err}".lower()
-    return isinstance(err, lost) or any(s in text for s in (
+    return any(s in text for s in (
         "lost connection", "server has gone away", "connection refused", "can't connect", "connection already closed",
         "server closed the connection", "terminating connection", "could not connect", "broken pipe"))
 
