@@ -104,7 +104,8 @@ def _one_backend(db, backend: str) -> None:
 
 
 def test_sigkill_in_each_heavy_stage_then_another_worker_finishes_with_the_same_result(db, sim_cells, tmp_path):
-    _one_backend(db, "mysql")
+    """On both backends (each sees a dead worker its own way: PROCESSLIST / pg_stat_activity); the comparison
+    with an uninterrupted run and the garbage collection, which do not depend on the server, run on one."""
     env = _env(db, tmp_path)
     key = _ingest(sim_cells, tmp_path, env, "wk1")
     for name, table in HEAVY.items():
@@ -125,6 +126,8 @@ def test_sigkill_in_each_heavy_stage_then_another_worker_finishes_with_the_same_
         done = _cli(["worker", "--idle-exit", "0", "--stage", name, "--max-sleep", "0.2"], env).stdout
         assert "orphaned" in done and f"{name} " in done and "done in" in done, done
         assert len(table & key) == 1 and not table.jobs.reserved and not table.jobs.errors
+    if db["backend"] != "mysql":
+        return
     # an uninterrupted run of the same data gives the same units
     other = _ingest(sim_cells, tmp_path, env, "wk2")
     for stage in stages.STAGES:
