@@ -12,6 +12,7 @@ import pynwb
 import pytest
 from conftest import shared_data
 
+from scopeline import query
 from scopeline.core import simulate as sim
 from scopeline.pipeline import acquisition, cnmf, initialization, motion, nwb
 from scopeline.pipeline.ingest import ingest
@@ -93,6 +94,27 @@ def test_round_trip_matches_the_database(db, cells, tmp_path):
         assert list(C.rois.data[:]) == list(range(len(units))) and C.rois.table is table
         np.testing.assert_array_equal(C.timestamps[:], times)
         np.testing.assert_array_equal(S.timestamps[:], times)
+        # dF/F and events: the same numbers as the query layer's
+        dff = query.traces(subject="nw1", kind="dff")
+        assert list(dff["unit_id"]) == [u["unit_id"] for u in units] and (dff["F0"] > 0).all()
+        series = ophys["DfOverF"]["dff"]
+        np.testing.assert_allclose(series.data[:], np.stack(dff["dff"]).T, rtol=1e-6)
+        assert list(series.rois.data[:]) == list(range(len(units))) and series.rois.table is table
+        np.testing.assert_array_equal(series.timestamps[:], times)
+        peak = np.stack(dff["dff"]).max(axis=1)
+        assert np.all((peak > 0.01) & (peak < 10)), peak  # a lab's range of dF/F peaks, not movie units
+        with pytest.raises(ValueError, match="kind must be 'C' or 'dff', not 'F'"):
+            query.traces(subject="nw1", kind="F")
+        events = query.events(subject="nw1")
+        assert len(events) >= len(units) and set(events["unit_id"]) <= {u["unit_id"] for u in units}
+        table_ev = ophys["events"].to_dataframe()
+        np.testing.assert_array_equal(table_ev["unit_id"], events["unit_id"])
+        np.testing.assert_array_equal(table_ev["onset_frame"], events["onset"])
+        np.testing.assert_allclose(table_ev["onset_time"], events["time"])
+        np.testing.assert_allclose(table_ev["amplitude_dff"], events["amplitude_dff"])
+        onsets = events["onset"].to_numpy()
+        S_of = {u["unit_id"]: i for i, u in enumerate(units)}
+        assert all(res["S"][S_of[u], o] > 0 for u, o in zip(events["unit_id"], onsets))  # each starts on S
         # motion
         shifts = ophys["motion_shifts"]
         np.testing.assert_array_equal(shifts.data[:], mc["shifts"])

@@ -21,7 +21,6 @@ import numpy as np
 import pandas as pd
 
 from scopeline.pipeline import acquisition, activate, cnmf, keys, motion, stages, units as unit_reader
-from scopeline.pipeline._util import load_npy
 
 __all__ = ["sessions", "results", "units", "traces", "trace_matrix", "cells", "cell_traces", "status"]
 
@@ -112,23 +111,80 @@ def units(subject: Optional[str] = None, session: Optional[str] = None, **params
     return pd.DataFrame([{c: row[c] for c in cols} for row in unit_reader.rows(r, *_UNIT_METRICS)], columns=cols)
 
 
-def traces(subject: Optional[str] = None, session: Optional[str] = None, **paramsets: Optional[str]) -> pd.DataFrame:
-    """One row per unit with its traces: the result's key, unit_id, ``C`` and ``S`` (float32
-    (frames,) arrays, movie units: not dF/F) and ``time`` (float64 (frames,), s from the first frame).
+def traces(subject: Optional[str] = None, session: Optional[str] = None, *, kind: str = "C",
+           baseline: str = "cnmf", **paramsets: Optional[str]) -> pd.DataFrame:
+    """One row per unit with its traces: the result's key, unit_id, ``C`` and ``S`` (float32 (frames,)
+    arrays, movie units) and ``time`` (float64 (frames,), s from the first frame).
+
+    Parameters
+    ----------
+    kind : str
+        ``"C"`` (C and S) or ``"dff"``: also ``dff`` (float32 (frames,), dimensionless) and ``F0`` (the
+        unit's resting fluorescence, movie units), by :func:`scopeline.core.traces.dff`.
+    baseline : str
+        dF/F baseline, ``"cnmf"`` (constant F0) or ``"percentile"`` (sliding 8th percentile, 30 s).
+
+    Raises
+    ------
+    ValueError
+        For another kind or baseline, or a result whose motion correction predates ``mean_raw``.
+    """
+    activate()
+    if kind not in ("C", "dff"):
+        raise ValueError(f"kind must be 'C' or 'dff', not {kind!r}")
+    r = keys.restriction(subject=subject, session=session, **paramsets)
+    fields = list(keys.fields("cnmf"))
+    extra = ["dff", "F0"] if kind == "dff" else []
+    times: dict = {}
+    out = []
+    for ckey in _result_keys(r):
+        key = {k: ckey[k] for k in fields}
+        motion_key = tuple(keys.of(key, "motion").values())
+        if motion_key not in times:
+            times[motion_key] = motion.frame_times(key)
+        res = unit_reader.arrays(key)
+        derived = unit_reader.activity(key, baseline, result=res) if kind == "dff" else None
+        for i, unit_id in enumerate(res["unit_id"]):
+            row = {**key, "unit_id": int(unit_id), "C": res["C"][i], "S": res["S"][i], "time": times[motion_key]}
+            if derived is not None:
+                row.update(dff=derived["dff"][i], F0=float(derived["F0"][i]))
+            out.append(row)
+    return pd.DataFrame(out, columns=fields + ["unit_id", "C", "S", "time"] + extra)
+
+
+def events(subject: Optional[str] = None, session: Optional[str] = None, *, threshold: float = 3.0,
+           **paramsets: Optional[str]) -> pd.DataFrame:
+    """Events of every unit the results show: one row per event, from S (:func:`scopeline.core.traces.events`).
+
+    Columns: the result's key, ``unit_id``, ``onset`` (frame of the corrected movie), ``time`` (s from the
+    recording's first frame), ``frames`` (the event's length), ``amplitude`` (summed S, movie units) and
+    ``amplitude_dff`` (over the unit's F0).
+
+    Parameters
+    ----------
+    threshold : float
+        An event adds at least this many times the unit's noise sn.
+
+    Raises
+    ------
+    ValueError
+        For a negative threshold, or a result whose motion correction predates ``mean_raw``.
     """
     activate()
     r = keys.restriction(subject=subject, session=session, **paramsets)
     fields = list(keys.fields("cnmf"))
-    times: dict = {}
+    cols = ["unit_id", "onset", "time", "frames", "amplitude", "amplitude_dff"]
     out = []
-    for row in unit_reader.rows(r, "trace", "activity"):
-        key = {k: row[k] for k in fields}
-        motion_key = tuple(keys.of(key, "motion").values())
-        if motion_key not in times:
-            times[motion_key] = motion.frame_times(key)
-        out.append({**key, "unit_id": row["unit_id"], "C": load_npy(row["trace"]), "S": load_npy(row["activity"]),
-                    "time": times[motion_key]})
-    return pd.DataFrame(out, columns=fields + ["unit_id", "C", "S", "time"])
+    for ckey in _result_keys(r):
+        key = {k: ckey[k] for k in fields}
+        ev = unit_reader.activity(key, threshold=threshold)["events"]
+        out += [{**key, **{c: ev[c][j].item() for c in cols}} for j in range(len(ev["onset"]))]
+    return pd.DataFrame(out, columns=fields + cols)
+
+
+def _result_keys(restriction) -> list:
+    """Keys of the CNMF results a restriction matches, in key order."""
+    return (cnmf.CNMF & restriction).keys(order_by=list(keys.fields("cnmf")))
 
 
 def trace_matrix(key: dict, which: str = "C") -> pd.DataFrame:

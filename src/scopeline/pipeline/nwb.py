@@ -16,7 +16,8 @@ Layout of the file
   ``summary_images`` (Images: mean, max, std, correlation, pnr, template, noise, field_of_view),
   ``background`` (Images: ``b``) and ``background_f`` (TimeSeries), ``ImageSegmentation/PlaneSegmentation``
   (one row per unit: ``image_mask``, the unit's model and its quality metrics), ``Fluorescence`` with the RoiResponseSeries ``C``
-  (denoised calcium) and ``S`` (deconvolved activity), and with ``embed_movie`` the corrected movie
+  (denoised calcium) and ``S`` (deconvolved activity), ``DfOverF`` with ``dff`` and the ``events`` table
+  (:func:`scopeline.pipeline.units.activity`), and with ``embed_movie`` the corrected movie
   ``MotionCorrected`` (OnePhotonSeries).
 - ``notes``: JSON provenance (parameter sets with names, hashes and full parameters, each stage's
   scopeline version and compute time); ``source_script`` and ``was_generated_by`` name scopeline.
@@ -668,6 +669,52 @@ def _segmentation(ophys, plane, data: dict, times: np.ndarray, movie) -> None:
         description="CNMF deconvolved activity S (frames, units): the innovation of each unit's AR model "
                     "(C[t] = sum_k g_k C[t-k] + S[t]), same units as C; not spike counts.",
         **_linked_timing(times, c))
+    _dff_and_events(ophys, table, data, times, c)
+
+
+def _dff_and_events(ophys, table, data: dict, times: np.ndarray, c) -> None:
+    """DfOverF (``dff``: C over each unit's resting fluorescence) and the ``events`` table (one row per
+    event of S), by :func:`scopeline.pipeline.units.activity`; left out (with the reason in the log) for
+    a motion correction that predates ``mean_raw``."""
+    from hdmf.common import DynamicTable, VectorData
+    from pynwb.ophys import DfOverF
+
+    res = data["result"]
+    try:
+        act = units.activity(data["key"], result=res)
+    except ValueError as err:
+        warnings.warn(f"no DfOverF in the NWB file: {err}", stacklevel=2)
+        return
+    ok = np.isfinite(act["F0"])
+    if not ok.any():
+        return
+    dff = ophys.add(DfOverF(name="DfOverF"))
+    dff.create_roi_response_series(
+        name="dff", data=_h5(np.ascontiguousarray(act["dff"][ok].T)), unit="n.a.",
+        rois=table.create_roi_table_region(description="units with a resting fluorescence",
+                                           region=[int(i) for i in np.flatnonzero(ok)]),
+        description="dF/F (frames, units): k C / F0 (scopeline.core.traces, baseline 'cnmf'): F0 is the unit's "
+                    "resting fluorescence, the footprint-weighted mean of the raw frames above the sensor's black "
+                    f"level ({act['black']:g}) less the unit's own mean contribution; k = sum(a^2) / sum(a).",
+        **_linked_timing(times, c))
+    ev = act["events"]
+    if not len(ev["onset"]):
+        return
+    columns = {"unit_id": ("scopeline unit id of the event's unit.", ev["unit_id"]),
+               "onset_frame": ("Frame of the corrected movie where the event starts (its first non-zero S).",
+                               ev["onset"]),
+               "onset_time": ("Onset, s from the recording's first frame (the Fluorescence series' clock).",
+                              ev["time"]),
+               "n_frames": ("Frames of consecutive non-zero S in the event.", ev["frames"]),
+               "amplitude": ("Summed S of the event, movie units (as C).", ev["amplitude"]),
+               "amplitude_dff": ("amplitude over the unit's resting fluorescence F0 (dF/F).", ev["amplitude_dff"])}
+    events = DynamicTable(
+        name="events", description=f"Calcium events of each unit from S (scopeline.core.traces.events): runs of "
+                                   f"non-zero S adding more than {act['threshold']:g} times the unit's noise sn.",
+        id=np.arange(len(ev["onset"])),
+        columns=[VectorData(name=name, description=text, data=np.asarray(values)) for name, (text, values)
+                 in columns.items()])
+    ophys.add(events)
 
 
 #: PlaneSegmentation columns: name -> description

@@ -16,12 +16,13 @@ from typing import Mapping, Optional
 
 import numpy as np
 
+from scopeline.core import traces
 from scopeline.core.footprints import Footprints
 from scopeline.core.quality import METRICS
 from scopeline.pipeline import cnmf, keys, motion, stages
 from scopeline.pipeline._util import load_npy
 
-__all__ = ["Choice", "choice", "rows", "count", "arrays"]
+__all__ = ["Choice", "choice", "rows", "count", "arrays", "activity"]
 
 
 @dataclass
@@ -125,3 +126,55 @@ def arrays(key: Mapping, selected: bool = True, yra: bool = False) -> dict:
             "metrics": {name: np.array([np.nan if u.get(name) is None else u[name] for u in units], np.float64)
                         for name in names},
             "rows": units}
+
+
+def activity(key: Mapping, baseline: str = "cnmf", threshold: float = 3.0, *, result: Optional[dict] = None,
+             window_s: float = 30.0, quantile: float = 8.0) -> dict:
+    """dF/F and events of one result's units (those :func:`arrays` gives), by :mod:`scopeline.core.traces`.
+
+    Parameters
+    ----------
+    key : Mapping
+        Restricts CNMF to exactly one result.
+    baseline : str
+        dF/F baseline: ``"cnmf"`` or ``"percentile"`` (:func:`scopeline.core.traces.dff`).
+    threshold : float
+        Events' threshold, noise units (:func:`scopeline.core.traces.events`).
+    result : dict, optional
+        :func:`arrays` of this key, when the caller has it already.
+    window_s, quantile : float
+        The percentile baseline's window (s) and percentile.
+
+    Returns
+    -------
+    dict
+        ``unit_id`` int (units,), ``dff`` float32 (units, frames), ``F0`` float64 (units,) movie units,
+        ``time`` float64 (frames,) s from the recording's first frame, ``events`` (the dict of
+        :func:`scopeline.core.traces.events` with ``unit_id`` added and ``time`` of each onset, s),
+        ``black`` (the black level used), ``baseline``, ``threshold``.
+
+    Raises
+    ------
+    ValueError
+        If the motion correction predates the stored raw mean (``mean_raw``: run it again), or for
+        parameters :mod:`scopeline.core.traces` refuses.
+    """
+    full = (cnmf.CNMF & dict(key)).fetch1("KEY")
+    res = result if result is not None else arrays(full)
+    mean_raw, fov_info = (motion.MotionCorrection & full).fetch1("mean_raw", "fov_info")
+    if mean_raw is None:
+        raise ValueError(f"{keys.describe(full)}: its motion correction has no mean_raw (made by an earlier "
+                         "scopeline): dF/F needs it; run the motion correction again")
+    black = float(fov_info["dark"]) if fov_info and fov_info.get("found") else 0.0
+    b, f = (cnmf.CNMF & full).fetch1("b", "f")
+    times = motion.frame_times(full)
+    fps = 1.0 / float(np.median(np.diff(times))) if len(times) > 1 else 20.0
+    dff = traces.dff(res["A"], res["C"], mean_raw, black, baseline, b=b, f=load_npy(f), fps=fps,
+                     window_s=window_s, quantile=quantile)
+    f0 = traces.resting_fluorescence(res["A"], res["C"], mean_raw, black)
+    sn = np.array([u["sn"] for u in res["rows"]], np.float64)
+    ev = traces.events(res["S"], sn, threshold, f0)
+    ev["unit_id"] = np.asarray(res["unit_id"], int)[ev["unit"]]
+    ev["time"] = times[ev["onset"]] if len(times) else np.zeros(0)
+    return {"unit_id": np.asarray(res["unit_id"], int), "dff": dff, "F0": f0, "time": times, "events": ev,
+            "black": black, "baseline": baseline, "threshold": threshold}
