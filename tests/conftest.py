@@ -34,6 +34,30 @@ BACKENDS = ["mysql", "postgresql"]
 _ENV = {"mysql": "SCOPELINE_TEST_MYSQL", "postgresql": "SCOPELINE_TEST_POSTGRES"}
 
 
+def process_simulated(path: Path, fps=None):
+    """A simulated recording under ``path`` through motion correction (template of 100 frames; the movie
+    written to ``path / "corrected.zarr"``), initialization and CNMF (diameter 8), without a database.
+    Returns (motion result, initialization, CNMF result)."""
+    import warnings
+
+    import zarr
+
+    from scopeline.core import cnmf, initialize, io, motion
+    from scopeline.pipeline._objects import create_zarr
+
+    meta = io.read_metadata(io.discover(path)[0], fps=fps) if fps else io.read_metadata(io.discover(path)[0])
+    out = str(path / "corrected.zarr")
+    p = motion.MotionParams(registration=motion.RegistrationParams(template_frames=100))
+    res = motion.correct_motion(meta.movie(chunk_frames=100), p, lambda s, c, d: create_zarr(out, s, c, d))
+    movie = zarr.open_array(out, mode="r")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        init = initialize.initialize(movie, meta.fps, valid=initialize.valid_region(movie.shape[1:], res.shifts,
+                                                                                   fov=res.fov))
+        units = cnmf.cnmf(movie, init.A, init.C, init.b, init.f, diameter=8, fps=meta.fps, fov=res.fov)
+    return res, init, units
+
+
 def shared_data(*parts: str) -> Path:
     """Path under ../shared/data, skipping the test when it is absent."""
     path = SHARED_DATA.joinpath(*parts)

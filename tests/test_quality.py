@@ -8,13 +8,11 @@ import warnings
 import numpy as np
 import pytest
 import zarr
+from conftest import process_simulated
 
-from scopeline.core import cnmf, initialize, io, motion, quality
+from scopeline.core import cnmf, initialize, quality
 from scopeline.core import simulate as sim
 from scopeline.core.footprints import Footprints, ShapeParams, not_cell_shaped
-from scopeline.pipeline._objects import create_zarr
-
-MOTION = motion.MotionParams(registration=motion.RegistrationParams(template_frames=100))
 
 
 def _gauss(sy: float, sx: float, theta: float = 0.0, size: int = 25) -> np.ndarray:
@@ -70,26 +68,13 @@ def test_spatial_consistency_tells_a_cell_from_a_misplaced_footprint():
     assert quality.auc([0.9, 0.8, 0.95], [0.1, 0.85]) == pytest.approx(5 / 6)
 
 
-def _chain(path, fps=None):
-    meta = io.read_metadata(io.discover(path)[0], fps=fps) if fps else io.read_metadata(io.discover(path)[0])
-    out = str(path / "corrected.zarr") if hasattr(path, "joinpath") else None
-    res = motion.correct_motion(meta.movie(chunk_frames=100), MOTION, lambda s, c, d: create_zarr(out, s, c, d))
-    movie = zarr.open_array(out, mode="r")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)
-        init = initialize.initialize(movie, meta.fps, valid=initialize.valid_region(movie.shape[1:], res.shifts,
-                                                                                   fov=res.fov))
-        units = cnmf.cnmf(movie, init.A, init.C, init.b, init.f, diameter=8, fps=meta.fps, fov=res.fov)
-    return res, init, units
-
-
 def test_striped_recording_makes_no_units_on_the_stripes(tmp_path):
     """Line noise at the real wireless recording's strength, with bursts of striped frames: no unit
     without cells; with cells, every unit is a cell."""
     empty = tmp_path / "empty"
     sim.simulate(empty, sim.SimulationParams.with_artifacts(["line_noise"], height=160, width=160, n_frames=400,
                                                             n_cells=0, seed=9, stripe_burst_prob=0.01))
-    _, init, units = _chain(empty)
+    _, init, units = process_simulated(empty)
     # at most one unit, and not a stripe: on a 160-px field the simulator's background blobs are about
     # cell-sized (measured: one blob, 27 degrees off the rows)
     st = units.A.shape_stats()
@@ -98,7 +83,7 @@ def test_striped_recording_makes_no_units_on_the_stripes(tmp_path):
     cells = tmp_path / "cells"
     sim.simulate(cells, sim.SimulationParams.with_artifacts(["line_noise"], height=160, width=160, n_frames=400,
                                                             n_cells=25, seed=9, stripe_burst_prob=0.01))
-    res, _, units = _chain(cells)
+    res, _, units = process_simulated(cells)
     gt = sim.load_ground_truth(cells)
     offset = tuple(-np.median(res.shifts - gt["shifts"], axis=0))
     acc = quality.accuracy(units.A.dense(), units.C, units.S, gt["A"], gt["C"], gt["S"], offset=offset)
@@ -107,7 +92,7 @@ def test_striped_recording_makes_no_units_on_the_stripes(tmp_path):
 
 def test_realistic_recording_metrics_separate_cells_from_the_rest(tmp_path):
     sim.simulate(tmp_path, sim.SimulationParams.realistic(height=256, width=256, n_frames=500, n_cells=80, seed=4))
-    res, _, units = _chain(tmp_path)
+    res, _, units = process_simulated(tmp_path)
     gt = sim.load_ground_truth(tmp_path)
     offset = np.array(-np.median(res.shifts - gt["shifts"], axis=0))
     seen = gt["visible_fraction"] > 0

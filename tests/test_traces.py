@@ -3,16 +3,13 @@ truth through motion correction, initialization and CNMF."""
 
 from __future__ import annotations
 
-import warnings
-
 import numpy as np
 import pytest
-import zarr
+from conftest import process_simulated
 
-from scopeline.core import cnmf, initialize, io, motion, quality, traces
+from scopeline.core import io, quality, traces
 from scopeline.core import simulate as sim
 from scopeline.core.footprints import Footprints
-from scopeline.pipeline._objects import create_zarr
 
 
 def _one_unit(C: np.ndarray, rest: float, black: float):
@@ -31,12 +28,14 @@ def test_cnmf_baseline_is_the_weighted_rise_over_the_resting_fluorescence():
     A, mean_raw, k = _one_unit(C, rest=40.0, black=12.0)
     f0 = traces.resting_fluorescence(A, C[None], mean_raw, black=12.0)
     np.testing.assert_allclose(f0, [40.0], rtol=1e-9)
-    d = traces.dff(A, C[None], mean_raw, black=12.0)
+    d = traces.dff(A, C[None], f0)
     np.testing.assert_allclose(d[0], k * C / 40.0, rtol=1e-6)
     # an unknown black level (0) gives a larger F0: dF/F smaller by the same factor for every unit
-    np.testing.assert_allclose(traces.dff(A, C[None], mean_raw)[0], k * C / 52.0, rtol=1e-6)
+    unknown_black = traces.resting_fluorescence(A, C[None], mean_raw)
+    np.testing.assert_allclose(traces.dff(A, C[None], unknown_black)[0], k * C / 52.0, rtol=1e-6)
     # a unit on the dark outside the lens has no resting fluorescence: NaN, not a huge dF/F
-    assert np.isnan(traces.dff(A, C[None], mean_raw, black=200.0)).all()
+    dark = traces.resting_fluorescence(A, C[None], mean_raw, black=200.0)
+    assert np.isnan(dark).all() and np.isnan(traces.dff(A, C[None], dark)).all()
 
 
 def test_percentile_baseline_follows_a_slow_drift():
@@ -48,15 +47,18 @@ def test_percentile_baseline_follows_a_slow_drift():
     drift = np.linspace(0, -15, n)  # bleaching under the footprint, through CNMF's background
     b = np.zeros((32, 32))
     b[10:21, 12:23] = 1.0
-    d = traces.dff(A, C[None], mean_raw, baseline="percentile", b=b, f=drift, fps=20.0, window_s=10.0)[0]
+    f0 = traces.resting_fluorescence(A, C[None], mean_raw)
+    d = traces.dff(A, C[None], f0, baseline="percentile", b=b, f=drift, fps=20.0, window_s=10.0)[0]
     quiet = C < 1e-3
     assert np.abs(d[quiet]).max() < 0.02  # the baseline follows the drift: rest stays at 0
-    constant = traces.dff(A, C[None], mean_raw)[0]
+    constant = traces.dff(A, C[None], f0)[0]
     assert np.corrcoef(d, constant)[0, 1] > 0.99
     with pytest.raises(ValueError, match="baseline must be one of cnmf, percentile"):
-        traces.dff(A, C[None], mean_raw, baseline="median")
+        traces.dff(A, C[None], f0, baseline="median")
     with pytest.raises(ValueError, match="f has 10 frames, C 3000"):
-        traces.dff(A, C[None], mean_raw, baseline="percentile", b=b, f=np.zeros(10))
+        traces.dff(A, C[None], f0, baseline="percentile", b=b, f=np.zeros(10))
+    with pytest.raises(ValueError, match="A has 1 units, C 1, f0 2"):
+        traces.dff(A, C[None], np.ones(2))
 
 
 def test_events_are_runs_of_activity_above_the_noise():
@@ -90,20 +92,12 @@ def _onset_scores(onsets_by_unit: list, spikes_by_unit: list, tolerance: int = 2
 
 @pytest.fixture(scope="module")
 def simulated(tmp_path_factory):
-    """256 x 256 x 600 frames, 60 cells (test_cnmf's recording), through motion correction, initialization and CNMF."""
+    """256 x 256 x 600 frames, 60 cells (test_cnmf's recording), through motion correction, initialization
+    and CNMF."""
     out = tmp_path_factory.mktemp("traces_sim")
     sim.simulate(out, sim.SimulationParams(height=256, width=256, n_frames=600, n_cells=60, seed=1))
-    meta = io.read_metadata(io.discover(out)[0])
-    path = str(out / "corrected.zarr")
-    p = motion.MotionParams(registration=motion.RegistrationParams(template_frames=100))
-    res = motion.correct_motion(meta.movie(chunk_frames=100), p, lambda s, c, d: create_zarr(path, s, c, d))
-    movie = zarr.open_array(path, mode="r")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)
-        init = initialize.initialize(movie, meta.fps, valid=initialize.valid_region(movie.shape[1:], res.shifts,
-                                                                                   fov=res.fov))
-        units = cnmf.cnmf(movie, init.A, init.C, init.b, init.f, diameter=8, fps=meta.fps, fov=res.fov)
-    return res, units, sim.load_ground_truth(out), meta.fps
+    res, _, units = process_simulated(out)
+    return res, units, sim.load_ground_truth(out), io.read_metadata(io.discover(out)[0]).fps
 
 
 def test_dff_and_events_of_simulated_units_match_the_truth(simulated):
@@ -114,14 +108,14 @@ def test_dff_and_events_of_simulated_units_match_the_truth(simulated):
     ei, ti = quality.match_units(units.A.centroids(), gt["centers"] + offset, 4.0)
     assert len(ei) >= 50
     black = float(res.fov_info["dark"]) if res.fov_info.get("found") else 0.0
+    f0 = traces.resting_fluorescence(units.A, units.C, res.mean_raw, black)
     for baseline in traces.BASELINES:
-        d = traces.dff(units.A, units.C, res.mean_raw, black, baseline, b=units.b, f=units.f, fps=fps)
+        d = traces.dff(units.A, units.C, f0, baseline, b=units.b, f=units.f, fps=fps)
         r = [np.corrcoef(d[i], gt["C"][t])[0, 1] for i, t in zip(ei, ti)]
         # measured: median 0.97 (cnmf) and 0.97 (percentile)
         print(f"dF/F ({baseline}): median r {np.median(r):.3f}")
         assert np.median(r) >= 0.95, (baseline, np.median(r))
         assert np.isfinite(d[ei]).all() and np.nanmedian(d[ei].max(axis=1)) > 0.02
-    f0 = traces.resting_fluorescence(units.A, units.C, res.mean_raw, black)
     ev = traces.events(units.S, units.sn, 3.0, f0)
     precision, recall = _onset_scores([ev["onset"][ev["unit"] == i] for i in ei],
                                       [np.flatnonzero(gt["S"][t] > 0) for t in ti])

@@ -177,7 +177,7 @@ def events(subject: Optional[str] = None, session: Optional[str] = None, *, thre
     out = []
     for ckey in _result_keys(r):
         key = {k: ckey[k] for k in fields}
-        ev = unit_reader.activity(key, threshold=threshold)["events"]
+        ev = unit_reader.activity(key, threshold=threshold, with_dff=False)["events"]
         out += [{**key, **{c: ev[c][j].item() for c in cols}} for j in range(len(ev["onset"]))]
     return pd.DataFrame(out, columns=fields + cols)
 

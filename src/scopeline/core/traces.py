@@ -119,15 +119,19 @@ def running_percentile(x: np.ndarray, window: int, quantile: float) -> np.ndarra
     return np.stack([np.interp(np.arange(n), centres, row) for row in at]) if len(x) else np.zeros((0, n))
 
 
-def dff(A: Footprints, C: np.ndarray, mean_raw: np.ndarray, black: float = 0.0, baseline: str = "cnmf", *,
+def dff(A: Footprints, C: np.ndarray, f0: np.ndarray, baseline: str = "cnmf", *,
         b: Optional[np.ndarray] = None, f: Optional[np.ndarray] = None, fps: float = 20.0, window_s: float = 30.0,
         quantile: float = 8.0) -> np.ndarray:
     """dF/F of each unit (see the module's text for the two baselines).
 
     Parameters
     ----------
-    A, C, mean_raw, black
-        As :func:`resting_fluorescence`.
+    A : Footprints
+        The units' footprints (peak 1), frame (height, width) pixels.
+    C : numpy.ndarray
+        float (units, frames): calcium traces, movie units.
+    f0 : numpy.ndarray
+        float (units,): resting fluorescence, movie units (:func:`resting_fluorescence`).
     baseline : str
         ``"cnmf"`` (C over a constant F0) or ``"percentile"`` (a sliding percentile of the unit's
         fluorescence).
@@ -159,8 +163,10 @@ def dff(A: Footprints, C: np.ndarray, mean_raw: np.ndarray, black: float = 0.0, 
         raise ValueError(f"percentile baseline: fps ({fps}) and window_s ({window_s}) must be positive and "
                          f"quantile ({quantile}) within 0-100")
     C = np.asarray(C, np.float64)
-    f0 = resting_fluorescence(A, C, mean_raw, black)
-    _, k = _weights(A)
+    f0 = np.asarray(f0, np.float64).ravel()
+    if len(C) != len(A) or len(f0) != len(A):
+        raise ValueError(f"A has {len(A)} units, C {len(C)}, f0 {len(f0)}")
+    total, k = _weights(A)
     delta = k[:, None] * C
     if baseline == "cnmf":
         with np.errstate(invalid="ignore"):
@@ -170,7 +176,6 @@ def dff(A: Footprints, C: np.ndarray, mean_raw: np.ndarray, black: float = 0.0, 
         f = np.asarray(f, np.float64).ravel()
         if f.shape[0] != C.shape[1]:
             raise ValueError(f"f has {f.shape[0]} frames, C {C.shape[1]}")
-        total, _ = _weights(A)
         kb = A.dot(np.asarray(b, np.float64)) / total
         F = F + kb[:, None] * (f - f.mean())[None, :]
     F0 = running_percentile(F, int(round(window_s * fps)), quantile)
@@ -180,7 +185,7 @@ def dff(A: Footprints, C: np.ndarray, mean_raw: np.ndarray, black: float = 0.0, 
     return out.astype(np.float32)
 
 
-def events(S: np.ndarray, sn: np.ndarray, threshold: float = 2.0, f0: Optional[np.ndarray] = None) -> dict:
+def events(S: np.ndarray, sn: np.ndarray, threshold: float = 3.0, f0: Optional[np.ndarray] = None) -> dict:
     """Events of each unit: runs of consecutive frames of non-zero S whose sum exceeds ``threshold`` sn.
 
     Parameters

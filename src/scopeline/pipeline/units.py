@@ -129,7 +129,7 @@ def arrays(key: Mapping, selected: bool = True, yra: bool = False) -> dict:
 
 
 def activity(key: Mapping, baseline: str = "cnmf", threshold: float = 3.0, *, result: Optional[dict] = None,
-             window_s: float = 30.0, quantile: float = 8.0) -> dict:
+             window_s: float = 30.0, quantile: float = 8.0, with_dff: bool = True) -> dict:
     """dF/F and events of one result's units (those :func:`arrays` gives), by :mod:`scopeline.core.traces`.
 
     Parameters
@@ -144,11 +144,13 @@ def activity(key: Mapping, baseline: str = "cnmf", threshold: float = 3.0, *, re
         :func:`arrays` of this key, when the caller has it already.
     window_s, quantile : float
         The percentile baseline's window (s) and percentile.
+    with_dff : bool
+        False: events and F0 only (``dff`` None).
 
     Returns
     -------
     dict
-        ``unit_id`` int (units,), ``dff`` float32 (units, frames), ``F0`` float64 (units,) movie units,
+        ``unit_id`` int (units,), ``dff`` float32 (units, frames) (None without ``with_dff``), ``F0`` float64 (units,) movie units,
         ``time`` float64 (frames,) s from the recording's first frame, ``events`` (the dict of
         :func:`scopeline.core.traces.events` with ``unit_id`` added and ``time`` of each onset, s),
         ``black`` (the black level used), ``baseline``, ``threshold``.
@@ -166,12 +168,14 @@ def activity(key: Mapping, baseline: str = "cnmf", threshold: float = 3.0, *, re
         raise ValueError(f"{keys.describe(full)}: its motion correction has no mean_raw (made by an earlier "
                          "scopeline): dF/F needs it; run the motion correction again")
     black = float(fov_info["dark"]) if fov_info and fov_info.get("found") else 0.0
-    b, f = (cnmf.CNMF & full).fetch1("b", "f")
     times = motion.frame_times(full)
-    fps = 1.0 / float(np.median(np.diff(times))) if len(times) > 1 else 20.0
-    dff = traces.dff(res["A"], res["C"], mean_raw, black, baseline, b=b, f=load_npy(f), fps=fps,
-                     window_s=window_s, quantile=quantile)
     f0 = traces.resting_fluorescence(res["A"], res["C"], mean_raw, black)
+    dff = None
+    if with_dff:
+        b, f = (cnmf.CNMF & full).fetch1("b", "f") if baseline == "percentile" else (None, None)
+        fps = 1.0 / float(np.median(np.diff(times))) if len(times) > 1 else 20.0
+        dff = traces.dff(res["A"], res["C"], f0, baseline, b=b, f=None if f is None else load_npy(f), fps=fps,
+                         window_s=window_s, quantile=quantile)
     sn = np.array([u["sn"] for u in res["rows"]], np.float64)
     ev = traces.events(res["S"], sn, threshold, f0)
     ev["unit_id"] = np.asarray(res["unit_id"], int)[ev["unit"]]
