@@ -153,6 +153,13 @@ def pipeline_db(request, server_urls, tmp_path_factory):
     pl.drop(force=True)
 
 
+def one_backend(db, backend: str) -> None:
+    """Run a slow end-to-end test on one backend only (the suite's time): for tests whose server-side part
+    (reservations, declarations, inserts) other tests already run on both."""
+    if db["backend"] != backend:
+        pytest.skip(f"runs on {backend} only (the suite's time; what differs by server is tested on both)")
+
+
 @pytest.fixture
 def db(pipeline_db):
     """One backend's pipeline, emptied after the test."""

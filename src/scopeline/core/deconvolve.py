@@ -35,7 +35,6 @@ from typing import Literal, Optional
 import numba
 import numpy as np
 import scipy.fft as sfft
-from scipy import signal
 
 __all__ = ["noise_sn", "ar_coefficients", "oasis_ar1", "deconvolve", "Deconvolved"]
 
@@ -63,6 +62,7 @@ def noise_sn(y: np.ndarray, band: tuple[float, float] = (0.25, 0.5), nperseg: in
     numpy.ndarray
         float32, y's shape without the time axis: sn in the trace's units; 0 for constant traces.
     """
+    from scipy import signal
     y = np.moveaxis(np.asarray(y, np.float32), axis, 0)
     n = y.shape[0]
     m = max(2, min(nperseg, n))
@@ -226,6 +226,7 @@ def _kernel_norm(g: np.ndarray, n: int = 5000) -> float:
     """L2 norm of the AR model's impulse response (1 / sqrt(1 - g^2) for AR(1)): the noise of a
     residual filtered by the kernel is ``sn`` times this, so a penalty in these units does not
     depend on the indicator's decay time."""
+    from scipy import signal
     impulse = np.zeros(n)
     impulse[0] = 1.0
     h = signal.lfilter([1.0], np.concatenate([[1.0], -np.asarray(g, np.float64)]), impulse)

@@ -18,7 +18,7 @@ from scipy import ndimage
 
 from scopeline import executor
 
-__all__ = ["Footprints", "ShapeParams", "not_cell_shaped", "frame_blocks", "read_frames", "components"]
+__all__ = ["Footprints", "ShapeParams", "not_cell_shaped", "frame_blocks", "read_frames", "components", "patch_contours"]
 
 
 class ShapeParams(BaseModel):
@@ -101,6 +101,38 @@ def frame_blocks(movie, block: int, progress: Optional[Callable[[int], None]] = 
         yield a, frames
         if progress is not None:
             progress(len(frames))
+
+
+def patch_contours(patch: np.ndarray, origin, fraction: float = 0.5) -> list[np.ndarray]:
+    """The contour lines of one footprint patch at a fraction of its peak, in frame coordinates.
+
+    Marching squares (contourpy, matplotlib's contouring library) on the patch padded by one zero
+    pixel, so every line closes even where the footprint touches the patch's edge.
+
+    Parameters
+    ----------
+    patch : numpy.ndarray
+        float (rows, cols): the footprint's values.
+    origin : (int, int)
+        The patch's top-left pixel (y, x) in the frame.
+    fraction : float
+        Contour level as a fraction of the patch's peak (0.5: half peak).
+
+    Returns
+    -------
+    list of numpy.ndarray
+        float64 (points, 2) each: one closed line as (x, y) pixel coordinates (x first, for drawing);
+        empty when the patch is all zero.
+    """
+    import contourpy
+
+    patch = np.asarray(patch, dtype=float)
+    peak = patch.max() if patch.size else 0.0
+    if not peak > 0:
+        return []
+    lines = contourpy.contour_generator(z=np.pad(patch, 1), line_type="Separate").lines(fraction * peak)
+    y0, x0 = origin
+    return [line + np.array([x0 - 1.0, y0 - 1.0]) for line in lines]
 
 
 def components(n: int, pairs) -> list[list[int]]:
@@ -195,6 +227,11 @@ class Footprints:
     def _slices(self, i: int) -> tuple[slice, slice]:
         y, x = self.offsets[i]
         return slice(y, y + self.patches.shape[1]), slice(x, x + self.patches.shape[2])
+
+    def contours(self, fraction: float = 0.5) -> list[list[np.ndarray]]:
+        """Each unit's contour lines at ``fraction`` of its peak (:func:`patch_contours`): a list per
+        unit of float64 (points, 2) (x, y) lines in frame pixels."""
+        return [patch_contours(self.patches[i], self.offsets[i], fraction) for i in range(len(self))]
 
     def area(self) -> np.ndarray:
         """int (units,): non-zero pixels of each footprint."""

@@ -33,7 +33,7 @@ from typing import Callable, Literal, Optional
 
 import numpy as np
 from pydantic import Field
-from scipy import ndimage, signal, stats
+from scipy import ndimage
 from scipy.spatial import cKDTree
 
 from scopeline import executor
@@ -249,6 +249,7 @@ def _split(traces: np.ndarray, fps: float, cutoff_hz: float, drift_hz: float = 0
     """Signal and noise parts of traces (seeds, frames) by zero-phase Butterworth filters: below
     ``cutoff_hz`` (and above ``drift_hz`` when given: slow background drifts are not cells), and the
     rest above ``cutoff_hz``."""
+    from scipy import signal
     if traces.shape[1] <= 15:
         return traces.copy(), np.zeros_like(traces)
     nyq = fps / 2
@@ -310,6 +311,7 @@ def pnr_scale(n_frames: int, fps: float, cutoff_hz: float, reference: int = 1000
 def seed_ks(traces) -> np.ndarray:
     """float32 (seeds,): p-values of a Kolmogorov-Smirnov test of each standardized trace (rows of a
     (seeds, frames) numpy or Zarr array) against a normal distribution (small: not noise alone)."""
+    from scipy import stats
     out = np.ones(traces.shape[0], np.float32)
     for a, block in row_blocks(traces):
         for i, y in enumerate(block, start=a):
@@ -321,6 +323,7 @@ def seed_ks(traces) -> np.ndarray:
 
 def _gmm_high(values: np.ndarray, iterations: int = 100) -> np.ndarray:
     """Members of the higher component of a 2-Gaussian mixture fitted (EM) to 1-D values."""
+    from scipy import stats
     x = np.asarray(values, np.float64)
     if len(x) < 4 or np.ptp(x) == 0:
         return np.ones(len(x), bool)
