@@ -10,9 +10,9 @@ cd "$(dirname "$0")/.."
 SUDO=""
 if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
 if command -v apt-get >/dev/null 2>&1; then
-  echo "== system packages (mariadb-server, postgresql, python3-venv)"
+  echo "== system packages (mariadb-server, postgresql, python3-venv, chromium for the view's browser test)"
   $SUDO apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq mariadb-server postgresql python3-venv >/dev/null
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq mariadb-server postgresql python3-venv chromium chromium-driver >/dev/null
 else
   echo "apt-get not found: install a MariaDB or MySQL server (mariadbd/mysqld) yourself" >&2
 fi

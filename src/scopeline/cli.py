@@ -1009,6 +1009,45 @@ def curate_import(key: str = _KEY, path: Path = typer.Argument(..., help="SpikeI
 # ---------------------------------------------------------------------------------- register
 
 
+@app.command("view")
+@_stage_options()
+def view_cmd(
+    key: Optional[str] = typer.Argument(None, metavar="[KEY]", help="SUBJECT/SESSION(/RECORDING): open this result "
+                                        "first (default the first result)."),
+    host: str = typer.Option("127.0.0.1", "--host", help="Interface to listen on. The default, 127.0.0.1, is this "
+                             "machine only. Another (0.0.0.0: every interface) lets anyone who can reach the port "
+                             "and has the token read every result and save curations, over plain HTTP (the token "
+                             "can be read on the network): prefer an SSH tunnel (ssh -L PORT:127.0.0.1:PORT)."),
+    port: int = typer.Option(0, "--port", min=0, max=65535, help="TCP port (0: a free one)."),
+    token: Optional[str] = typer.Option(None, "--token", envvar="SCOPELINE_VIEW_TOKEN",
+                                        help="Access token (default a new random one each start)."),
+    curator: Optional[str] = _CURATOR,
+    preset: Optional[str] = _PRESET,
+    paramsets: dict = None,
+):
+    """A web view of the results in your browser: summary images with unit contours, motion, provenance;
+    a unit's footprint, traces (C, S, dF/F), metrics and movie clip; accept / reject / label / merge by
+    buttons or keys, saved as a new manual curation on top of the one in use. Prints the URL (with its
+    access token) to open; Ctrl-C stops it."""
+    from scopeline import view
+    from scopeline.pipeline import activate
+    from scopeline.view import data
+
+    with _clear_errors():
+        activate()
+        first = data.result_id(_curation_key(key, preset, paramsets)) if key else None
+        if token is not None and len(token) < 16:
+            _fail("--token: give at least 16 characters (or none for a random one)", 2)
+        token = token or view.new_token()
+        port = port or view.free_port(host)
+    console.print(f"scopeline view: open [bold]{view.url(host, port, token, first)}[/]", highlight=False, soft_wrap=True)
+    if host not in ("127.0.0.1", "localhost", "::1"):
+        err_console.print(f"[bold yellow]warning:[/] listening on {host}: anyone who can reach port {port} and has "
+                          "the token can read results and save curations (plain HTTP)", highlight=False)
+    console.print("Ctrl-C stops it.")
+    view.serve(host, port, token, curator)
+
+
 @app.command("register")
 def register_cmd(
     files: list[Path] = typer.Argument(..., help="Footprint files, one per session, in order (.mat: CellReg's "

@@ -56,7 +56,7 @@ from scopeline.pipeline._util import load_npy, progress_bar
 from scopeline.pipeline.session import Session
 from scopeline.pipeline.subject import Subject as SubjectTable
 
-__all__ = ["export_nwb", "inspect_nwb", "DEFAULT_SPECIES"]
+__all__ = ["export_nwb", "inspect_nwb", "provenance", "DEFAULT_SPECIES"]
 
 #: Used only if the Subject table has no species column (it has one, default "Mus musculus").
 DEFAULT_SPECIES = "Mus musculus"
@@ -220,14 +220,32 @@ def _one_key(key: Mapping) -> dict:
 # ------------------------------------------------------------------------------------ fetch
 
 
+def provenance(key: Mapping) -> dict:
+    """The provenance an NWB file of one CNMF result holds (in its ``notes``), as a dict: the key, every
+    stage's parameter set (name, description, hash, parameters), scopeline version and timing, the
+    recording's files and timing, and what registered stages add (the curation in use and its chain).
+
+    Raises
+    ------
+    ValueError
+        If ``key`` matches no CNMF result or several.
+    """
+    return _provenance(_fetch_rows(_one_key(key)))
+
+
 def _fetch(key: dict) -> dict:
     """Everything the file holds, from the database, as plain values (arrays loaded except the movie)."""
+    result = units.arrays(key)  # one fetch of the unit rows: arrays and the rows for the table's columns
+    return {**_fetch_rows(key), "result": result, "units": result["rows"]}
+
+
+def _fetch_rows(key: dict) -> dict:
+    """The rows of the result's chain (recording to CNMF) and its parameter sets, not its units."""
     rec_key = keys.recording(key)
     info = (acquisition.RecordingInfo & rec_key).fetch1()
     files = (acquisition.RecordingInfo.File & rec_key).to_dicts(order_by="file_index")
     mc = (motion.MotionCorrection & key).fetch1()
     blocks = (motion.MotionCorrection.Block & key).to_dicts(order_by="block_id")
-    result = units.arrays(key)  # one fetch of the unit rows: arrays and the rows for the table's columns
     return {
         "key": key,
         "subject": (SubjectTable & rec_key).fetch1(),
@@ -240,8 +258,6 @@ def _fetch(key: dict) -> dict:
         "blocks": blocks,
         "init": (initialization.Initialization & key).fetch1(),
         "cnmf": (cnmf.CNMF & key).fetch1(),
-        "result": result,
-        "units": result["rows"],
         "paramsets": {s.name: _paramset(s, key) for s in stages.chain("cnmf") if s.paramset is not None},
     }
 

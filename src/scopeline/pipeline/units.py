@@ -22,7 +22,7 @@ from scopeline.core.quality import METRICS
 from scopeline.pipeline import cnmf, keys, motion, stages
 from scopeline.pipeline._util import load_npy
 
-__all__ = ["Choice", "choice", "rows", "count", "arrays", "activity"]
+__all__ = ["Choice", "choice", "rows", "count", "arrays", "activity", "every_unit"]
 
 
 @dataclass
@@ -59,11 +59,12 @@ def choice(key: Mapping) -> Optional[Choice]:
     return None
 
 
-def _result_rows(ckey: dict, attrs: tuple, selected: bool) -> list[dict]:
-    """One CNMF result's unit rows (see :func:`rows`)."""
-    chosen = choice(ckey) if selected else None
+def _result_rows(ckey: dict, attrs: tuple, selected: bool, hidden: bool = False, chosen: Optional[Choice] = None
+                 ) -> list[dict]:
+    """One CNMF result's unit rows (see :func:`rows`); ``hidden``: CNMF's units the choice hides too."""
+    chosen = chosen if chosen is not None else (choice(ckey) if selected else None)
     q = cnmf.CNMF.Unit & ckey
-    if chosen is not None:
+    if chosen is not None and not hidden:
         q = q & [{"unit_id": int(u)} for u in chosen.unit_ids] if chosen.unit_ids else None
     got = [] if q is None else (q.proj(*attrs) if attrs else q).to_dicts(order_by="unit_id")
     if chosen is None:
@@ -84,6 +85,21 @@ def rows(key: Mapping, *attrs: str, selected: bool = True) -> list[dict]:
     order = list(keys.fields("cnmf"))
     return [r for ckey in (cnmf.CNMF & dict(key)).keys(order_by=order)
             for r in _result_rows(dict(ckey), attrs, selected)]
+
+
+def every_unit(key: Mapping, *attrs: str) -> tuple[list[dict], Optional[Choice]]:
+    """Every unit a curation of one result can decide on: all of CNMF's units (those the choice in use
+    hides too) and the units that choice made (merged ones), in unit_id order, with ``labels`` where the
+    choice gives them; and the choice (None: none in use). What a curation tool shows.
+
+    Raises
+    ------
+    datajoint.DataJointError
+        If ``key`` matches no CNMF result or several.
+    """
+    full = (cnmf.CNMF & dict(key)).fetch1("KEY")
+    chosen = choice(full)
+    return _result_rows(full, attrs, True, hidden=True, chosen=chosen), chosen
 
 
 def count(key: Mapping, selected: bool = True) -> int:
