@@ -191,7 +191,10 @@ function draw() {
   }
   ctx.setLineDash([]);
   for (const id of view.mergeGroup) outline(ctx, id, "#ffffff", 2.5 / scale, [2 / scale, 2 / scale]);
-  if (view.unit !== null && view.paths.has(view.unit)) outline(ctx, view.unit, "#ffffff", 2.5 / scale, []);
+  if (view.unit !== null && view.paths.has(view.unit)) {  // the open unit: white on a dark halo, seen on bright cells too
+    outline(ctx, view.unit, "#000000", 5 / scale, []);
+    outline(ctx, view.unit, "#ffffff", 2.5 / scale, []);
+  }
   legend(by, range);
 }
 
@@ -286,7 +289,10 @@ async function openUnit(id) {
   if (before !== null) refreshRow(before);
   refreshRow(id);
   const row = $("units").querySelector(`tr[data-unit="${id}"]`);
-  if (row) row.scrollIntoView({ block: "nearest" });
+  if (row) {  // scroll the table only, never the page
+    const box = $("units-box"), top = row.offsetTop - box.querySelector("thead").offsetHeight;
+    if (top < box.scrollTop || row.offsetTop + row.offsetHeight > box.scrollTop + box.clientHeight) box.scrollTop = top;
+  }
   draw();
   const u = view.byId.get(id);
   $("unit-title").textContent = `unit ${id}`;
