@@ -109,6 +109,25 @@ def test_footprints_dense_round_trip_and_products():
     np.testing.assert_allclose(fp.area(), (A > 0).sum(axis=(1, 2)))
 
 
+def test_half_peak_contours_enclose_each_footprint_in_frame_pixels():
+    """A disk of radius 5 (peak 1) at (30, 40) in a patch at offset (22, 31): one closed line at half peak,
+    every point about 5 px from the centre (x, y order); a footprint touching its patch's edge still
+    closes; an empty one has none."""
+    yy, xx = np.mgrid[0:17, 0:17]
+    disk = np.clip(1.0 - (np.hypot(yy - 8, xx - 9) - 5.0), 0, 1).astype(np.float32)  # half peak at r = 5.5
+    edge = np.zeros((17, 17), np.float32)
+    edge[:, :4] = 1.0
+    A = Footprints(np.stack([disk, edge, np.zeros_like(disk)]), [(22, 31), (0, 0), (5, 5)], (64, 64))
+    lines = A.contours()
+    assert [len(u) for u in lines] == [1, 1, 0]
+    line = lines[0][0]
+    assert np.allclose(line[0], line[-1])  # closed
+    r = np.hypot(line[:, 0] - 40, line[:, 1] - 30)
+    assert np.all(np.abs(r - 5.5) < 0.6), r
+    box = lines[1][0]
+    assert np.allclose(box[0], box[-1]) and box[:, 0].min() >= -0.5 and box[:, 0].max() <= 4.0
+
+
 def test_empty_footprints_answer_with_empty_arrays():
     """A result without units (a movie without cells) must still give areas, centroids and products."""
     A = Footprints.empty((64, 80), 25)
