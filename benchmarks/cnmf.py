@@ -188,8 +188,6 @@ def main() -> None:
     args.work.mkdir(parents=True, exist_ok=True)
     results_file = HERE / "results" / "cnmf.jsonl"
     results_file.parent.mkdir(exist_ok=True)
-    from scopeline.core import simulate as sim
-
     env = dict(os.environ)
     if args.src is not None:
         env["PYTHONPATH"] = str(args.src.resolve() / "src")
@@ -197,42 +195,115 @@ def main() -> None:
         for cells in args.cells:
             for level in args.signal:
                 for artifacts in args.artifacts:
-                    base = dict(height=args.size, width=args.size, n_frames=n, n_cells=cells, signal_level=level,
-                                seed=args.seed)
-                    params = sim.SimulationParams.with_artifacts(_artifact_names(artifacts, sim.ARTIFACTS), **base)
-                    tag = "" if artifacts == "none" else f"_{artifacts}"
-                    rec_root = args.work / f"sim_{args.size}_{n}_{cells}_{level}_{args.seed}{tag}"
-                    if not list(rec_root.glob("*/My_V4_Miniscope/timeStamps.csv")):
-                        shutil.rmtree(rec_root, ignore_errors=True)
-                        sim.simulate(rec_root, params)
-                    out_zarr = args.work / "corrected.zarr"
-                    npz = args.work / "result.npz"
-                    shutil.rmtree(out_zarr, ignore_errors=True)
-                    run = subprocess.run([sys.executable, "-c", CHILD, str(rec_root), str(out_zarr), str(npz)],
-                                         capture_output=True, text=True, env=env)
-                    if run.returncode:
-                        raise SystemExit(run.stderr[-3000:])
-                    ours = json.loads(run.stdout.strip().splitlines()[-1])
-                    ours["wall_s"] = round(sum(ours["seconds"][k] for k in ("motion", "initialization", "cnmf")), 1)
-                    ours.update(_score(rec_root, npz, out_zarr, args.oracle))
-                    result = {"machine": f"{platform.node()} {os.cpu_count()} cores", "size": args.size,
-                              "frames": n, "cells": cells, "signal_level": level, "seed": args.seed,
-                              "artifacts": artifacts, "src": str(args.src) if args.src else "this tree",
-                              **({"init_params": json.loads(env["BENCH_INIT_PARAMS"])}
-                                 if env.get("BENCH_INIT_PARAMS") else {}),
-                              "scopeline": ours}
-                    shutil.rmtree(out_zarr, ignore_errors=True)
-                    if args.minian is not None:
-                        device = next(rec_root.glob("*/My_V4_Miniscope"))
-                        result["minian"] = _minian(args.minian.resolve(), device, args.work, rec_root)
-                        result["speedup_vs_minian"] = round(
-                            result["minian"]["summary"].get("total_wall_s", float("nan")) / ours["wall_s"], 1)
+                    result = run_one(args.size, n, cells, level, artifacts, args.seed, args.work, env=env,
+                                     oracle=args.oracle, minian=args.minian, keep=args.keep,
+                                     src=str(args.src) if args.src else "this tree")
                     print(json.dumps(result), flush=True)
                     with open(results_file, "a") as fh:
                         fh.write(json.dumps(result) + "\n")
-                    if not args.keep:
-                        shutil.rmtree(rec_root, ignore_errors=True)
 
+
+def run_one(size: int, n: int, cells: int, level: float, artifacts: str, seed: int, work: Path, *, env=None,
+            oracle: bool = False, minian: Path | None = None, keep: bool = False, src: str = "this tree",
+            sample_s: float = 0.5, bounds: bool = False) -> dict:
+    """Simulate one recording (reused when its folder exists), run the child on it (peak memory of its
+    process tree sampled every ``sample_s`` s besides its own high-water mark) and score it."""
+    from scopeline.core import simulate as sim
+
+    env = dict(os.environ) if env is None else env
+    base = dict(height=size, width=size, n_frames=n, n_cells=cells, signal_level=level, seed=seed)
+    params = sim.SimulationParams.with_artifacts(_artifact_names(artifacts, sim.ARTIFACTS), **base)
+    tag = "" if artifacts == "none" else f"_{artifacts}"
+    rec_root = work / f"sim_{size}_{n}_{cells}_{level}_{seed}{tag}"
+    if not list(rec_root.glob("*/My_V4_Miniscope/timeStamps.csv")):
+        shutil.rmtree(rec_root, ignore_errors=True)
+        sim.simulate(rec_root, params)
+    out_zarr = work / "corrected.zarr"
+    npz = work / "result.npz"
+    shutil.rmtree(out_zarr, ignore_errors=True)
+    import resource
+
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    proc = subprocess.Popen([sys.executable, "-c", CHILD, str(rec_root), str(out_zarr), str(npz)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    tree_peak = sample_tree_rss(proc, sample_s)
+    stdout, stderr = proc.communicate()
+    if proc.returncode:
+        raise SystemExit(stderr[-3000:])
+    ours = json.loads(stdout.strip().splitlines()[-1])
+    ours["peak_tree_rss_MiB"] = round(tree_peak)
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    ours["cpu_s"] = round(after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime, 1)
+    ours["wall_s"] = round(sum(ours["seconds"][k] for k in ("motion", "initialization", "cnmf")), 1)
+    ours.update(_score(rec_root, npz, out_zarr, oracle))
+    if bounds:
+        ours["bound"] = physical_bound(rec_root, out_zarr)
+    result = {"machine": f"{platform.node()} {os.cpu_count()} cores", "size": size,
+              "frames": n, "cells": cells, "signal_level": level, "seed": seed,
+              "artifacts": artifacts, "src": src,
+              **({"init_params": json.loads(env["BENCH_INIT_PARAMS"])}
+                 if env.get("BENCH_INIT_PARAMS") else {}),
+              "scopeline": ours}
+    shutil.rmtree(out_zarr, ignore_errors=True)
+    if minian is not None:
+        device = next(rec_root.glob("*/My_V4_Miniscope"))
+        result["minian"] = _minian(minian.resolve(), device, work, rec_root)
+        result["speedup_vs_minian"] = round(
+            result["minian"]["summary"].get("total_wall_s", float("nan")) / ours["wall_s"], 1)
+    if not keep:
+        shutil.rmtree(rec_root, ignore_errors=True)
+    return result
+
+
+def physical_bound(rec_root: Path, movie_path: Path) -> dict:
+    """What no pipeline on this machine beats: one decode pass of the recording's files (scopeline's
+    reader, dask threads, a max projection) and one read of the stored corrected movie (Zarr), frames/s."""
+    import time
+
+    import numpy as np
+    import zarr
+
+    from scopeline.core import io
+
+    meta = io.read_metadata(io.discover(rec_root)[0])
+    t = time.perf_counter()
+    meta.movie(chunk_frames=100).max(axis=0).compute()
+    decode = time.perf_counter() - t
+    movie = zarr.open_array(str(movie_path), mode="r")
+    t = time.perf_counter()
+    for a in range(0, movie.shape[0], 100):
+        np.asarray(movie[a:a + 100])
+    read = time.perf_counter() - t
+    n = movie.shape[0]
+    return {"decode_fps": round(meta.n_frames / decode, 1), "store_read_fps": round(n / read, 1)}
+
+
+def sample_tree_rss(proc, every: float = 0.5) -> float:
+    """Peak resident memory (MiB) of ``proc`` and all its descendants, summed, sampled every ``every`` s
+    until it exits (/proc; threads share their process's memory)."""
+    import time
+
+    peak = 0.0
+    while proc.poll() is None:
+        pids, frontier = set(), [proc.pid]
+        while frontier:
+            pid = frontier.pop()
+            pids.add(pid)
+            try:
+                for task in Path(f"/proc/{pid}/task").iterdir():
+                    frontier += [int(c) for c in (task / "children").read_text().split() if int(c) not in pids]
+            except OSError:
+                continue
+        total = 0
+        for pid in pids:
+            try:
+                total += next(int(line.split()[1]) for line in Path(f"/proc/{pid}/status").read_text().splitlines()
+                              if line.startswith("VmRSS"))
+            except (OSError, StopIteration):
+                pass
+        peak = max(peak, total / 1024)
+        time.sleep(every)
+    return peak
 
 if __name__ == "__main__":
     main()
