@@ -432,7 +432,7 @@ def _merge_rows(ckey: dict, parent_state: core_curation.State, merges: list, new
 
 
 def edit(key: Mapping, change: core_curation.Edit, *, parent: Optional[int] = None, curator: Optional[str] = None,
-         use_it: bool = True, kind: str = "manual", progress: bool = False) -> int:
+         use_it: bool = True, kind: str = "manual", progress: bool = False, parent_in_use: bool = False) -> int:
     """A manual curation: ``change`` on top of ``parent`` (default the curation in use; with none, on top
     of every unit accepted). Merges are fitted here (:func:`scopeline.core.curation.merge`). Returns the
     new curation's id (made the one in use when ``use_it``).
@@ -440,28 +440,34 @@ def edit(key: Mapping, change: core_curation.Edit, *, parent: Optional[int] = No
     Raises
     ------
     CurationError
-        If the result or the parent does not exist.
+        If the result or the parent does not exist; with ``parent_in_use``, also when ``parent`` (None: no
+        curation) is not the one in use when the new curation is inserted (someone saved another meanwhile).
     scopeline.core.curation.EditError
         If the change names units the parent does not have, or merges a unit twice.
     """
     ckey = result_key(key)
-    if parent is None:
+    if parent is None and not parent_in_use:
         parent = in_use(ckey)
     if parent is None:
         base = core_curation.initial_state(_unit_ids(ckey))
     else:
         parent = _one(ckey, parent)
         base = state(ckey, parent)
-    return _commit(ckey, base, change, parent=parent, kind=kind, curator=curator, use_it=use_it, progress=progress)
+    return _commit(ckey, base, change, parent=parent, kind=kind, curator=curator, use_it=use_it, progress=progress,
+                   parent_in_use=parent_in_use)
 
 
 def _commit(ckey: dict, base: core_curation.State, change: core_curation.Edit, *, parent: Optional[int], kind: str,
-            curator: Optional[str], use_it: bool, progress: bool) -> int:
+            curator: Optional[str], use_it: bool, progress: bool, parent_in_use: bool = False) -> int:
     """Check ``change`` on ``base``, fit its merges (new ids after every id the result's curations
     used), and insert the new curation in one transaction."""
     core_curation.apply_edit(base, change)  # checks the change before any work
     merged = _merge_rows(ckey, base, change.merges, list(range(len(change.merges))), progress) if change.merges else []
     with Curation.connection.transaction:  # the new units' ids: after every id the result's curations used
+        now = in_use(ckey)
+        if parent_in_use and now != parent:
+            raise CurationError(f"{keys.describe(ckey)}: curation {now} is in use now, not {parent} (someone saved "
+                                "one meanwhile): reload the result and make the change again")
         known = {int(u) for u in (Curation.Unit & ckey).to_arrays("unit_id")} | set(base)
         top = max(known, default=-1)
         new_ids = list(range(top + 1, top + 1 + len(change.merges)))

@@ -55,7 +55,7 @@ def create_app(token: str, curator: Optional[str] = None) -> FastAPI:
     @app.middleware("http")
     async def need_token(request: Request, call_next):
         given = request.query_params.get("token") or request.headers.get(HEADER) or request.cookies.get(COOKIE)
-        if not given or not secrets.compare_digest(given, token):
+        if not given or not secrets.compare_digest(given.encode(), token.encode()):
             return JSONResponse({"error": "no valid access token: open the URL `scopeline view` printed"},
                                 status_code=403)
         if "token" in request.query_params and request.url.path == "/":

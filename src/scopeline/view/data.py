@@ -122,6 +122,15 @@ def _gray_png(image: np.ndarray, lo_hi: tuple = (1.0, 99.7)) -> bytes:
     return png.tobytes()
 
 
+def _number(v) -> Optional[float]:
+    """A finite float, or None (JSON has no NaN)."""
+    try:
+        v = float(v)
+    except (TypeError, ValueError):
+        return None
+    return v if np.isfinite(v) else None
+
+
 def _rounded(values: np.ndarray, digits: int = 4) -> list:
     """float32 values as a JSON list with ``digits`` significant digits (smaller payloads)."""
     v = np.asarray(values, np.float64)
@@ -186,14 +195,13 @@ class ResultData:
         for i, u in enumerate(self.unit_ids):
             r, st = self.rows[u], self.state.get(u)
             unit_list.append({
-                "unit_id": u, "y": round(float(r["centroid_y"]), 2), "x": round(float(r["centroid_x"]), 2),
+                "unit_id": u, "y": round(_number(r["centroid_y"]) or 0.0, 2), "x": round(_number(r["centroid_x"]) or 0.0, 2),
                 "contour": [np.round(line, 1).tolist() for line in contours[i]],
                 "accepted": True if st is None else bool(st.accepted),
                 "labels": list(st.labels) if st is not None else [],
                 "reason": st.reason if st is not None else "",
                 "merged_into": None if st is None or st.merged_into is None else int(st.merged_into),
-                "numbers": {n: (None if r.get(n) is None or not np.isfinite(float(r[n])) else round(float(r[n]), 4))
-                            for n in UNIT_NUMBERS},
+                "numbers": {n: (None if _number(r.get(n)) is None else round(_number(r[n]), 4)) for n in UNIT_NUMBERS},
             })
         return {"id": self.id, "key": self.key, "describe": self.describe, "height": self.shape[0],
                 "width": self.shape[1], "n_frames": self.n_frames, "fps": fps,
@@ -268,10 +276,10 @@ class ResultData:
         row = self.rows[unit_id]
         return {"unit_id": unit_id, "patch": np.round(self.A.patches[i], 3).tolist(),
                 "offset": [int(v) for v in self.A.offsets[i]], "time": _rounded(self.times, 7),
-                "C": _rounded(C), "S": _rounded(S), "dff": None if dff is None else _rounded(dff), "F0": f0,
+                "C": _rounded(C), "S": _rounded(S), "dff": None if dff is None else _rounded(dff), "F0": _number(f0),
                 "events": {"onset": ev["onset"].tolist(), "time": [round(float(self.times[o]), 3) for o in ev["onset"]],
                            "amplitude": _rounded(ev["amplitude"])},
-                "numbers": {n: (None if row.get(n) is None else float(row[n])) for n in UNIT_NUMBERS}}
+                "numbers": {n: _number(row.get(n)) for n in UNIT_NUMBERS}}
 
     def _open_movie(self):
         from scopeline.pipeline import motion
@@ -369,12 +377,14 @@ class ResultData:
             raise ViewError(f"the change is not a valid curation: {err.errors()[0]['msg']}") from None
         if not (edit.accept or edit.reject or edit.labels or edit.merges):
             raise ViewError("nothing to save: accept, reject, label or merge a unit first")
-        with DB_LOCK:
+        with DB_LOCK:  # the check is repeated inside the insert's transaction (another process may save)
             now = curation.in_use(self.key)
             if now != parent:
                 raise Conflict(f"{self.describe}: curation {now} is in use now, not {parent} (someone saved "
                                "one meanwhile): reload the result and make the change again")
             try:
-                return curation.edit(self.key, edit, parent=parent, curator=curator)
+                return curation.edit(self.key, edit, parent=parent, curator=curator, parent_in_use=True)
+            except curation.CurationError as err:
+                raise (Conflict if "is in use now" in str(err) else ViewError)(str(err)) from None
             except (EditError, ScopelineError) as err:
                 raise ViewError(str(err)) from None

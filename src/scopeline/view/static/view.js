@@ -67,6 +67,8 @@ async function openResult(id, keepUnit) {
   const res = await api(`/api/result/${id}`);
   view.result = res;
   view.byId = new Map(res.units.map((u) => [u.unit_id, u]));
+  view.unit = null;
+  clearInterval(view.clipTimer);
   resetPending();
   location.hash = `result=${id}`;
   for (const item of document.querySelectorAll(".result")) item.classList.toggle("open", item.dataset.id === id);
@@ -264,6 +266,7 @@ function buildTable() {
 }
 
 function refreshRow(id) {
+  if (!view.byId.has(id)) return;
   const u = view.byId.get(id), e = effective(u);
   const tr = $("units").querySelector(`tr[data-unit="${id}"]`);
   if (!tr) return;
@@ -355,6 +358,8 @@ async function loadClip(id) {
   if (view.unit !== id) return;
   const sheet = new Image();
   sheet.onload = () => {
+    if (view.unit !== id) return;
+    clearInterval(view.clipTimer);
     const canvas = $("clip"), ctx = canvas.getContext("2d");
     const [th, tw] = meta.tile, u = view.byId.get(id);
     ctx.imageSmoothingEnabled = false;
@@ -396,7 +401,7 @@ function pendingChanged() {
 
 function decide(accept) {
   const id = view.unit;
-  if (id === null) return;
+  if (id === null || !view.byId.has(id)) return;
   const u = view.byId.get(id), P = view.pending;
   P.accept.delete(id);
   P.reject.delete(id);
@@ -406,7 +411,7 @@ function decide(accept) {
 
 function toggleLabel(name) {
   const id = view.unit;
-  if (id === null || !name) return;
+  if (id === null || !name || !view.byId.has(id)) return;
   const u = view.byId.get(id), P = view.pending;
   if (u.labels.includes(name)) { status(`unit ${id} has ${name} already (a curation adds labels to its parent's)`); return; }
   const now = new Set(P.labels.has(id) ? P.labels.get(id) : u.labels);
@@ -438,8 +443,10 @@ function undo() {
   P.accept.delete(id);
   P.reject.delete(id);
   P.labels.delete(id);
+  const members = P.merges.filter((g) => g.includes(id)).flat();
   P.merges = P.merges.filter((g) => !g.includes(id));
-  changed(id);
+  view.mergeGroup = view.mergeGroup.filter((u) => u !== id);
+  [...new Set([id, ...members])].forEach(changed);
 }
 
 function changed(id) {
@@ -500,6 +507,7 @@ function wire() {
   });
   document.addEventListener("keydown", (event) => {
     if (!view.result || ["INPUT", "SELECT", "TEXTAREA"].includes(event.target.tagName)) return;
+    if (event.ctrlKey || event.metaKey || event.altKey) return;  // the browser's own shortcuts
     const k = event.key;
     const names = Object.keys(view.result.labels);
     if (k === "j" || k === "ArrowDown") step(1);
