@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import shutil
 import subprocess
 import sys
@@ -34,15 +33,8 @@ from pathlib import Path
 import numpy as np
 
 HERE = Path(__file__).resolve().parent
-
-
-def _machine() -> dict:
-    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                if line.startswith("model name")), platform.processor())
-    mem = int(next(line.split()[1] for line in Path("/proc/meminfo").read_text().splitlines()
-                   if line.startswith("MemTotal"))) / 2 ** 20
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=HERE).stdout.strip()
-    return {"cores": os.cpu_count(), "memory_gb": round(mem, 1), "cpu": cpu, "commit": commit}
+sys.path.insert(0, str(HERE.parent))  # run as a script: the suite's machine label
+from benchmarks.suite import machine  # noqa: E402
 
 
 def _fake_heavy_stages(truth: dict, offset) -> None:
@@ -186,7 +178,7 @@ def main() -> None:
     subprocess.run([sys.executable, "-m", "scopeline.cli", "db", "up"], check=True)
     key = prepare(work, args.size, args.frames, args.cells)
     res = {"data": {"height": args.size, "width": args.size, "frames": args.frames, "units": args.cells},
-           "machine": _machine(), **measure(key, args.screenshot)}
+           "machine": machine(), **measure(key, args.screenshot)}
     print(json.dumps(res, indent=1))
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(res, indent=1) + "\n")

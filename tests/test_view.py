@@ -86,7 +86,7 @@ def test_the_server_refuses_requests_without_the_token_and_says_what_is_wrong(se
     # ... and checked again inside the insert's transaction (a save from another process in between)
     from scopeline.core.curation import Edit
 
-    with pytest.raises(curation.CurationError, match=f"curation {first} is in use now, not None"):
+    with pytest.raises(curation.CurationConflict, match=f"curation {first} is in use now, not None"):
         curation.edit(key, Edit(reject=[unit]), parent=None, parent_in_use=True)
     assert [c["curation_id"] for c in curation.curations(key)] == [first]
 

@@ -56,6 +56,10 @@ class CurationError(ScopelineError, ValueError):
     """A curation that does not exist, cannot be made, or cannot be deleted (the message says why)."""
 
 
+class CurationConflict(CurationError):
+    """The curation an edit was made on is no longer the one in use (someone saved another meanwhile)."""
+
+
 @schema
 class Curation(dj.Manual):
     """One version of the decisions on a CNMF result's units (see the module).
@@ -440,13 +444,17 @@ def edit(key: Mapping, change: core_curation.Edit, *, parent: Optional[int] = No
     Raises
     ------
     CurationError
-        If the result or the parent does not exist; with ``parent_in_use``, also when ``parent`` (None: no
-        curation) is not the one in use when the new curation is inserted (someone saved another meanwhile).
+        If the result or the parent does not exist.
+    CurationConflict
+        With ``parent_in_use``: if ``parent`` (None: no curation) is not the one in use, checked before any
+        work and again inside the insert's transaction (someone saved another meanwhile).
     scopeline.core.curation.EditError
         If the change names units the parent does not have, or merges a unit twice.
     """
     ckey = result_key(key)
-    if parent is None and not parent_in_use:
+    if parent_in_use:
+        _check_in_use(ckey, parent)  # before fitting merges; again inside the insert's transaction
+    elif parent is None:
         parent = in_use(ckey)
     if parent is None:
         base = core_curation.initial_state(_unit_ids(ckey))
@@ -457,6 +465,14 @@ def edit(key: Mapping, change: core_curation.Edit, *, parent: Optional[int] = No
                    parent_in_use=parent_in_use)
 
 
+def _check_in_use(ckey: dict, parent: Optional[int]) -> None:
+    """Raise :class:`CurationConflict` unless ``parent`` (None: no curation) is the curation in use."""
+    now = in_use(ckey)
+    if now != parent:
+        raise CurationConflict(f"{keys.describe(ckey)}: curation {now} is in use now, not {parent} (someone saved "
+                               "one meanwhile): reload the result and make the change again")
+
+
 def _commit(ckey: dict, base: core_curation.State, change: core_curation.Edit, *, parent: Optional[int], kind: str,
             curator: Optional[str], use_it: bool, progress: bool, parent_in_use: bool = False) -> int:
     """Check ``change`` on ``base``, fit its merges (new ids after every id the result's curations
@@ -464,10 +480,8 @@ def _commit(ckey: dict, base: core_curation.State, change: core_curation.Edit, *
     core_curation.apply_edit(base, change)  # checks the change before any work
     merged = _merge_rows(ckey, base, change.merges, list(range(len(change.merges))), progress) if change.merges else []
     with Curation.connection.transaction:  # the new units' ids: after every id the result's curations used
-        now = in_use(ckey)
-        if parent_in_use and now != parent:
-            raise CurationError(f"{keys.describe(ckey)}: curation {now} is in use now, not {parent} (someone saved "
-                                "one meanwhile): reload the result and make the change again")
+        if parent_in_use:
+            _check_in_use(ckey, parent)
         known = {int(u) for u in (Curation.Unit & ckey).to_arrays("unit_id")} | set(base)
         top = max(known, default=-1)
         new_ids = list(range(top + 1, top + 1 + len(change.merges)))

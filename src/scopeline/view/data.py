@@ -176,8 +176,10 @@ class ResultData:
         self.motion = mc
         self.shape = (int(mc["height"]), int(mc["width"]))
         self.n_frames = int(mc["n_frames"])
+        self.fps = 1.0 / float(np.median(np.diff(self.times))) if len(self.times) > 1 else None  # Hz
         self.black = float(mc["fov_info"]["dark"]) if mc["fov_info"] and mc["fov_info"].get("found") else 0.0
         self._movie = None
+        self._recent: "OrderedDict[int, tuple]" = OrderedDict()
         ids = sorted(self.rows)
         self.unit_ids = ids
         self.A = Footprints(np.stack([self.rows[u]["footprint"] for u in ids]) if ids else np.zeros((0, 1, 1), np.float32),
@@ -190,7 +192,6 @@ class ResultData:
         """JSON of the result: key, shape, frames, fps, every unit (id, centroid, contour, state, labels,
         numbers), the metric names, the curations, the images offered and the label vocabulary."""
         contours = self.A.contours()
-        fps = 1.0 / float(np.median(np.diff(self.times))) if len(self.times) > 1 else None
         unit_list = []
         for i, u in enumerate(self.unit_ids):
             r, st = self.rows[u], self.state.get(u)
@@ -204,7 +205,7 @@ class ResultData:
                 "numbers": {n: (None if _number(r.get(n)) is None else round(_number(r[n]), 4)) for n in UNIT_NUMBERS},
             })
         return {"id": self.id, "key": self.key, "describe": self.describe, "height": self.shape[0],
-                "width": self.shape[1], "n_frames": self.n_frames, "fps": fps,
+                "width": self.shape[1], "n_frames": self.n_frames, "fps": self.fps,
                 "duration": float(self.times[-1]) if len(self.times) else 0.0,
                 "units": unit_list, "numbers": list(UNIT_NUMBERS), "metric_text": {k: v[0] for k, v in METRICS.items()},
                 "curation_id": self.curation_id, "curations": self.curations, "images": IMAGES,
@@ -253,7 +254,15 @@ class ResultData:
         return self.unit_ids.index(unit_id)
 
     def _traces(self, unit_id: int) -> tuple[np.ndarray, np.ndarray, float, dict]:
-        """C, S (float32 (frames,)), F0 and the unit's events, read from the store."""
+        """C, S (float32 (frames,)), F0 and the unit's events, read from the store (the last 8 units'
+        kept: opening a unit reads them for its traces and again for its clip)."""
+        if unit_id not in self._recent:
+            self._recent[unit_id] = self._read_traces(unit_id)
+            while len(self._recent) > 8:
+                self._recent.popitem(last=False)
+        return self._recent[unit_id]
+
+    def _read_traces(self, unit_id: int) -> tuple[np.ndarray, np.ndarray, float, dict]:
         from scopeline.pipeline._util import load_npy
 
         i, row = self._index(unit_id), self.rows[unit_id]
@@ -336,9 +345,8 @@ class ResultData:
             r, c = divmod(k, columns)
             sheet[r * side:(r + 1) * side, c * side:(c + 1) * side] = tile
         ok, png = cv2.imencode(".png", sheet)
-        fps = 1.0 / float(np.median(np.diff(self.times))) if len(self.times) > 1 else 20.0
         return png.tobytes(), {"frames": frames, "events": onsets, "tile": [side, side], "columns": columns,
-                               "box": [y0, x0], "fps": fps, "unit_id": unit_id, "n": len(stack)}
+                               "box": [y0, x0], "fps": self.fps or 20.0, "unit_id": unit_id, "n": len(stack)}
 
     # ---------------------------------------------------------------- curation
 
@@ -377,14 +385,10 @@ class ResultData:
             raise ViewError(f"the change is not a valid curation: {err.errors()[0]['msg']}") from None
         if not (edit.accept or edit.reject or edit.labels or edit.merges):
             raise ViewError("nothing to save: accept, reject, label or merge a unit first")
-        with DB_LOCK:  # the check is repeated inside the insert's transaction (another process may save)
-            now = curation.in_use(self.key)
-            if now != parent:
-                raise Conflict(f"{self.describe}: curation {now} is in use now, not {parent} (someone saved "
-                               "one meanwhile): reload the result and make the change again")
+        with DB_LOCK:
             try:
                 return curation.edit(self.key, edit, parent=parent, curator=curator, parent_in_use=True)
-            except curation.CurationError as err:
-                raise (Conflict if "is in use now" in str(err) else ViewError)(str(err)) from None
+            except curation.CurationConflict as err:
+                raise Conflict(str(err)) from None
             except (EditError, ScopelineError) as err:
                 raise ViewError(str(err)) from None
