@@ -12,6 +12,7 @@ from scopeline._dj import dj
 from scopeline.core import formats, io
 from scopeline.pipeline.session import Session  # noqa: F401  (foreign key)
 from scopeline.pipeline._stage import Stage
+from scopeline.pipeline._util import FetchFingerprint
 
 schema = dj.Schema()
 
@@ -64,7 +65,7 @@ class Recording(dj.Manual):
 
 
 @schema
-class RecordingInfo(dj.Imported):
+class RecordingInfo(FetchFingerprint, dj.Imported):
     """Validated metadata of a recording, read from its files.
 
     Attributes

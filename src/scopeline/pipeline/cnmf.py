@@ -21,7 +21,7 @@ from scopeline.pipeline import initialization, keys, motion
 from scopeline.pipeline._objects import open_zarr, store_writes
 from scopeline.pipeline._paramsets import parse_params
 from scopeline.pipeline._stage import Stage, stage_tables
-from scopeline.pipeline._util import load_npy, progress_bar
+from scopeline.pipeline._util import FetchFingerprint, load_npy, progress_bar
 
 schema = dj.Schema()
 
@@ -62,7 +62,7 @@ yra = null                 : <npy@>         # YrA: float32 (n_frames,) trace bef
 
 
 @schema
-class CNMF(dj.Computed):
+class CNMF(FetchFingerprint, dj.Computed):
     """CNMF result of one corrected movie: units (footprints A, traces C, activity S) and background.
 
     Attributes
@@ -121,7 +121,7 @@ class CNMF(dj.Computed):
         footprints, offsets, c_init, b, f = (initialization.Initialization & key).fetch1(
             "footprints", "offsets", "c_init", "b", "f")
         params = (CNMFParamSet & key).fetch1("params")
-        return movie, fov, fps, load_npy(footprints), offsets, load_npy(c_init), b, f, params, init_params
+        return movie, fov, fps, footprints, offsets, c_init, b, f, params, init_params
 
     def make_compute(self, key, movie_ref, fov, fps, patches, offsets, c_init, b, f, params, init_params):
         """Run core.cnmf.cnmf from the initialization (it computes the units' quality metrics too)."""
@@ -129,6 +129,7 @@ class CNMF(dj.Computed):
         p = parse_params(core_cnmf.CNMFParams, params, "CNMF", key[CNMFParamSet.name_attr])
         diameter = parse_params(core_init.InitParams, init_params, "initialization", key[initialization.InitParamSet.name_attr]).diameter
         movie = open_zarr(movie_ref)
+        patches, c_init, f = load_npy(patches), load_npy(c_init), load_npy(f)  # references until here
         A = Footprints(patches, offsets, movie.shape[1:])
         passes = sum(s in ("spatial", "temporal") for s in p.iterations) + 2
         bar = progress_bar(passes * movie.shape[0], f"cnmf {keys.recording_text(key)}",

@@ -19,7 +19,7 @@ from scopeline.pipeline import acquisition, keys, motion
 from scopeline.pipeline._objects import open_zarr, store_writes
 from scopeline.pipeline._paramsets import parse_params
 from scopeline.pipeline._stage import Stage, stage_tables
-from scopeline.pipeline._util import progress_bar
+from scopeline.pipeline._util import FetchFingerprint, progress_bar
 
 schema = dj.Schema()
 
@@ -32,7 +32,7 @@ InitParamSet, InitTask = stage_tables(
 
 
 @schema
-class Initialization(dj.Computed):
+class Initialization(FetchFingerprint, dj.Computed):
     """Seeds, initial footprints and traces, and background of one corrected movie.
 
     Attributes

@@ -19,7 +19,7 @@ from scopeline.pipeline import acquisition, keys
 from scopeline.pipeline._objects import open_zarr, staged_zarr
 from scopeline.pipeline._paramsets import ParamSetError, parse_params, validate_params
 from scopeline.pipeline._stage import Stage, stage_tables
-from scopeline.pipeline._util import json_default, progress_bar
+from scopeline.pipeline._util import FetchFingerprint, json_default, progress_bar
 
 schema = dj.Schema()
 
@@ -32,7 +32,7 @@ MotionParamSet, MotionTask = stage_tables(
 
 
 @schema
-class MotionCorrection(dj.Computed):
+class MotionCorrection(FetchFingerprint, dj.Computed):
     """Preprocessed, motion-corrected movie with shifts, corrupted frames and summary images.
 
     Attributes
