@@ -163,23 +163,24 @@ class CNMFResult:
 # ------------------------------------------------------------------------------ noise
 
 
-def pixel_noise(movie, p: CNMFParams, tile: int = 128) -> np.ndarray:
+def pixel_noise(movie, p: CNMFParams, rows: int = 128, tile: int = 128) -> np.ndarray:
     """float32 (height, width): each pixel's noise standard deviation from the PSD of its first
-    ``noise_frames`` frames, read in tiles of ``tile`` x ``tile`` pixels (the motion stage's Zarr
-    chunks: each is read once; memory ~ noise_frames x tile^2 x 4 bytes)."""
+    ``noise_frames`` frames, read in strips of ``rows`` rows (the motion stage's Zarr chunks: each is read
+    once) in the movie's dtype, and computed in ``tile``-column pieces (memory ~ noise_frames x rows x
+    width x 2 bytes for a float16 movie, plus noise_frames x rows x tile x 4 per piece)."""
     n, h, w = movie.shape
     m = min(n, p.noise_frames)
     out = np.zeros((h, w), np.float32)
 
-    def tile_noise(corner):
-        y, x = corner
-        part = movie[:m, y: y + tile, x: x + tile]
-        part = np.nan_to_num(np.asarray(part.compute() if hasattr(part, "compute") else part, np.float32))
-        return dc.noise_sn(part, p.noise_band, nperseg=min(256, m), axis=0)
+    def strip_noise(y):
+        part = movie[:m, y: y + rows]
+        part = np.asarray(part.compute() if hasattr(part, "compute") else part)
+        return np.concatenate([dc.noise_sn(np.nan_to_num(np.asarray(part[:, :, x: x + tile], np.float32)),
+                                           p.noise_band, nperseg=min(256, m), axis=0)
+                               for x in range(0, w, tile)], axis=1)
 
-    corners = [(y, x) for y in range(0, h, tile) for x in range(0, w, tile)]
-    for (y, x), noise in executor.read_ahead(tile_noise, corners):
-        out[y: y + tile, x: x + tile] = noise
+    for y, noise in executor.read_ahead(strip_noise, range(0, h, rows)):
+        out[y: y + rows] = noise
     return out
 
 

@@ -138,7 +138,9 @@ class MotionParams(StageParams):
                               "(memory ~ (temporal_downsample + 3) x block_frames x height x width bytes per worker "
                               "for 8-bit movies).")
     chunk_frames: int = Field(100, ge=1, le=2000, description="Frames per chunk of the output Zarr array.")
-    chunk_tile: int = Field(128, ge=16, le=4096, description="Pixels per side of a chunk of the output Zarr array.")
+    chunk_tile: int = Field(128, ge=16, le=4096, description="Rows of a chunk of the output Zarr array (chunks span "
+                            "the frame's width: a strip reads 2x faster than square tiles, and every reader reads "
+                            "whole frames).")
     glow_samples: int = Field(500, ge=0, le=100000, description="Frames, in evenly spaced blocks (plus the "
                               "template's), whose per-pixel minimum is the glow removed (0: every frame, one more "
                               "pass over the movie).")
@@ -950,8 +952,7 @@ class _Job:
         n = len(small)
         brightness = means[: n * self.t].reshape(n, self.t).mean(axis=1).astype(np.float32)
         if self.repair is not None:
-            for f in small:
-                self.repair(f)
+            self.repair(small)
         if self.params.preprocess.normalize_light and self.brightness > 0:
             # the light of repaired frames is their neighbours'
             light = np.array([cv2.mean(f)[0] for f in small]) if found else brightness
@@ -1439,7 +1440,7 @@ def correct_motion(movie, params: MotionParams, out_array=None, *, workers: Opti
                 job.template, job.template_score, job.psr_reference = _template(
                     job, (h, w), workers if scheduler in ("threads", "processes") else os.cpu_count() or 1, read)
             n_keep = int(job.keep.sum())
-            chunks = (min(params.chunk_frames, n_keep), min(params.chunk_tile, h), min(params.chunk_tile, w))
+            chunks = (min(params.chunk_frames, n_keep), min(params.chunk_tile, h), w)
             job.out = out_array((n_keep, h, w), chunks, params.store_dtype) if out_array is not None else None
             stats = SummaryStats(h, w)
             with _timed(seconds, "correct"):

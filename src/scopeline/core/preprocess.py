@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import functools
 import os
+import warnings
 from typing import Literal, Optional
 
 os.environ.setdefault("OPENCV_LOG_LEVEL", "ERROR")
@@ -624,33 +625,38 @@ class DefectRepair:
         self.use = use
 
     def __call__(self, frame: np.ndarray) -> np.ndarray:
-        """Repair one frame in place and return it.
+        """Repair one frame, or a block of frames, in place and return it.
 
         Parameters
         ----------
         frame : numpy.ndarray
-            (height, width) of the defect map's shape, any dtype (integer frames get rounded values);
-            a view is repaired in place too.
+            (height, width) of the defect map's shape, or (n_frames, height, width); any dtype (integer
+            frames get rounded values); a view is repaired in place too.
 
         Raises
         ------
         ValueError
-            If the frame's shape is not the defect map's.
+            If the frames' shape is not the defect map's.
         """
-        if frame.shape != self.shape:
+        if frame.shape[-2:] != self.shape or frame.ndim not in (2, 3):
             raise ValueError(f"frame of shape {frame.shape} for a defect map of shape {self.shape}")
         if not len(self.pixels):
             return frame
-        flat = frame.ravel()  # read only: a copy for a non-contiguous view
-        vals = np.where(self.use, flat[self.index].astype(np.float32), np.nan)
-        with np.errstate(all="ignore"):
-            import warnings
-
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", RuntimeWarning)
-                fill = np.nanmedian(vals, axis=1)
-        fill = np.nan_to_num(fill, nan=float(np.median(flat)))
-        frame[self._yx] = np.rint(fill) if np.issubdtype(frame.dtype, np.integer) else fill
+        frames = frame.reshape(-1, self.shape[0] * self.shape[1])  # read only: a copy for a non-contiguous view
+        vals = np.where(self.use[None], frames[:, self.index].astype(np.float32), np.nan)
+        with np.errstate(all="ignore"), warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            fill = np.nanmedian(vals, axis=2)  # (n_frames, n_defects)
+        lost = np.isnan(fill)  # no good neighbour at all: the frame's median
+        if lost.any():
+            for i in np.flatnonzero(lost.any(axis=1)):
+                fill[i, lost[i]] = float(np.median(frames[i]))
+        if np.issubdtype(frame.dtype, np.integer):
+            fill = np.rint(fill)
+        if frame.ndim == 2:
+            frame[self._yx] = fill[0]
+        else:
+            frame[:, self._yx[0], self._yx[1]] = fill
         return frame
 
 
