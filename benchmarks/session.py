@@ -1,0 +1,146 @@
+"""Benchmark: one whole session through ``scopeline run``, as a lab runs it, timed against its duration.
+
+A simulated Miniscope V4 recording (every real-data artifact on; reused when ``--work`` holds it) is
+processed by ``scopeline run`` in a child process with a fresh private database (``SCOPELINE_HOME`` in
+``--work``): ingestion, motion correction, initialization, CNMF, the automatic curation, figures and the
+NWB file. The process tree's resident memory is sampled every 0.5 s; the wall time of every stage comes
+from its row; the accepted units are scored against the simulator's ground truth like the suite's
+(:func:`benchmarks.cnmf._score`). One JSON and one Markdown report go to ``benchmarks/results/session/``.
+
+    python benchmarks/session.py --size 608 --frames 36000 --cells 500 --fps 30 --work /tmp/session
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))
+
+from benchmarks import cnmf as bench  # noqa: E402
+from benchmarks import suite  # noqa: E402
+
+SCORE = r"""
+import json, sys
+import numpy as np
+from scopeline import database
+from scopeline.pipeline import activate, acquisition, cnmf, curation, initialization, motion, presets, units
+database.configure()
+activate()
+rec = acquisition.Recording.fetch1("KEY")
+key = presets.result_key(rec, "default", "cnmf")
+res = units.arrays(key)
+mc = motion.MotionCorrection & key
+np.savez(sys.argv[1], patches=res["A"].patches, offsets=res["A"].offsets, shape=np.array(res["A"].shape), C=res["C"],
+         S=res["S"], shifts=mc.fetch1("shifts"), fov=mc.field_of_view())
+seconds = {}
+for name, table in (("motion", motion.MotionCorrection), ("initialization", initialization.Initialization),
+                    ("cnmf", cnmf.CNMF)):
+    row = (table & key).fetch1()
+    seconds[name] = round(float(row["compute_time"]), 1)
+    seconds.update({f"{name}_{k}": v for k, v in row["seconds"].items()})
+found = int((cnmf.CNMF & key).fetch1("n_units"))
+print(json.dumps({"seconds": seconds, "found": found, "accepted": len(res["A"])}))
+"""
+
+
+def run(size: int, frames: int, cells: int, level: float, fps: float, work: Path, seed: int = 0) -> dict:
+    """Simulate (or reuse) the recording, run ``scopeline run`` on it and score it; the report's dict."""
+    from scopeline.core import simulate as sim
+
+    work.mkdir(parents=True, exist_ok=True)
+    rec = work / f"sim_{size}_{frames}_{cells}_{level}_{seed}_realistic"
+    if not list(rec.glob("*/My_V4_Miniscope/timeStamps.csv")):
+        shutil.rmtree(rec, ignore_errors=True)
+        params = sim.SimulationParams.realistic(height=size, width=size, n_frames=frames,
+                                                     n_cells=cells, signal_level=level, seed=seed, fps=fps)
+        sim.simulate(rec, params)
+    home = work / "home"
+    shutil.rmtree(home, ignore_errors=True)
+    shutil.rmtree(work / "out", ignore_errors=True)
+    env = {**os.environ, "SCOPELINE_HOME": str(home)}
+    cli = [sys.executable, "-m", "scopeline.cli"] if not shutil.which("scopeline") else [shutil.which("scopeline")]
+    subprocess.run([*cli, "db", "up"], env=env, check=True, capture_output=True)
+    try:
+        t = time.perf_counter()
+        proc = subprocess.Popen([*cli, "run", str(rec), "--subject", "bench", "--session", "s1", "--out",
+                                 str(work / "out")], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        peak = bench.sample_tree_rss(proc, 0.5)
+        log, _ = proc.communicate()
+        wall = time.perf_counter() - t
+        (work / "run.log").write_text(log)
+        if proc.returncode:
+            raise SystemExit(f"scopeline run failed (exit {proc.returncode}); see {work / 'run.log'}:\n{log[-3000:]}")
+        npz = work / "result.npz"
+        out = subprocess.run([sys.executable, "-c", SCORE, str(npz)], env=env, check=True, capture_output=True, text=True)
+        stages = json.loads(out.stdout.strip().splitlines()[-1])
+    finally:
+        subprocess.run([*cli, "db", "down"], env=env, capture_output=True)
+    score = bench._score(rec, npz, None, oracle=False)
+    duration = frames / fps
+    staged = sum(stages["seconds"][k] for k in ("motion", "initialization", "cnmf"))
+    return {"machine": suite.machine(), "size": size, "frames": frames, "cells": cells, "signal_level": level,
+            "fps": fps, "artifacts": "all", "recording_s": round(duration, 1), "wall_s": round(wall, 1),
+            "realtime_ratio": round(wall / duration, 3), "stages_s": round(staged, 1),
+            "fixed_s": round(wall - staged, 1), "seconds": stages["seconds"], "peak_tree_rss_MiB": round(peak),
+            "found": stages["found"], "accepted": stages["accepted"],
+            "accuracy": score["accuracy"], "shift_rmse_px": score["shift_rmse_px"]}
+
+
+def markdown(r: dict) -> str:
+    """The report as Markdown."""
+    m, acc = r["machine"], r["accuracy"]
+    verdict = "faster" if r["wall_s"] < r["recording_s"] else "slower"
+    lines = [f"# scopeline benchmark: one session through `scopeline run`", "",
+             f"Machine: {m['cores']} cores, {m['memory_gb']} GiB, {m['cpu']}; Python {m['python']}; commit {m['commit']}.",
+             "", f"Simulated Miniscope V4 recording, {r['size']} x {r['size']} x {r['frames']:,} frames at "
+             f"{r['fps']:g} Hz ({r['recording_s'] / 60:.1f} min), {r['cells']} cells, signal {r['signal_level']}, every "
+             "real-data artifact on.", "",
+             "| wall (end to end) | recording | wall / recording | stages | ingest, curation, figures, NWB, start-up |"
+             " peak memory (process tree) |", "|---|---|---|---|---|---|",
+             f"| {r['wall_s']:.0f} s | {r['recording_s']:.0f} s | {r['realtime_ratio']:.2f} ({verdict} than recorded) | "
+             f"{r['stages_s']:.0f} s | {r['fixed_s']:.0f} s | {r['peak_tree_rss_MiB']:,} MiB |", "",
+             "| stage | s | frames / s |", "|---|---|---|"]
+    for name in ("motion", "initialization", "cnmf"):
+        s = r["seconds"][name]
+        lines.append(f"| {name} | {s:.0f} | {r['frames'] / s:.1f} |")
+    steps = ", ".join(f"{k} {v:.0f} s" for k, v in r["seconds"].items() if "_" in k and k.split("_", 1)[1] != "total")
+    lines += ["", f"Steps: {steps}.", "",
+              "| units found | accepted | F1 | precision | recall | footprint r | trace r | spike r | shift RMSE (px) |",
+              "|---|---|---|---|---|---|---|---|---|",
+              f"| {r['found']} | {r['accepted']} | {acc['f1']:.3f} | {acc['precision']:.3f} | {acc['recall']:.3f} | "
+              f"{acc['footprint_corr']:.3f} | {acc['trace_corr']:.3f} | {acc['spike_corr']:.3f} | {r['shift_rmse_px']:.3f} |",
+              "", "Accuracy of the accepted units (the default curation) against the ground truth, the suite's "
+              "metrics (cells the lens shows in only some frames count neither way).", ""]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--size", type=int, default=608)
+    ap.add_argument("--frames", type=int, default=36000)
+    ap.add_argument("--cells", type=int, default=500)
+    ap.add_argument("--signal", type=float, default=1.0)
+    ap.add_argument("--fps", type=float, default=30.0)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--work", type=Path, default=Path("/tmp/scopeline-bench-session"))
+    ap.add_argument("--out", type=Path, default=HERE / "results" / "session")
+    args = ap.parse_args()
+    r = run(args.size, args.frames, args.cells, args.signal, args.fps, args.work, args.seed)
+    args.out.mkdir(parents=True, exist_ok=True)
+    stem = f"session-{args.size}x{args.frames}-{_dt.datetime.now():%Y%m%d-%H%M}-{r['machine']['commit']}"
+    (args.out / f"{stem}.json").write_text(json.dumps(r, indent=1) + "\n")
+    (args.out / f"{stem}.md").write_text(markdown(r))
+    print(markdown(r))
+
+
+if __name__ == "__main__":
+    main()
