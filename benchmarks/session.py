@@ -71,14 +71,16 @@ def run(size: int, frames: int, cells: int, level: float, fps: float, work: Path
     subprocess.run([*cli, "db", "up"], env=env, check=True, capture_output=True)
     try:
         t = time.perf_counter()
-        proc = subprocess.Popen([*cli, "run", str(rec), "--subject", "bench", "--session", "s1", "--out",
-                                 str(work / "out")], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        peak = bench.sample_tree_rss(proc, 0.5)
-        log, _ = proc.communicate()
+        with open(work / "run.log", "w") as log:  # a file, not a pipe: nobody reads a pipe while the run goes,
+            # and the progress bars would fill it and stop the run
+            proc = subprocess.Popen([*cli, "run", str(rec), "--subject", "bench", "--session", "s1", "--out",
+                                     str(work / "out")], env=env, stdout=log, stderr=subprocess.STDOUT)
+            peak = bench.sample_tree_rss(proc, 0.5)
+            proc.wait()
         wall = time.perf_counter() - t
-        (work / "run.log").write_text(log)
         if proc.returncode:
-            raise SystemExit(f"scopeline run failed (exit {proc.returncode}); see {work / 'run.log'}:\n{log[-3000:]}")
+            tail = (work / "run.log").read_text()[-3000:]
+            raise SystemExit(f"scopeline run failed (exit {proc.returncode}); see {work / 'run.log'}:\n{tail}")
         npz = work / "result.npz"
         out = subprocess.run([sys.executable, "-c", SCORE, str(npz)], env=env, check=True, capture_output=True, text=True)
         stages = json.loads(out.stdout.strip().splitlines()[-1])
@@ -99,7 +101,7 @@ def markdown(r: dict) -> str:
     """The report as Markdown."""
     m, acc = r["machine"], r["accuracy"]
     verdict = "faster" if r["wall_s"] < r["recording_s"] else "slower"
-    lines = [f"# scopeline benchmark: one session through `scopeline run`", "",
+    lines = ["# scopeline benchmark: one session through `scopeline run`", "",
              f"Machine: {m['cores']} cores, {m['memory_gb']} GiB, {m['cpu']}; Python {m['python']}; commit {m['commit']}.",
              "", f"Simulated Miniscope V4 recording, {r['size']} x {r['size']} x {r['frames']:,} frames at "
              f"{r['fps']:g} Hz ({r['recording_s'] / 60:.1f} min), {r['cells']} cells, signal {r['signal_level']}, every "

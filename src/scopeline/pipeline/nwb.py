@@ -783,20 +783,22 @@ def _padded(rows: list) -> np.ndarray:
 
 
 def mask_data(A):
-    """Full-frame masks (units, width, height), generated one unit at a time, gzip-compressed."""
+    """Full-frame masks (units, width, height), generated one unit at a time, gzip-compressed at level 1:
+    a 608 x 608 mask (mostly zeros) compresses in 3.6 ms at level 1 and 10 ms at level 4, to 8 and 3 kB."""
     from hdmf.data_utils import DataChunkIterator
 
     h, w = A.shape
     masks = (np.ascontiguousarray(A.dense([i])[0].T) for i in range(len(A)))
-    return _h5(DataChunkIterator(data=masks, maxshape=(len(A), w, h), dtype=np.dtype(np.float32)), chunks=(1, w, h))
+    return _h5(DataChunkIterator(data=masks, maxshape=(len(A), w, h), dtype=np.dtype(np.float32)), chunks=(1, w, h),
+               level=1)
 
 
-def _h5(data, chunks=None):
+def _h5(data, chunks=None, level: int = 4):
     """Wrap a dataset for gzip compression (nwbinspector suggests compressing every dataset)."""
     from hdmf.backends.hdf5 import H5DataIO
 
     kwargs = {"chunks": chunks} if chunks is not None else {}
-    return H5DataIO(data=data, compression="gzip", compression_opts=4, **kwargs)
+    return H5DataIO(data=data, compression="gzip", compression_opts=level, **kwargs)
 
 
 # ------------------------------------------------------------------------------------ the corrected movie
