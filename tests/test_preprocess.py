@@ -150,3 +150,23 @@ def test_decomposed_tophat_equals_opencv(radius, shape):
     frame = cv2.GaussianBlur((rng.random(shape) * 255).astype(np.uint8), (0, 0), 1.5)
     expected = cv2.morphologyEx(frame, cv2.MORPH_TOPHAT, pp._disk(radius))
     np.testing.assert_array_equal(pp.tophat_uint8(frame, radius), expected)
+
+
+def test_defect_repair_of_a_block_equals_frame_by_frame_and_fills_isolated_clusters():
+    rng = np.random.default_rng(3)
+    defects = np.zeros((40, 50), int)
+    defects[5, 7] = 1
+    defects[20:23, 30:33] = 1  # a cluster: its centre has no good 3 x 3 neighbour
+    defects[0, 0] = 1  # a corner
+    repair = pp.DefectRepair(defects)
+    for dtype in (np.uint8, np.float32):
+        block = (rng.random((6, 40, 50)) * 200).astype(dtype)
+        one = block.copy()
+        for f in one:
+            repair(f)
+        whole = repair(block.copy())
+        np.testing.assert_array_equal(whole, one)
+        assert np.array_equal(whole[:, defects == 0], block[:, defects == 0])  # good pixels untouched
+        assert not np.array_equal(whole[:, defects != 0], block[:, defects != 0])
+    with pytest.raises(ValueError, match="defect map"):
+        repair(np.zeros((2, 40, 51), np.uint8))
