@@ -5,6 +5,7 @@ from __future__ import annotations
 import warnings
 
 import numpy as np
+import pytest
 import zarr
 
 from scopeline.core.footprints import read_frames
@@ -49,3 +50,5 @@ def test_fingerprint_follows_the_data_not_the_objects():
     assert base != fingerprint(({"movie": _Ref("a.npy")}, x.astype(np.float64), 30.0, {"p": 1}))  # dtype
     assert base != fingerprint(({"movie": _Ref("a.npy")}, x.reshape(4, 3), 30.0, {"p": 1}))  # shape
     assert base != fingerprint(({"movie": _Ref("a.npy")}, x, 30.0, {"p": 2}))
+    with pytest.raises(TypeError, match="no stable repr"):
+        fingerprint((object(),))

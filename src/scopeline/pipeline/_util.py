@@ -60,7 +60,10 @@ def _feed(h, value) -> None:
             _feed(h, v)
         h.update(b")")
     else:
-        h.update(repr(value).encode())
+        text = repr(value)
+        if " at 0x" in text:  # a default repr holds the object's address: two fetches would never match
+            raise TypeError(f"make_fetch returned a {type(value).__name__}, which has no stable repr to fingerprint")
+        h.update(text.encode())
 
 
 class FetchFingerprint:
