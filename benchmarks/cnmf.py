@@ -278,12 +278,14 @@ def physical_bound(rec_root: Path, movie_path: Path) -> dict:
     return {"decode_fps": round(meta.n_frames / decode, 1), "store_read_fps": round(n / read, 1)}
 
 
-def sample_tree_rss(proc, every: float = 0.5) -> float:
+def sample_tree_rss(proc, every: float = 0.5, timeline: list | None = None, label=None) -> float:
     """Peak resident memory (MiB) of ``proc`` and all its descendants, summed, sampled every ``every`` s
-    until it exits (/proc; threads share their process's memory)."""
+    until it exits (/proc; threads share their process's memory). With ``timeline`` (a list), every
+    sample is appended to it as ``(seconds since the first sample, MiB, label())`` (``label``: a callable
+    naming what runs, e.g. the stage; None gives "")."""
     import time
 
-    peak = 0.0
+    peak, t0 = 0.0, time.perf_counter()
     while proc.poll() is None:
         pids, frontier = set(), [proc.pid]
         while frontier:
@@ -302,8 +304,11 @@ def sample_tree_rss(proc, every: float = 0.5) -> float:
             except (OSError, StopIteration):
                 pass
         peak = max(peak, total / 1024)
+        if timeline is not None:
+            timeline.append((round(time.perf_counter() - t0, 1), round(total / 1024), label() if label else ""))
         time.sleep(every)
     return peak
+
 
 if __name__ == "__main__":
     main()

@@ -68,14 +68,17 @@ def run(size: int, frames: int, cells: int, level: float, fps: float, work: Path
     shutil.rmtree(work / "out", ignore_errors=True)
     env = {**os.environ, "SCOPELINE_HOME": str(home)}
     cli = [sys.executable, "-m", "scopeline.cli"] if not shutil.which("scopeline") else [shutil.which("scopeline")]
-    subprocess.run([*cli, "db", "up"], env=env, check=True, capture_output=True)
+    up = subprocess.run([*cli, "db", "up"], env=env, capture_output=True, text=True)
+    if up.returncode:
+        raise SystemExit(f"scopeline db up failed (exit {up.returncode}):\n{up.stdout}{up.stderr}")
+    timeline: list = []
     try:
         t = time.perf_counter()
         with open(work / "run.log", "w") as log:  # a file, not a pipe: nobody reads a pipe while the run goes,
             # and the progress bars would fill it and stop the run
             proc = subprocess.Popen([*cli, "run", str(rec), "--subject", "bench", "--session", "s1", "--out",
                                      str(work / "out")], env=env, stdout=log, stderr=subprocess.STDOUT)
-            peak = bench.sample_tree_rss(proc, 0.5)
+            peak = bench.sample_tree_rss(proc, 0.5, timeline, _StageOf(work / "run.log"))
             proc.wait()
         wall = time.perf_counter() - t
         if proc.returncode:
@@ -93,8 +96,63 @@ def run(size: int, frames: int, cells: int, level: float, fps: float, work: Path
             "fps": fps, "artifacts": "all", "recording_s": round(duration, 1), "wall_s": round(wall, 1),
             "realtime_ratio": round(wall / duration, 3), "stages_s": round(staged, 1),
             "fixed_s": round(wall - staged, 1), "seconds": stages["seconds"], "peak_tree_rss_MiB": round(peak),
+            "peak_by_stage_MiB": _peaks(timeline), "memory_timeline": timeline,
             "found": stages["found"], "accepted": stages["accepted"],
             "accuracy": score["accuracy"], "shift_rmse_px": score["shift_rmse_px"]}
+
+
+_BARS = (("motion ", "motion"), ("init ", "initialization"), ("cnmf ", "cnmf"), ("merge ", "curation"),
+         ("NWB ", "nwb"))
+
+
+class _StageOf:
+    """Names the stage whose progress bar was written last to the run's log: ``start`` before any bar,
+    ``finish`` (curation, figures, NWB) once the last bar is out of the log's tail."""
+
+    def __init__(self, log: Path) -> None:
+        self.log, self.seen = log, False
+
+    def __call__(self) -> str:
+        try:
+            with open(self.log, "rb") as fh:
+                fh.seek(max(0, fh.seek(0, 2) - 400))
+                tail = fh.read().decode(errors="replace")
+        except OSError:
+            tail = ""
+        at, name = max((tail.rfind(prefix), name) for prefix, name in _BARS)
+        if at >= 0:
+            self.seen = True
+            return name
+        return "finish" if self.seen else "start"
+
+
+def _peaks(timeline: list) -> dict:
+    """Peak memory (MiB) of each stage over the labelled samples, in the order they ran."""
+    peaks: dict = {}
+    for _, mib, label in timeline:
+        peaks[label] = max(peaks.get(label, 0), mib)
+    return peaks
+
+
+def plot_memory(r: dict, path: Path) -> None:
+    """Memory of the process tree against time, coloured by stage, with the 2 GiB bound."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 3))
+    tl = r["memory_timeline"]
+    for label in dict.fromkeys(x[2] for x in tl):
+        pts = [(t / 60, m) for t, m, lab in tl if lab == label]
+        ax.plot(*zip(*pts), ".", ms=2, label=label)
+    ax.axhline(2048, color="k", lw=0.8, ls="--")
+    ax.set(xlabel="minutes", ylabel="MiB (process tree)",
+           title=f"{r['size']} x {r['size']} x {r['frames']:,} frames: memory by stage")
+    ax.legend(markerscale=4, fontsize=7, ncol=3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
 
 
 def markdown(r: dict) -> str:
@@ -122,6 +180,10 @@ def markdown(r: dict) -> str:
               f"{acc['footprint_corr']:.3f} | {acc['trace_corr']:.3f} | {acc['spike_corr']:.3f} | {r['shift_rmse_px']:.3f} |",
               "", "Accuracy of the accepted units (the default curation) against the ground truth, the suite's "
               "metrics (cells the lens shows in only some frames count neither way).", ""]
+    if r.get("peak_by_stage_MiB"):
+        lines += ["Peak memory by stage (process tree, MiB; the stage whose progress bar ran last): "
+                  + ", ".join(f"{k} {v:,}" for k, v in r["peak_by_stage_MiB"].items()) + ".", "",
+                  f"![memory]({r['stem']}-memory.png)", ""]
     return "\n".join(lines)
 
 
@@ -139,6 +201,8 @@ def main() -> None:
     r = run(args.size, args.frames, args.cells, args.signal, args.fps, args.work, args.seed)
     args.out.mkdir(parents=True, exist_ok=True)
     stem = f"session-{args.size}x{args.frames}-{_dt.datetime.now():%Y%m%d-%H%M}-{r['machine']['commit']}"
+    r["stem"] = stem
+    plot_memory(r, args.out / f"{stem}-memory.png")
     (args.out / f"{stem}.json").write_text(json.dumps(r, indent=1) + "\n")
     (args.out / f"{stem}.md").write_text(markdown(r))
     print(markdown(r))
