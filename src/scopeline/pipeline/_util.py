@@ -7,6 +7,8 @@ import hashlib
 
 import numpy as np
 
+from scopeline import memory
+
 __all__ = ["progress_bar", "load_npy", "json_default", "fingerprint", "FetchFingerprint"]
 
 
@@ -82,4 +84,6 @@ class FetchFingerprint:
             computed = self.make_compute(key, *fetched)
             yield computed
         self.make_insert(key, *computed)
+        del computed
+        memory.trim()  # the next stage starts from what is alive, not from this one's high-water mark
         yield
