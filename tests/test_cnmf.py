@@ -205,3 +205,54 @@ def test_footprint_correlation_adds_each_units_weighted_patches():
     for i in range(4):
         ys, xs = fp._slices(i)
         np.testing.assert_allclose(acc[i], 1 + np.tensordot(traces[i], frames[:, ys, xs], axes=(0, 0)), rtol=1e-5)
+
+
+def test_window_moments_are_each_windows_sums_and_refuse_a_window_outside():
+    from scopeline.core.footprints import window_moments
+
+    rng = np.random.default_rng(4)
+    frames = rng.random((23, 30, 40)).astype(np.float32)
+    traces = rng.random((3, 23)).astype(np.float16)  # initialization's own trace dtype
+    offsets = np.array([[0, 0], [5, 9], [23, 33]])
+    sums = [np.full((3, 7, 7), 2.0) for _ in range(3)]
+    window_moments(frames, traces, offsets, *sums)
+    for i, (y, x) in enumerate(offsets):
+        patch = frames[:, y: y + 7, x: x + 7].astype(np.float64)
+        np.testing.assert_allclose(sums[0][i], 2 + np.tensordot(traces[i].astype(np.float64), patch, axes=(0, 0)))
+        np.testing.assert_allclose(sums[1][i], 2 + patch.sum(axis=0))
+        np.testing.assert_allclose(sums[2][i], 2 + (patch ** 2).sum(axis=0))
+    with pytest.raises(ValueError, match="leaves the 30 x 40 frame"):
+        window_moments(frames, traces, offsets + [0, 1], *sums)
+
+
+@pytest.mark.parametrize("frames", [400, 3000])
+def test_seed_ks_agrees_with_scipys_exact_test(frames):
+    from scipy import stats
+
+    rng = np.random.default_rng(5)
+    traces = rng.standard_normal((40, frames)).astype(np.float32)
+    traces[:20] += rng.exponential(2.0, (20, frames)).astype(np.float32)  # skewed: cells' transients
+    traces[3] = 7.0  # constant: no test, p = 1
+    p = initialize.seed_ks(traces)
+    ref = np.array([stats.kstest((y - y.mean()) / y.std(), "norm").pvalue if y.std() > 0 else 1.0
+                    for y in traces.astype(np.float64)])
+    np.testing.assert_allclose(p, ref, atol=1e-6 if frames <= 1000 else 3e-3)
+    assert p[3] == 1.0 and (p[:20][np.arange(20) != 3] < 0.05).all() and np.median(p[20:]) > 0.05
+
+
+def test_row_correlation_is_each_seeds_pearson_r_with_its_row_outside_its_window():
+    from scopeline.core.initialize import _RowCorrelation
+
+    rng = np.random.default_rng(0)
+    frames = rng.random((50, 64, 80)).astype(np.float32)
+    frames[:, 10] += np.linspace(0, 5, 50)[:, None]  # a striped row: its seeds follow it
+    seeds = np.array([[10, 3], [10, 40], [20, 79], [63, 0], [5, 50]])
+    rc = _RowCorrelation(seeds, 80, 12)
+    rc.add(frames[:20])
+    rc.add(frames[20:])  # in blocks, as initialization reads the movie
+    got = rc.correlation(50)
+    for i, (y, x) in enumerate(seeds):
+        lo, hi = max(x - 12, 0), min(x + 13, 80)
+        row = (frames[:, y].sum(1) - frames[:, y, lo:hi].sum(1)) / (80 - (hi - lo))
+        assert got[i] == pytest.approx(np.corrcoef(frames[:, y, x], row)[0, 1], abs=1e-5)
+    assert got[:2].min() > 0.9 and np.abs(got[2:]).max() < 0.5

@@ -50,7 +50,8 @@ from scopeline import executor
 
 from . import deconvolve as dc
 from . import quality
-from .footprints import Footprints, ShapeParams, components, frame_blocks, not_cell_shaped
+from .footprints import (Footprints, ShapeParams, components, frame_blocks, frame_dots, not_cell_shaped,
+                         weighted_frames)
 from .initialize import InitParams
 from .params import StageParams
 
@@ -221,7 +222,7 @@ def update_spatial(movie, A: Footprints, C: np.ndarray, b: np.ndarray, f: np.nda
     for a, frames in frame_blocks(movie, p.block_frames, progress):
         t = slice(a, a + len(frames))
         A.correlate(frames, C[:, t], R)
-        rf += np.tensordot(f[t].astype(np.float64), frames, axes=(0, 0))
+        rf += weighted_frames(f[t], frames)
     C64 = C.astype(np.float64)
     f64 = f.astype(np.float64)
     G = C64 @ C64.T
@@ -285,21 +286,24 @@ def update_temporal(movie, A: Footprints, C: np.ndarray, b: np.ndarray, f: np.nd
         ``f`` float32 (frames,).
     """
     k, n = len(A), movie.shape[0]
-    AY = np.zeros((k, n), np.float32)
+    R = np.zeros((k, n), np.float32)  # A^T Y, then the residual in place
     bY = np.zeros(n)
     b64 = np.asarray(b, np.float64)
     for a, frames in frame_blocks(movie, p.block_frames, progress):
-        AY[:, a: a + len(frames)] = A.project(frames)
-        bY[a: a + len(frames)] = np.tensordot(frames, b64, axes=([1, 2], [0, 1]))
+        R[:, a: a + len(frames)] = A.project(frames)
+        bY[a: a + len(frames)] = frame_dots(frames, b64)
     AA = A.gram()
     Ab = A.dot(b64)
     diag = np.where(np.diag(AA) > 0, np.diag(AA), 1.0)
-    C = np.asarray(C, np.float64).copy()
+    C = np.array(C, np.float32)  # a copy, updated unit by unit
     f = np.asarray(f, np.float64)
     out = {"S": np.zeros((k, n), np.float32), "YrA": np.zeros((k, n), np.float32), "b0": np.zeros(k, np.float32),
            "c0": np.zeros(k, np.float32), "sn": np.zeros(k, np.float32), "g": np.zeros((k, p.p), np.float32)}
-    # residual R = A^T Y - A^T A C - A^T b f, kept up to date as units change
-    R = AY.astype(np.float64) - AA @ C - np.outer(Ab, f)
+    # residual R = A^T Y - A^T A C - A^T b f, kept up to date as units change; float32 (k, frames) arrays
+    # only, the products in float64 over blocks of units (memory: 4 traces per unit, not 7)
+    for r0 in range(0, k, _UNIT_BLOCK):
+        rows = slice(r0, r0 + _UNIT_BLOCK)
+        R[rows] -= AA[rows] @ C + np.outer(Ab[rows], f)
     for group in _groups(A, p.jaccard_threshold):
         for _ in range(p.joint_iterations if len(group) > 1 else 1):
             for i in group:
@@ -315,11 +319,16 @@ def update_temporal(movie, A: Footprints, C: np.ndarray, b: np.ndarray, f: np.nd
                 out["YrA"][i], out["S"][i] = yra, res.s
                 out["b0"][i], out["c0"][i], out["sn"][i] = res.b0, res.c0, res.sn
                 out["g"][i] = res.g[: p.p] if len(res.g) >= p.p else np.pad(res.g, (0, p.p - len(res.g)))
-    C -= out["b0"][:, None]  # report C without baseline
-    out["C"] = np.maximum(C, 0).astype(np.float32)
+    del R
     bb = float(b64.ravel() @ b64.ravel())
-    out["f"] = ((bY - Ab @ (C + out["b0"][:, None])) / bb).astype(np.float32) if bb > 0 else f.astype(np.float32)
+    out["f"] = ((bY - Ab @ C) / bb).astype(np.float32) if bb > 0 else f.astype(np.float32)
+    C -= out["b0"][:, None]  # report C without baseline
+    out["C"] = np.maximum(C, 0, out=C)
     return out
+
+
+#: units per block of the residual's products in :func:`update_temporal`
+_UNIT_BLOCK = 128
 
 
 # ------------------------------------------------------------------------------ merging

@@ -31,6 +31,7 @@ import warnings
 from dataclasses import dataclass, field
 from typing import Callable, Literal, Optional
 
+import numba
 import numpy as np
 from pydantic import Field
 from scipy import ndimage
@@ -38,7 +39,8 @@ from scipy.spatial import cKDTree
 
 from scopeline import executor
 
-from .footprints import Footprints, ShapeParams, components, frame_blocks, not_cell_shaped
+from .footprints import (Footprints, ShapeParams, components, frame_blocks, frame_dots, not_cell_shaped,
+                         window_moments)
 from .params import StageParams
 from .scratch import ColumnWriter, Scratch, row_blocks, take_rows
 
@@ -310,14 +312,34 @@ def pnr_scale(n_frames: int, fps: float, cutoff_hz: float, reference: int = 1000
 
 def seed_ks(traces) -> np.ndarray:
     """float32 (seeds,): p-values of a Kolmogorov-Smirnov test of each standardized trace (rows of a
-    (seeds, frames) numpy or Zarr array) against a normal distribution (small: not noise alone)."""
-    from scipy import stats
+    (seeds, frames) numpy or Zarr array) against a normal distribution (small: not noise alone).
+
+    The statistic D of each row is computed for a block of rows at once (one sort per row). The p-value
+    is the exact two-sided one (scipy's ``kstwo``) up to 1,000 frames, and beyond it Stephens' (1970)
+    approximation ``Q_KS((sqrt(n) + 0.12 + 0.11 / sqrt(n)) D)`` of Kolmogorov's limit: within 0.5% of
+    the exact value near p = 0.05 from 1,000 frames on (0.3% at 2,000), where the exact one costs 9 ms
+    per trace at 2,000 frames and 200 ms at 36,000 (SciPy 1.16), minutes for a session's seeds.
+    """
+    from scipy import special, stats
     out = np.ones(traces.shape[0], np.float32)
+    n = traces.shape[1]
+    i = np.arange(1, n + 1, dtype=np.float64)
     for a, block in row_blocks(traces):
-        for i, y in enumerate(block, start=a):
-            sd = y.std()
-            if sd > 0:
-                out[i] = stats.kstest((y - y.mean()) / sd, "norm").pvalue
+        y = block.astype(np.float64)
+        y -= y.mean(axis=1, keepdims=True)
+        sd = y.std(axis=1)
+        ok = sd > 0
+        if not ok.any():
+            continue
+        z = np.sort(y[ok] / sd[ok, None], axis=1)
+        cdf = special.ndtr(z)
+        d = np.maximum((i / n - cdf).max(axis=1), (cdf - (i - 1) / n).max(axis=1))
+        if n <= 1000:
+            pvalue = stats.kstwo.sf(d, n)
+        else:
+            en = np.sqrt(n)
+            pvalue = special.kolmogorov((en + 0.12 + 0.11 / en) * d)
+        out[a + np.flatnonzero(ok)] = np.clip(pvalue, 0, 1)
     return out
 
 
@@ -391,26 +413,44 @@ class _RowCorrelation:
     its footprint window (the row's mean there): a seed on a stripe of line noise follows its row."""
 
     def __init__(self, seeds: np.ndarray, width: int, radius: int) -> None:
-        self.y = seeds[:, 0]
-        self.x = seeds[:, 1]
+        self.y = np.ascontiguousarray(seeds[:, 0], np.int64)
+        self.x = np.ascontiguousarray(seeds[:, 1], np.int64)
         self.lo = np.clip(self.x - radius, 0, width)
         self.hi = np.clip(self.x + radius + 1, 0, width)
         self.count = np.maximum(width - (self.hi - self.lo), 1)
         self.sums = np.zeros((5, len(seeds)))  # x, y, xx, yy, xy
 
     def add(self, frames: np.ndarray) -> None:
-        cs = np.zeros((frames.shape[1], frames.shape[2] + 1), np.float64)
-        for frame in frames:
-            np.cumsum(frame, axis=1, dtype=np.float64, out=cs[:, 1:])
-            row = (cs[self.y, -1] - (cs[self.y, self.hi] - cs[self.y, self.lo])) / self.count
-            own = frame[self.y, self.x].astype(np.float64)
-            self.sums += (own, row, own * own, row * row, own * row)
+        """Add a block of frames, float32 (frames, height, width)."""
+        frames = np.ascontiguousarray(frames, np.float32)
+        totals = frames.sum(axis=2, dtype=np.float64)  # (frames, height): each row's sum
+        _row_sums(frames, totals, self.y, self.x, self.lo, self.hi, self.count.astype(np.float64), self.sums)
 
     def correlation(self, n: int) -> np.ndarray:
         sx, sy, sxx, syy, sxy = self.sums / max(n, 1)
         cov, vx, vy = sxy - sx * sy, np.maximum(sxx - sx**2, 0), np.maximum(syy - sy**2, 0)
         den = np.sqrt(vx * vy)
         return np.where(den > 0, cov / np.where(den > 0, den, 1), 0).astype(np.float32)
+
+
+@numba.njit(parallel=True, cache=True, nogil=True)
+def _row_sums(frames, totals, y, x, lo, hi, count, sums):  # pragma: no cover - compiled
+    """For each seed (split over the threads; each seed's sums in frame order): its own value v and
+    its row's mean r outside its window, summed as v, r, v^2, r^2, v r into ``sums`` (5, seeds)."""
+    n = frames.shape[0]
+    for i in numba.prange(len(y)):
+        yi = y[i]
+        for t in range(n):
+            inside = 0.0
+            for c in range(lo[i], hi[i]):
+                inside += frames[t, yi, c]
+            r = (totals[t, yi] - inside) / count[i]
+            v = np.float64(frames[t, yi, x[i]])
+            sums[0, i] += v
+            sums[1, i] += r
+            sums[2, i] += v * v
+            sums[3, i] += r * r
+            sums[4, i] += v * r
 
 
 def _seed_traces(movie, seeds: np.ndarray, mean: np.ndarray, p: InitParams, progress,
@@ -429,7 +469,7 @@ def _seed_traces(movie, seeds: np.ndarray, mean: np.ndarray, p: InitParams, prog
     with ColumnWriter(traces) as out:
         for a, frames in frame_blocks(movie, p.block_frames, progress):
             out.write(a, frames[:, seeds[:, 0], seeds[:, 1]].T.astype(np.float16))
-            f[a: a + len(frames)] = np.tensordot(frames, mean, axes=([1, 2], [0, 1])) / norm
+            f[a: a + len(frames)] = frame_dots(frames, mean) / norm
             rows.add(frames)
     return traces, f, rows.correlation(n)
 
@@ -445,13 +485,7 @@ def _footprints(movie, seeds: np.ndarray, traces: np.ndarray, p: InitParams, pro
     sx = np.zeros((k, *size))
     sxx = np.zeros((k, *size))
     for a, frames in frame_blocks(movie, p.block_frames, progress):
-        s = traces[:, a: a + len(frames)].astype(np.float64)
-        for i in range(k):
-            y0, x0 = offsets[i]
-            patch = frames[:, y0: y0 + size[0], x0: x0 + size[1]]
-            sxy[i] += np.tensordot(s[i], patch, axes=(0, 0))
-            sx[i] += patch.sum(axis=0)
-            sxx[i] += np.einsum("tyx,tyx->yx", patch, patch)
+        window_moments(frames, traces[:, a: a + len(frames)], offsets, sxy, sx, sxx)
     ms = traces.mean(axis=1, dtype=np.float64)
     vs = traces.var(axis=1, dtype=np.float64)
     mx = sx / n

@@ -130,10 +130,11 @@ def event_snr(traces: np.ndarray, n_frames: int = 5, sigma_factor: float = 3.0) 
     """
     from scipy.special import log_ndtr, ndtri_exp
 
-    traces = np.atleast_2d(np.asarray(traces, np.float64))
+    traces = np.atleast_2d(np.asarray(traces))
     out = np.zeros(len(traces), np.float32)
     n = max(1, min(int(n_frames), traces.shape[1]))
     for i, y in enumerate(traces):
+        y = np.asarray(y, np.float64)  # a row at a time: memory does not grow with units x frames
         md, sd = _baseline_noise(y)
         if sd <= 0:
             continue
@@ -179,7 +180,8 @@ def spatial_consistency(movie, A, YrA: np.ndarray, max_events: int = 50, z_event
         return out
     n = movie.shape[0]
     events = np.zeros((k, n), bool)
-    for i, y in enumerate(np.asarray(YrA, np.float64)):
+    for i, y in enumerate(YrA):  # a row at a time: a float64 copy of YrA would grow with the recording
+        y = np.asarray(y, np.float64)
         md, sd = _baseline_noise(y)
         order = np.argsort(-y)
         strong = order[: max_events][(y[order[: max_events]] - md) > z_events * sd] if sd > 0 else order[:0]
@@ -240,15 +242,20 @@ def unit_metrics(movie, A, YrA: np.ndarray, sn: np.ndarray, *, diameter: float, 
     from scipy.stats import skew
 
 
-    YrA = np.asarray(YrA, np.float64)
+    YrA = np.asarray(YrA)  # its own dtype; each row in float64 in turn (a float64 copy grows with frames)
     k = len(A)
     n_event = 5 if not fps else max(2, int(np.ceil(fps * event_seconds)))
     st = A.shape_stats()
-    modes = np.array([robust_mode(y) for y in YrA]) if k else np.zeros(0)
+    modes, peaks, skewness = np.zeros(k), np.zeros(k), np.zeros(k)
+    for i, y in enumerate(YrA):
+        y = np.asarray(y, np.float64)
+        modes[i], peaks[i] = robust_mode(y), float(y.max(initial=0))
+        if len(y) > 2:
+            with np.errstate(invalid="ignore", divide="ignore"):
+                skewness[i] = np.nan_to_num(skew(y))
     sn = np.asarray(sn, np.float64)
     with np.errstate(invalid="ignore", divide="ignore"):
-        pnr = np.where(sn > 0, (YrA.max(axis=1, initial=0) - modes) / np.where(sn > 0, sn, 1), 0) if k else np.zeros(0)
-        skewness = np.nan_to_num(skew(YrA, axis=1)) if k and YrA.shape[1] > 2 else np.zeros(k)
+        pnr = np.where(sn > 0, (peaks - modes) / np.where(sn > 0, sn, 1), 0) if k else np.zeros(0)
     out = {
         "event_snr": event_snr(YrA, n_event) if k else np.zeros(0, np.float32),
         "r_value": spatial_consistency(movie, A, YrA, block_frames=block_frames, progress=progress),
