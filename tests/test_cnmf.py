@@ -256,3 +256,15 @@ def test_row_correlation_is_each_seeds_pearson_r_with_its_row_outside_its_window
         row = (frames[:, y].sum(1) - frames[:, y, lo:hi].sum(1)) / (80 - (hi - lo))
         assert got[i] == pytest.approx(np.corrcoef(frames[:, y, x], row)[0, 1], abs=1e-5)
     assert got[:2].min() > 0.9 and np.abs(got[2:]).max() < 0.5
+
+
+def test_overlapping_lists_the_units_whose_boxes_share_pixels():
+    A = np.zeros((4, 30, 40), np.float32)
+    for i, (y, x) in enumerate([(0, 0), (3, 4), (20, 30), (0, 5)]):
+        A[i, y: y + 5, x: x + 5] = 1
+    fp = Footprints.from_dense(A, pad=1)  # 7 x 7 boxes
+    near = fp.overlapping()
+    for i in range(4):
+        expected = [j for j in range(4) if j != i and fp.relative(i, j) is not None]
+        assert near[i].tolist() == expected
+    assert near[0].tolist() == [1, 3] and near[2].tolist() == []

@@ -230,8 +230,8 @@ def update_spatial(movie, A: Footprints, C: np.ndarray, b: np.ndarray, f: np.nda
     ff = float(f64 @ f64) or 1.0
     support = A.supports(p.dilate)
     lam = [p.spatial_penal * np.sqrt(G[i, i]) * sn[A._slices(i)] for i in range(k)]
-    pairs = [[(j, rel) for j in range(k) if j != i and G[i, j] != 0 and (rel := A.relative(i, j)) is not None]
-             for i in range(k)]
+    near = A.overlapping()  # only units whose boxes overlap share pixels (O(units) per unit, in numpy)
+    pairs = [[(j, A.relative(i, j)) for j in near[i] if G[i, j] != 0] for i in range(k)]
     a_ = np.where(support, A.patches, 0).astype(np.float64)
     bb = np.asarray(b, np.float64).copy()
     for _ in range(p.spatial_sweeps):

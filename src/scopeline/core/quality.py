@@ -191,10 +191,7 @@ def spatial_consistency(movie, A, YrA: np.ndarray, max_events: int = 50, z_event
     total = np.zeros(A.shape)
     for a, frames in frame_blocks(movie, block_frames, progress):
         total += frames.sum(axis=0)
-        hit = events[:, a: a + len(frames)]
-        for i in np.flatnonzero(hit.any(axis=1)):
-            ys, xs = A._slices(i)
-            at_events[i, : ys.stop - ys.start, : xs.stop - xs.start] += frames[hit[i]][:, ys, xs].sum(axis=0)
+        A.correlate(frames, events[:, a: a + len(frames)].astype(np.float32), at_events)  # the events' frames
     mean = total / max(n, 1)
     for i in range(k):
         ys, xs = A._slices(i)
