@@ -223,10 +223,8 @@ def update_spatial(movie, A: Footprints, C: np.ndarray, b: np.ndarray, f: np.nda
         t = slice(a, a + len(frames))
         A.correlate(frames, C[:, t], R)
         rf += weighted_frames(f[t], frames)
-    C64 = C.astype(np.float64)
     f64 = f.astype(np.float64)
-    G = C64 @ C64.T
-    Gf = C64 @ f64
+    G, Gf = _gram(C, f64)
     ff = float(f64 @ f64) or 1.0
     support = A.supports(p.dilate)
     lam = [p.spatial_penal * np.sqrt(G[i, i]) * sn[A._slices(i)] for i in range(k)]
@@ -255,7 +253,20 @@ def update_spatial(movie, A: Footprints, C: np.ndarray, b: np.ndarray, f: np.nda
     peak = a_.reshape(k, -1).max(axis=1) if k else np.zeros(0)
     scale = np.where(peak > 0, peak, 1.0)
     newA = Footprints((a_ / scale[:, None, None]).astype(np.float32), A.offsets, A.shape)
-    return newA, (C64 * scale[:, None]).astype(np.float32), bb.astype(np.float32)
+    return newA, C * scale[:, None].astype(np.float32), bb.astype(np.float32)
+
+
+def _gram(C: np.ndarray, f: np.ndarray, block: int = 4096) -> tuple[np.ndarray, np.ndarray]:
+    """float64 ``C C^T`` (units, units) and ``C f`` (units,) of float32 traces, summed over blocks of
+    frames in float64 (a float64 copy of C would grow with the recording: 200 MB at 700 units x 36,000
+    frames)."""
+    k, n = C.shape
+    G, Gf = np.zeros((k, k)), np.zeros(k)
+    for a in range(0, n, block):
+        part = C[:, a: a + block].astype(np.float64)
+        G += part @ part.T
+        Gf += part @ f[a: a + block]
+    return G, Gf
 
 
 # ------------------------------------------------------------------------------ temporal
@@ -276,8 +287,11 @@ def _groups(A: Footprints, threshold: float) -> list[list[int]]:
 
 
 def update_temporal(movie, A: Footprints, C: np.ndarray, b: np.ndarray, f: np.ndarray, p: CNMFParams,
-                    progress: Optional[Callable[[int], None]] = None) -> dict:
+                    progress: Optional[Callable[[int], None]] = None, overwrite_c: bool = False) -> dict:
     """One temporal update: YrA by one pass over the movie, then deconvolution of each unit.
+
+    ``overwrite_c``: update ``C`` (float32) in place and return it as ``C`` (one (units, frames) array
+    less; :func:`cnmf` does it with traces of its own).
 
     Returns
     -------
@@ -295,7 +309,7 @@ def update_temporal(movie, A: Footprints, C: np.ndarray, b: np.ndarray, f: np.nd
     AA = A.gram()
     Ab = A.dot(b64)
     diag = np.where(np.diag(AA) > 0, np.diag(AA), 1.0)
-    C = np.array(C, np.float32)  # a copy, updated unit by unit
+    C = C if overwrite_c and isinstance(C, np.ndarray) and C.dtype == np.float32 else np.array(C, np.float32)
     f = np.asarray(f, np.float64)
     out = {"S": np.zeros((k, n), np.float32), "YrA": np.zeros((k, n), np.float32), "b0": np.zeros(k, np.float32),
            "c0": np.zeros(k, np.float32), "sn": np.zeros(k, np.float32), "g": np.zeros((k, p.p), np.float32)}
@@ -422,9 +436,9 @@ def merge_units(A: Footprints, C: np.ndarray, threshold: float,
 # ------------------------------------------------------------------------------ driver
 
 
-def _temporal_step(movie, A: Footprints, C, b, f, p: CNMFParams, progress):
-    """A temporal update, then units whose trace is all zero are dropped."""
-    temporal = update_temporal(movie, A, C, b, f, p, progress)
+def _temporal_step(movie, A: Footprints, C, b, f, p: CNMFParams, progress, owned: bool = False):
+    """A temporal update (in place on ``C`` when ``owned``), then units whose trace is all zero are dropped."""
+    temporal = update_temporal(movie, A, C, b, f, p, progress, overwrite_c=owned)
     keep = temporal["C"].any(axis=1)
     temporal = {k_: (v[keep] if k_ != "f" else v) for k_, v in temporal.items()}
     return A.subset(keep), temporal["C"], temporal["f"], temporal
@@ -486,6 +500,7 @@ def cnmf(movie, A: Footprints, C: np.ndarray, b: np.ndarray, f: np.ndarray, para
     seconds["noise"] = time.perf_counter() - t0
     b, f = np.asarray(b, np.float32), np.asarray(f, np.float32)
     temporal = None
+    owned = False  # whether C is this function's own array (not the caller's): then updated in place
     for step in p.iterations:
         t0 = time.perf_counter()
         if len(A) == 0:
@@ -494,17 +509,18 @@ def cnmf(movie, A: Footprints, C: np.ndarray, b: np.ndarray, f: np.ndarray, para
             A, C, b = update_spatial(movie, A, C, b, f, sn, p, progress)
             keep = (A.area() >= p.min_area) & ~not_cell_shaped(A, p.shape, diameter)
             A, C = A.subset(keep), C[keep]
-            temporal = None
+            temporal, owned = None, True
         elif step == "temporal":
-            A, C, f, temporal = _temporal_step(movie, A, C, b, f, p, progress)
+            A, C, f, temporal = _temporal_step(movie, A, C, b, f, p, progress, owned)
+            owned = True
         else:
             A, C, merged = merge_units(A, C, p.merge_corr, p.dilate)
             if merged:
-                temporal = None
+                temporal, owned = None, True
         seconds[step] += time.perf_counter() - t0
     if len(A) and temporal is None:  # the last step changed A or C: the traces must come from them
         t0 = time.perf_counter()
-        A, C, f, temporal = _temporal_step(movie, A, C, b, f, p, progress)
+        A, C, f, temporal = _temporal_step(movie, A, C, b, f, p, progress, owned)
         seconds["temporal"] += time.perf_counter() - t0
     if len(A) == 0:
         warnings.warn("CNMF ended with no unit", RuntimeWarning, stacklevel=2)
