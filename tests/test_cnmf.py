@@ -191,6 +191,20 @@ def test_one_or_two_workers_give_the_same_units_and_traces(corrected):
     np.testing.assert_array_equal(r1.A.dense(), r2.A.dense())
 
 
+def test_cnmf_working_in_the_callers_traces_gives_the_same_units(corrected):
+    """overwrite_c (the pipeline's: one (units, frames) array less) changes no number of the result."""
+    movie, shifts, _, _, fps = corrected
+    init = initialize.initialize(movie, fps, valid=initialize.valid_region(movie.shape[1:], shifts))
+    C0 = init.C.copy()
+    kept = cnmf.cnmf(movie, init.A, init.C, init.b, init.f)
+    assert np.array_equal(init.C, C0)  # by default the caller's traces are left alone
+    given = cnmf.cnmf(movie, init.A, init.C, init.b, init.f, overwrite_c=True)
+    assert len(given.A) == len(kept.A) > 40 and not np.array_equal(init.C, C0)
+    for name in ("C", "S", "YrA", "b0", "c0", "g", "sn", "f", "b"):
+        np.testing.assert_array_equal(getattr(given, name), getattr(kept, name), err_msg=name)
+    np.testing.assert_array_equal(given.A.dense(), kept.A.dense())
+
+
 def test_footprint_correlation_adds_each_units_weighted_patches():
     rng = np.random.default_rng(3)
     A = np.zeros((4, 30, 40), np.float32)

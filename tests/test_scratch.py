@@ -7,7 +7,9 @@ import os
 import numpy as np
 import zarr
 
-from scopeline.core.scratch import ColumnWriter, Scratch, row_blocks, take_rows
+import pytest
+
+from scopeline.core.scratch import ColumnWriter, Scratch, row_blocks, select_rows, take_rows
 
 
 def test_arrays_beyond_the_budget_go_to_disk_and_read_back_exactly():
@@ -37,3 +39,22 @@ def test_in_memory_arrays_are_written_directly():
             out.write(0, np.ones((4, 30)))
             out.write(30, 2 * np.ones((4, 20)))
         assert not scratch.on_disk and arr[:, :30].sum() == 120 and arr[:, 30:].sum() == 160
+
+
+def test_select_rows_in_place_is_fancy_indexing_without_a_copy():
+    rng = np.random.default_rng(4)
+    for trial in range(200):
+        k = int(rng.integers(1, 40))
+        values = rng.normal(size=(k, 13)).astype(np.float32)
+        rows = rng.permutation(k)[: rng.integers(0, k + 1)]
+        if trial % 3 == 0:
+            rows = np.sort(rows)
+        if trial % 3 == 1:
+            rows = rng.random(k) < 0.5  # a mask
+        want = values[rows].copy()
+        got = select_rows(values, rows)
+        assert np.array_equal(got, want) and (np.shares_memory(got, values) or not len(got))
+    with pytest.raises(ValueError, match="distinct"):
+        select_rows(np.zeros((5, 2)), np.array([1, 1]))
+    with pytest.raises(ValueError, match="distinct"):
+        select_rows(np.zeros((5, 2)), np.array([5]))

@@ -54,6 +54,7 @@ from .footprints import (Footprints, ShapeParams, components, frame_blocks, fram
                          weighted_frames)
 from .initialize import InitParams
 from .params import StageParams
+from .scratch import select_rows
 
 __all__ = ["PRESETS", "CNMFParams", "CNMFResult", "cnmf", "pixel_noise", "update_spatial", "update_temporal", "merge_units"]
 
@@ -189,7 +190,8 @@ def pixel_noise(movie, p: CNMFParams, rows: int = 128, tile: int = 128) -> np.nd
 
 
 def update_spatial(movie, A: Footprints, C: np.ndarray, b: np.ndarray, f: np.ndarray, sn: np.ndarray,
-                   p: CNMFParams, progress: Optional[Callable[[int], None]] = None) -> tuple[Footprints, np.ndarray, np.ndarray]:
+                   p: CNMFParams, progress: Optional[Callable[[int], None]] = None,
+                   overwrite_c: bool = False) -> tuple[Footprints, np.ndarray, np.ndarray]:
     """One spatial update: per-pixel non-negative LASSO for A and least squares for b.
 
     Parameters
@@ -207,6 +209,8 @@ def update_spatial(movie, A: Footprints, C: np.ndarray, b: np.ndarray, f: np.nda
     p : CNMFParams
     progress : callable, optional
         Called with frames read (one pass).
+    overwrite_c : bool
+        Rescale a float32 ``C`` in place and return it (one (units, frames) array less).
 
     Returns
     -------
@@ -253,7 +257,11 @@ def update_spatial(movie, A: Footprints, C: np.ndarray, b: np.ndarray, f: np.nda
     peak = a_.reshape(k, -1).max(axis=1) if k else np.zeros(0)
     scale = np.where(peak > 0, peak, 1.0)
     newA = Footprints((a_ / scale[:, None, None]).astype(np.float32), A.offsets, A.shape)
-    return newA, C * scale[:, None].astype(np.float32), bb.astype(np.float32)
+    if overwrite_c and C.flags.writeable:
+        C *= scale[:, None].astype(np.float32)
+    else:
+        C = C * scale[:, None].astype(np.float32)
+    return newA, C, bb.astype(np.float32)
 
 
 def _gram(C: np.ndarray, f: np.ndarray, block: int = 4096) -> tuple[np.ndarray, np.ndarray]:
@@ -300,7 +308,7 @@ def update_temporal(movie, A: Footprints, C: np.ndarray, b: np.ndarray, f: np.nd
         ``f`` float32 (frames,).
     """
     k, n = len(A), movie.shape[0]
-    R = np.zeros((k, n), np.float32)  # A^T Y, then the residual in place
+    R = np.zeros((k, n), np.float32)  # A^T Y, then the residual in place, then YrA (row by row)
     bY = np.zeros(n)
     b64 = np.asarray(b, np.float64)
     for a, frames in frame_blocks(movie, p.block_frames, progress):
@@ -311,15 +319,19 @@ def update_temporal(movie, A: Footprints, C: np.ndarray, b: np.ndarray, f: np.nd
     diag = np.where(np.diag(AA) > 0, np.diag(AA), 1.0)
     C = C if overwrite_c and isinstance(C, np.ndarray) and C.dtype == np.float32 else np.array(C, np.float32)
     f = np.asarray(f, np.float64)
-    out = {"S": np.zeros((k, n), np.float32), "YrA": np.zeros((k, n), np.float32), "b0": np.zeros(k, np.float32),
+    out = {"S": np.zeros((k, n), np.float32), "b0": np.zeros(k, np.float32),
            "c0": np.zeros(k, np.float32), "sn": np.zeros(k, np.float32), "g": np.zeros((k, p.p), np.float32)}
     # residual R = A^T Y - A^T A C - A^T b f, kept up to date as units change; float32 (k, frames) arrays
     # only, the products in float64 over blocks of units (memory: 4 traces per unit, not 7)
     for r0 in range(0, k, _UNIT_BLOCK):
         rows = slice(r0, r0 + _UNIT_BLOCK)
         R[rows] -= AA[rows] @ C + np.outer(Ab[rows], f)
+    # a unit's residual is not read once its group is done: its row of R then holds its YrA (no
+    # (units, frames) array of its own), and later units' changes are no longer subtracted from it
+    done = np.zeros(k, bool)
     for group in _groups(A, p.jaccard_threshold):
-        for _ in range(p.joint_iterations if len(group) > 1 else 1):
+        passes = p.joint_iterations if len(group) > 1 else 1
+        for it in range(passes):
             for i in group:
                 yra = C[i] + R[i] / diag[i]
                 res = dc.deconvolve(yra, p=p.p, sparse_penal=p.sparse_penal, backend=p.backend, add_lag=p.add_lag,
@@ -327,13 +339,15 @@ def update_temporal(movie, A: Footprints, C: np.ndarray, b: np.ndarray, f: np.nd
                 new = res.c.astype(np.float64) + res.b0  # the baseline belongs to the unit's trace fit
                 delta = new - C[i]
                 if np.any(delta):
-                    nz = np.flatnonzero(AA[:, i])  # only units whose footprints touch unit i
+                    nz = np.flatnonzero(AA[:, i] * ~done)  # only units whose footprints touch unit i
                     R[nz] -= AA[nz, i, None] * delta
                 C[i] = new
-                out["YrA"][i], out["S"][i] = yra, res.s
+                out["S"][i] = res.s
+                if it == passes - 1:
+                    R[i], done[i] = yra, True
                 out["b0"][i], out["c0"][i], out["sn"][i] = res.b0, res.c0, res.sn
                 out["g"][i] = res.g[: p.p] if len(res.g) >= p.p else np.pad(res.g, (0, p.p - len(res.g)))
-    del R
+    out["YrA"] = R
     bb = float(b64.ravel() @ b64.ravel())
     out["f"] = ((bY - Ab @ C) / bb).astype(np.float32) if bb > 0 else f.astype(np.float32)
     C -= out["b0"][:, None]  # report C without baseline
@@ -436,18 +450,26 @@ def merge_units(A: Footprints, C: np.ndarray, threshold: float,
 # ------------------------------------------------------------------------------ driver
 
 
+def _subset(temporal: dict, rows: np.ndarray) -> dict:
+    """A temporal update's per-unit arrays at ``rows`` (bool mask or indices); the (units, frames) ones
+    in place (:func:`scopeline.core.scratch.select_rows`: no second copy of them)."""
+    return {k_: v if k_ == "f" else select_rows(v, rows) if v.ndim == 2 and v.shape[1] == len(temporal["f"])
+            else v[rows] for k_, v in temporal.items()}
+
+
 def _temporal_step(movie, A: Footprints, C, b, f, p: CNMFParams, progress, owned: bool = False):
     """A temporal update (in place on ``C`` when ``owned``), then units whose trace is all zero are dropped."""
     temporal = update_temporal(movie, A, C, b, f, p, progress, overwrite_c=owned)
     keep = temporal["C"].any(axis=1)
-    temporal = {k_: (v[keep] if k_ != "f" else v) for k_, v in temporal.items()}
+    if not keep.all():
+        temporal = _subset(temporal, keep)
     return A.subset(keep), temporal["C"], temporal["f"], temporal
 
 
 @executor.with_workers
 def cnmf(movie, A: Footprints, C: np.ndarray, b: np.ndarray, f: np.ndarray, params: Optional[CNMFParams] = None,
          progress: Optional[Callable[[int], None]] = None, diameter: Optional[float] = None,
-         fps: Optional[float] = None, fov: Optional[np.ndarray] = None) -> CNMFResult:
+         fps: Optional[float] = None, fov: Optional[np.ndarray] = None, overwrite_c: bool = False) -> CNMFResult:
     """Run the CNMF updates from an initialization.
 
     Parameters
@@ -469,6 +491,9 @@ def cnmf(movie, A: Footprints, C: np.ndarray, b: np.ndarray, f: np.ndarray, para
         given).
     fov : numpy.ndarray, optional
         bool (height, width): the field of view, for the quality metric ``outside_fov``.
+    overwrite_c : bool
+        ``C`` (float32) may be used as working memory and is overwritten: one (units, frames) array
+        less while CNMF runs (the caller should hold no other reference to it).
     workers : int, optional
         Threads (:func:`scopeline.executor.kernel_threads`; default :func:`scopeline.executor.settings`):
         the movie's next blocks are read while one is computed, the per-unit kernels split the units,
@@ -500,15 +525,15 @@ def cnmf(movie, A: Footprints, C: np.ndarray, b: np.ndarray, f: np.ndarray, para
     seconds["noise"] = time.perf_counter() - t0
     b, f = np.asarray(b, np.float32), np.asarray(f, np.float32)
     temporal = None
-    owned = False  # whether C is this function's own array (not the caller's): then updated in place
+    owned = overwrite_c and C.flags.writeable  # whether C may be updated in place (its own, or given to it)
     for step in p.iterations:
         t0 = time.perf_counter()
         if len(A) == 0:
             break
         if step == "spatial":
-            A, C, b = update_spatial(movie, A, C, b, f, sn, p, progress)
+            A, C, b = update_spatial(movie, A, C, b, f, sn, p, progress, overwrite_c=owned)
             keep = (A.area() >= p.min_area) & ~not_cell_shaped(A, p.shape, diameter)
-            A, C = A.subset(keep), C[keep]
+            A, C = A.subset(keep), select_rows(C, keep)  # C is update_spatial's: its own, or given to it
             temporal, owned = None, True
         elif step == "temporal":
             A, C, f, temporal = _temporal_step(movie, A, C, b, f, p, progress, owned)
@@ -539,7 +564,7 @@ def cnmf(movie, A: Footprints, C: np.ndarray, b: np.ndarray, f: np.ndarray, para
         warnings.warn(f"CNMF ended with no unit: all {len(keep)} below min_r_value {p.min_r_value}", RuntimeWarning,
                       stacklevel=2)
     order = np.flatnonzero(keep)[np.lexsort((A.centroids()[keep, 1], A.centroids()[keep, 0]))]
-    T = {k_: (v[order] if k_ != "f" else v) for k_, v in temporal.items()}
+    T = _subset(temporal, order)
     snr = np.where(T["sn"] > 0, T["C"].max(axis=1) / np.where(T["sn"] > 0, T["sn"], 1), 0).astype(np.float32)
     return CNMFResult(A=A.subset(order), **{k: T[k] for k in ("C", "S", "YrA", "b0", "c0", "g", "sn", "f")}, snr=snr,
                       b=b, pixel_sn=sn, seconds=seconds, metrics={name: v[order] for name, v in metrics.items()},

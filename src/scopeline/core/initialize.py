@@ -42,7 +42,7 @@ from scopeline import executor
 from .footprints import (Footprints, ShapeParams, components, frame_blocks, frame_dots, not_cell_shaped,
                          window_moments)
 from .params import StageParams
-from .scratch import ColumnWriter, Scratch, row_blocks, take_rows
+from .scratch import ColumnWriter, Scratch, row_blocks, select_rows, take_rows
 
 __all__ = ["PRESETS", "InitParams", "InitResult", "initialize", "valid_region", "pnr_scale",
            "find_seeds", "seed_pnr", "seed_ks", "merge_seeds"]
@@ -486,8 +486,7 @@ def _footprints(movie, seeds: np.ndarray, traces: np.ndarray, p: InitParams, pro
     sxx = np.zeros((k, *size))
     for a, frames in frame_blocks(movie, p.block_frames, progress):
         window_moments(frames, traces[:, a: a + len(frames)], offsets, sxy, sx, sxx)
-    ms = traces.mean(axis=1, dtype=np.float64)
-    vs = traces.var(axis=1, dtype=np.float64)
+    ms, vs = _row_moments(traces)
     mx = sx / n
     cov = sxy / n - ms[:, None, None] * mx
     vx = np.maximum(sxx / n - mx**2, 0)
@@ -503,6 +502,26 @@ def _footprints(movie, seeds: np.ndarray, traces: np.ndarray, p: InitParams, pro
             continue
         patches[i] = np.where(labels == labels[sy, sx_], np.maximum(beta[i], 0), 0)
     return Footprints(patches, offsets, (h, w)), corr
+
+
+def _row_moments(traces: np.ndarray, block: int = 64) -> tuple[np.ndarray, np.ndarray]:
+    """float64 (units,) mean and variance of each row, ``block`` rows at a time (``var`` of the whole
+    array makes a float64 (units, frames) temporary: 200 MB at 700 units x 36,000 frames)."""
+    ms, vs = np.zeros(len(traces)), np.zeros(len(traces))
+    for r0 in range(0, len(traces), block):
+        part = np.asarray(traces[r0: r0 + block], np.float64)
+        ms[r0: r0 + block], vs[r0: r0 + block] = part.mean(axis=1), part.var(axis=1)
+    return ms, vs
+
+
+def _above_baseline(traces: np.ndarray, block: int = 64) -> np.ndarray:
+    """float32 (units, frames): each trace minus its 10th percentile, clipped at 0 (the initial C), in
+    place on float32 traces and ``block`` rows at a time (whole-array temporaries grow with frames)."""
+    out = traces if traces.dtype == np.float32 and traces.flags.writeable else np.empty(traces.shape, np.float32)
+    for r0 in range(0, len(traces), block):
+        part = traces[r0: r0 + block]
+        out[r0: r0 + block] = np.maximum(part - np.percentile(part, 10, axis=1, keepdims=True), 0)
+    return out
 
 
 def valid_region(shape: tuple[int, int], shifts: np.ndarray, max_padded: float = 0.1,
@@ -612,7 +631,7 @@ def initialize(movie, fps: float, params: Optional[InitParams] = None,
         merged = merge_seeds(seeds[alive], traces, fps, p, scratch)
     removed[alive[merged]] = "merge"
     keep = np.setdiff1d(np.arange(len(alive)), merged)
-    alive, traces = alive[keep], traces[keep]
+    alive, traces = alive[keep], select_rows(traces, keep)
     seconds["refine"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     if len(alive):
@@ -620,19 +639,18 @@ def initialize(movie, fps: float, params: Optional[InitParams] = None,
         empty = A.area() == 0
         removed[alive[empty]] = "footprint"
         A = A.subset(~empty)
-        alive, traces = alive[~empty], traces[~empty]
+        alive, traces = alive[~empty], select_rows(traces, ~empty)
         odd = not_cell_shaped(A, p.shape, p.diameter)
         removed[alive[odd]] = "shape"
         A = A.subset(~odd)
-        alive, traces = alive[~odd], traces[~odd]
+        alive, traces = alive[~odd], select_rows(traces, ~odd)
     else:
         A = Footprints.empty((h, w), 2 * p.footprint_radius + 1)
         if progress is not None:
             progress(n)
-    C = np.maximum(traces - np.percentile(traces, 10, axis=1, keepdims=True), 0) if len(traces) \
-        else np.zeros((0, n), np.float32)
+    C = _above_baseline(traces) if len(traces) else np.zeros((0, n), np.float32)
     seconds["footprints"] = time.perf_counter() - t0
     if len(alive) == 0:
         warnings.warn("initialization found no cell: no seed passed the refinement", RuntimeWarning, stacklevel=2)
-    return InitResult(seeds=seeds, removed_by=list(removed), pnr=pnr, ks_p=ks_p, A=A, C=C.astype(np.float32),
+    return InitResult(seeds=seeds, removed_by=list(removed), pnr=pnr, ks_p=ks_p, A=A, C=C,
                       b=mean, f=f, noise=noise, seconds=seconds)

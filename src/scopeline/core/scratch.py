@@ -140,3 +140,51 @@ def take_rows(array: Array, rows: np.ndarray, dtype=np.float32) -> np.ndarray:
     for i, values in row_blocks(array, rows, dtype=dtype):
         out[i: i + len(values)] = values
     return out
+
+
+def select_rows(array: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """``array[rows]`` without a second copy of ``array``: the rows are moved within it.
+
+    Fancy indexing copies the selected rows while the original is still alive, so a (units, frames)
+    array briefly needs twice its size; this moves rows in place, one row of extra memory.
+
+    Parameters
+    ----------
+    array : numpy.ndarray
+        (rows, ...) in memory; overwritten.
+    rows : numpy.ndarray
+        bool (rows,) mask, or int indices (distinct, any order).
+
+    Returns
+    -------
+    numpy.ndarray
+        ``array[:len(rows)]`` (a view: its memory stays ``array``'s), holding what ``array[rows]`` would.
+
+    Raises
+    ------
+    ValueError
+        If an index repeats or is out of range.
+    """
+    rows = np.asarray(rows)
+    idx = np.flatnonzero(rows) if rows.dtype == bool else rows.astype(np.intp)
+    m = len(idx)
+    if m and (idx.min() < 0 or idx.max() >= len(array) or len(np.unique(idx)) != m):
+        raise ValueError(f"rows must be distinct indices in [0, {len(array)}), got {m} of them")
+    order = np.argsort(idx, kind="stable")
+    for j, r in enumerate(idx[order]):  # increasing, r >= j: every row moves up, never onto one still needed
+        if r != j:
+            array[j] = array[r]
+    perm = np.argsort(order)  # now array[:m][perm] is the selection: apply that gather in place, by cycles
+    seen = np.zeros(m, bool)
+    for start in range(m):
+        if seen[start] or perm[start] == start:
+            continue
+        held, i = array[start].copy(), start
+        while True:
+            seen[i] = True
+            nxt = perm[i]
+            if nxt == start:
+                array[i] = held
+                break
+            array[i], i = array[nxt], nxt
+    return array[:m]

@@ -136,7 +136,8 @@ class CNMF(FetchFingerprint, dj.Computed):
                            self.show_progress)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)
-            res = core_cnmf.cnmf(movie, A, c_init, b, f, p, progress=bar.update, diameter=diameter, fps=fps, fov=fov)
+            res = core_cnmf.cnmf(movie, A, c_init, b, f, p, progress=bar.update, diameter=diameter, fps=fps, fov=fov,
+                                 overwrite_c=True)  # c_init is this call's own: CNMF's working memory
         bar.close()
         metrics = res.metrics
         row = dict(key, n_units=len(res.A), n_inconsistent=res.n_inconsistent, b=res.b, f=res.f, pixel_sn=res.pixel_sn,
