@@ -24,6 +24,16 @@ def load_npy(ref) -> np.ndarray:
     return np.asarray(ref.load() if hasattr(ref, "load") else ref)
 
 
+def load_npy_writable(ref) -> np.ndarray:
+    """An ``<npy@>`` value as a writeable array without a second copy: a private (copy-on-write) map of
+    the stored file, so a computation may use it as working memory. (``load`` reads the file into bytes
+    and returns a read-only view of them.)"""
+    if hasattr(ref, "load"):
+        return np.asarray(ref.load(mmap_mode="c"))
+    arr = np.asarray(ref)
+    return arr if arr.flags.writeable else arr.copy()
+
+
 def json_default(value):
     """JSON for numpy scalars/arrays and dates in provenance and metadata."""
     if isinstance(value, np.ndarray):

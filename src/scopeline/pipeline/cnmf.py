@@ -21,7 +21,7 @@ from scopeline.pipeline import initialization, keys, motion
 from scopeline.pipeline._objects import open_zarr, store_writes
 from scopeline.pipeline._paramsets import parse_params
 from scopeline.pipeline._stage import Stage, stage_tables
-from scopeline.pipeline._util import FetchFingerprint, load_npy, progress_bar
+from scopeline.pipeline._util import FetchFingerprint, load_npy, load_npy_writable, progress_bar
 
 schema = dj.Schema()
 
@@ -129,7 +129,7 @@ class CNMF(FetchFingerprint, dj.Computed):
         p = parse_params(core_cnmf.CNMFParams, params, "CNMF", key[CNMFParamSet.name_attr])
         diameter = parse_params(core_init.InitParams, init_params, "initialization", key[initialization.InitParamSet.name_attr]).diameter
         movie = open_zarr(movie_ref)
-        patches, c_init, f = load_npy(patches), load_npy(c_init), load_npy(f)  # references until here
+        patches, c_init, f = load_npy(patches), load_npy_writable(c_init), load_npy(f)  # references until here
         A = Footprints(patches, offsets, movie.shape[1:])
         passes = sum(s in ("spatial", "temporal") for s in p.iterations) + 2
         bar = progress_bar(passes * movie.shape[0], f"cnmf {keys.recording_text(key)}",
