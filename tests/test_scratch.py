@@ -5,9 +5,8 @@ from __future__ import annotations
 import os
 
 import numpy as np
-import zarr
-
 import pytest
+import zarr
 
 from scopeline.core.scratch import ColumnWriter, Scratch, row_blocks, select_rows, take_rows
 

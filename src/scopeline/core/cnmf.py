@@ -450,11 +450,14 @@ def merge_units(A: Footprints, C: np.ndarray, threshold: float,
 # ------------------------------------------------------------------------------ driver
 
 
+#: the temporal update's (units, frames) arrays: subset in place (the others are (units,) or f)
+_TRACES = ("C", "S", "YrA")
+
+
 def _subset(temporal: dict, rows: np.ndarray) -> dict:
-    """A temporal update's per-unit arrays at ``rows`` (bool mask or indices); the (units, frames) ones
+    """A temporal update's per-unit arrays at ``rows`` (bool mask or indices), ``f`` as it is; the traces
     in place (:func:`scopeline.core.scratch.select_rows`: no second copy of them)."""
-    return {k_: v if k_ == "f" else select_rows(v, rows) if v.ndim == 2 and v.shape[1] == len(temporal["f"])
-            else v[rows] for k_, v in temporal.items()}
+    return {k_: v if k_ == "f" else select_rows(v, rows) if k_ in _TRACES else v[rows] for k_, v in temporal.items()}
 
 
 def _temporal_step(movie, A: Footprints, C, b, f, p: CNMFParams, progress, owned: bool = False):
