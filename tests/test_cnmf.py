@@ -282,3 +282,30 @@ def test_overlapping_lists_the_units_whose_boxes_share_pixels():
         expected = [j for j in range(4) if j != i and fp.relative(i, j) is not None]
         assert near[i].tolist() == expected
     assert near[0].tolist() == [1, 3] and near[2].tolist() == []
+
+
+def test_frame_blocks_hold_at_most_max_block_bytes_and_cover_the_movie_in_order():
+    from scopeline import executor
+    from scopeline.core import footprints
+
+    movie = np.random.default_rng(0).random((130, 608, 608), dtype=np.float32).astype(np.float16)
+    with executor.kernel_threads(2):
+        blocks = list(footprints.frame_blocks(movie, 100))
+    per_frame = 608 * 608 * 4
+    assert all(b.dtype == np.float32 and b.nbytes <= footprints.MAX_BLOCK_BYTES for _, b in blocks)
+    assert len(blocks[0][1]) == footprints.MAX_BLOCK_BYTES // per_frame == 45  # 100 asked, 45 fit in 64 MiB
+    assert [a for a, _ in blocks] == list(range(0, 130, 45))
+    np.testing.assert_array_equal(np.concatenate([b for _, b in blocks]), movie.astype(np.float32))
+    small = list(footprints.frame_blocks(movie[:, :64, :64], 100))  # small frames: the asked block
+    assert [len(b) for _, b in small] == [100, 30]
+
+
+def test_pixel_noise_is_the_same_whatever_the_strips_and_tiles():
+    rng = np.random.default_rng(1)
+    sn = rng.uniform(0.5, 2.0, (150, 70)).astype(np.float32)
+    movie = (rng.standard_normal((1000, 150, 70)).astype(np.float32) * sn).astype(np.float16)
+    p = cnmf.CNMFParams()
+    whole = cnmf.pixel_noise(movie, p, rows=150, tile=70)
+    np.testing.assert_allclose(cnmf.pixel_noise(movie, p), whole, rtol=1e-5)  # 64-row strips, 64-column tiles
+    np.testing.assert_allclose(cnmf.pixel_noise(movie, p, rows=7, tile=13), whole, rtol=1e-5)
+    assert np.median(np.abs(whole / sn - 1)) < 0.05  # white noise: sn recovered within ~5%

@@ -93,8 +93,9 @@ class CNMFParams(StageParams):
     iterations: list[Step] = Field(["spatial", "temporal", "merge", "spatial", "temporal"],
                                    description="Update steps in order.")
     spatial_sweeps: int = Field(30, ge=1, le=1000, description="Coordinate-descent sweeps of a spatial update.")
-    block_frames: int = Field(100, ge=10, le=5000, description="Frames read at once (memory: block_frames x "
-                                                                    "height x width x 4 bytes, a few times).")
+    block_frames: int = Field(100, ge=10, le=5000, description="Frames read at once, at most (memory: "
+                              "block_frames x height x width x 4 bytes, a few times; a block holds no more than "
+                              "64 MiB, footprints.MAX_BLOCK_BYTES).")
 
     @field_validator("iterations")
     @classmethod
@@ -165,11 +166,13 @@ class CNMFResult:
 # ------------------------------------------------------------------------------ noise
 
 
-def pixel_noise(movie, p: CNMFParams, rows: int = 128, tile: int = 128) -> np.ndarray:
+def pixel_noise(movie, p: CNMFParams, rows: int = 64, tile: int = 64) -> np.ndarray:
     """float32 (height, width): each pixel's noise standard deviation from the PSD of its first
-    ``noise_frames`` frames, read in strips of ``rows`` rows (the motion stage's Zarr chunks: each is read
-    once) in the movie's dtype, and computed in ``tile``-column pieces (memory ~ noise_frames x rows x
-    width x 2 bytes for a float16 movie, plus noise_frames x rows x tile x 4 per piece)."""
+    ``noise_frames`` frames, read in strips of ``rows`` rows in the movie's dtype, and computed in
+    ``tile``-column pieces (memory per worker ~ noise_frames x rows x width x 2 bytes for a float16
+    movie, plus a few times noise_frames x rows x tile x 4 per piece: 80 + 50 MB at 608 px and 1,000
+    frames; 128 x 128 made this CNMF's largest pass, 750 MiB with two workers). The motion stage's
+    128-row Zarr chunks are then decompressed twice, ~1 s more on a 608-px movie."""
     n, h, w = movie.shape
     m = min(n, p.noise_frames)
     out = np.zeros((h, w), np.float32)

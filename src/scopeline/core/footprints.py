@@ -91,6 +91,13 @@ def read_frames(movie, a: int, b: int) -> np.ndarray:
     return frames
 
 
+#: Most bytes of one float32 block of :func:`frame_blocks`. With two workers three blocks are alive (the
+#: one in use and two read ahead), plus each pass's products of a block: at 608 x 608 px, 100-frame blocks
+#: (148 MB each) made every CNMF pass peak at 620-800 MiB of temporaries, 45-frame blocks at 400-520, at
+#: the same speed and with the same units.
+MAX_BLOCK_BYTES = 64 * 2**20
+
+
 def frame_blocks(movie, block: int, progress: Optional[Callable[[int], None]] = None) -> Iterator[tuple[int, np.ndarray]]:
     """Yield ``(start, frames)`` blocks of a movie as float32 (frames, height, width), in order.
 
@@ -102,11 +109,14 @@ def frame_blocks(movie, block: int, progress: Optional[Callable[[int], None]] = 
     movie : array-like
         (frames, height, width): a Zarr array, a dask array or a numpy array.
     block : int
-        Frames per block.
+        Frames per block, at most: a block holds no more than :data:`MAX_BLOCK_BYTES` (64 MiB as float32,
+        45 frames of 608 x 608 px, 64 of 512 x 512), so memory does not grow with the frame size.
     progress : callable, optional
         Called with the number of frames of each block once it has been used.
     """
     n = movie.shape[0]
+    frame_bytes = 4 * int(np.prod(movie.shape[1:]))
+    block = max(1, min(int(block), MAX_BLOCK_BYTES // max(frame_bytes, 1)))
     for a, frames in executor.read_ahead(lambda start: read_frames(movie, start, min(start + block, n)),
                                          range(0, n, block)):
         yield a, frames

@@ -96,8 +96,9 @@ class InitParams(StageParams):
                                                                  "the initial footprint.")
     shape: ShapeParams = Field(default_factory=ShapeParams, description="Seeds whose initial footprint is not "
                                "cell-shaped are removed (area relative to the expected cell of this diameter).")
-    block_frames: int = Field(100, ge=10, le=5000, description="Frames read at once (memory: block_frames x "
-                                                                    "height x width x 4 bytes, a few times).")
+    block_frames: int = Field(100, ge=10, le=5000, description="Frames read at once, at most (memory: "
+                              "block_frames x height x width x 4 bytes, a few times; a block holds no more than "
+                              "64 MiB, footprints.MAX_BLOCK_BYTES).")
     random_seed: int = Field(0, description="Random generator seed (random subsets).")
 
 
