@@ -92,9 +92,10 @@ def read_frames(movie, a: int, b: int) -> np.ndarray:
 
 
 #: Most bytes of one float32 block of :func:`frame_blocks`. With two workers three blocks are alive (the
-#: one in use and two read ahead), plus each pass's products of a block: at 608 x 608 px, 100-frame blocks
-#: (148 MB each) made every CNMF pass peak at 620-800 MiB of temporaries, 45-frame blocks at 400-520, at
-#: the same speed and with the same units.
+#: one in use and two read ahead) plus the chunks each read decodes: on a stored 608 x 608 movie, 597 MiB
+#: in flight with 100-frame blocks (148 MB each), 396 with 45-frame ones, the same units. Not free: the
+#: stored movie's chunks are 100 frames, so 45-frame blocks decode each chunk about twice (initialization
+#: 139 -> 195 s and CNMF 227 -> 303 s on a 36,000-frame session, 2-core VM).
 MAX_BLOCK_BYTES = 64 * 2**20
 
 
