@@ -300,6 +300,31 @@ def test_frame_blocks_hold_at_most_max_block_bytes_and_cover_the_movie_in_order(
     assert [len(b) for _, b in small] == [100, 30]
 
 
+def test_frame_blocks_decode_each_stored_chunk_once(tmp_path):
+    from scopeline import executor
+    from scopeline.core import footprints
+
+    movie = np.random.default_rng(0).random((250, 608, 608), dtype=np.float32).astype(np.float16)
+    z = create_zarr(str(tmp_path / "movie.zarr"), movie.shape, (100, 128, 608), "float16")
+    z[:] = movie
+
+    class Reads:  # the Zarr array, with every slice asked of it written down
+        shape, dtype, chunks = z.shape, z.dtype, z.chunks
+        asked = []
+
+        def __getitem__(self, key):
+            self.asked.append((key.start, key.stop))
+            return z[key]
+
+    with executor.kernel_threads(2):
+        blocks = list(footprints.frame_blocks(Reads(), 100))
+    assert sorted(Reads.asked) == [(0, 100), (100, 200), (200, 250)]  # whole chunks, each read once
+    assert all(b.nbytes <= footprints.MAX_BLOCK_BYTES for _, b in blocks)
+    assert [(a, len(b)) for a, b in blocks] == [(0, 33), (33, 34), (67, 33), (100, 33), (133, 34), (167, 33),
+                                                (200, 25), (225, 25)]  # each chunk split into equal blocks
+    np.testing.assert_array_equal(np.concatenate([b for _, b in blocks]), movie.astype(np.float32))
+
+
 def test_pixel_noise_is_the_same_whatever_the_strips_and_tiles():
     rng = np.random.default_rng(1)
     sn = rng.uniform(0.5, 2.0, (150, 70)).astype(np.float32)

@@ -71,14 +71,24 @@ def not_cell_shaped(A: "Footprints", p: ShapeParams, diameter: Optional[float] =
 
 
 def read_frames(movie, a: int, b: int) -> np.ndarray:
-    """Frames [a, b) of a movie (Zarr, dask or numpy array) as float32, non-finite values as 0.
+    """Frames [a, b) of a movie (Zarr, dask or numpy array) as float32, non-finite values as 0
+    (see :func:`as_float32`)."""
+    return as_float32(_read_raw(movie, a, b))
 
-    float16 (the stored movies) is converted by OpenCV's SIMD path: 0.34 instead of 1.8 ms per 608 x 608
-    frame with numpy, the same values."""
+
+def _read_raw(movie, a: int, b: int) -> np.ndarray:
+    """Frames [a, b) of a movie as stored (a numpy array of its own dtype)."""
     part = movie[a:b]
     if hasattr(part, "compute"):
         part = part.compute()
-    part = np.asarray(part)
+    return np.asarray(part)
+
+
+def as_float32(part: np.ndarray) -> np.ndarray:
+    """A block of frames as float32 (frames, height, width), non-finite values as 0.
+
+    float16 (the stored movies) is converted by OpenCV's SIMD path: 0.34 instead of 1.8 ms per 608 x 608
+    frame with numpy, the same values. A float32 block comes back as it is (no copy) when all finite."""
     if part.dtype == np.float16 and part.ndim == 3 and part.size:
         frames = np.empty(part.shape, np.float32)
         cv2.multiply(np.ascontiguousarray(part).reshape(-1, part.shape[-1]), 1.0,
@@ -91,19 +101,34 @@ def read_frames(movie, a: int, b: int) -> np.ndarray:
     return frames
 
 
-#: Most bytes of one float32 block of :func:`frame_blocks`. With two workers three blocks are alive (the
-#: one in use and two read ahead) plus the chunks each read decodes: on a stored 608 x 608 movie, 597 MiB
-#: in flight with 100-frame blocks (148 MB each), 396 with 45-frame ones, the same units. Not free: the
-#: stored movie's chunks are 100 frames, so 45-frame blocks decode each chunk about twice (initialization
-#: 139 -> 195 s and CNMF 227 -> 303 s on a 36,000-frame session, 2-core VM).
+#: Most bytes of one float32 block of :func:`frame_blocks`: 45 frames of 608 x 608 px, 64 of 512 x 512.
 MAX_BLOCK_BYTES = 64 * 2**20
+
+#: Most bytes of one span of the movie as stored that :func:`frame_blocks` reads ahead: a whole number of
+#: the movie's chunks along frames (a stored 608 x 608 movie's 100-frame float16 chunks: 74 MB).
+MAX_SPAN_BYTES = 128 * 2**20
+
+
+def _span_frames(movie, block: int) -> int:
+    """Frames of each span :func:`frame_blocks` reads: the fewest whole chunks along frames that hold
+    ``block`` frames, fewer when over :data:`MAX_SPAN_BYTES`; ``block`` when the movie has no regular
+    chunks (numpy, dask) or one chunk is over the limit."""
+    chunks = getattr(movie, "chunks", None)
+    t = int(chunks[0]) if chunks and isinstance(chunks[0], (int, np.integer)) else 0
+    chunk_bytes = t * int(np.prod(movie.shape[1:])) * np.dtype(movie.dtype).itemsize
+    if t <= 0 or chunk_bytes > MAX_SPAN_BYTES:
+        return block
+    return t * max(1, min(-(-block // t), MAX_SPAN_BYTES // chunk_bytes))
 
 
 def frame_blocks(movie, block: int, progress: Optional[Callable[[int], None]] = None) -> Iterator[tuple[int, np.ndarray]]:
     """Yield ``(start, frames)`` blocks of a movie as float32 (frames, height, width), in order.
 
-    Inside :func:`scopeline.executor.kernel_threads` the next blocks are read (and decompressed) on its
-    worker threads while the caller computes on the current one (:func:`scopeline.executor.read_ahead`).
+    The movie is read in spans of whole chunks along frames (:func:`_span_frames`), so each chunk is
+    decompressed once, and each span is handed out as float32 blocks of equal length. Inside
+    :func:`scopeline.executor.kernel_threads` the next spans are read (and decompressed) on its worker
+    threads while the caller computes on the current block (:func:`scopeline.executor.read_ahead`): with
+    two workers three spans as stored and one float32 block are alive.
 
     Parameters
     ----------
@@ -118,11 +143,16 @@ def frame_blocks(movie, block: int, progress: Optional[Callable[[int], None]] = 
     n = movie.shape[0]
     frame_bytes = 4 * int(np.prod(movie.shape[1:]))
     block = max(1, min(int(block), MAX_BLOCK_BYTES // max(frame_bytes, 1)))
-    for a, frames in executor.read_ahead(lambda start: read_frames(movie, start, min(start + block, n)),
-                                         range(0, n, block)):
-        yield a, frames
-        if progress is not None:
-            progress(len(frames))
+    span = _span_frames(movie, block)
+    for a, raw in executor.read_ahead(lambda start: _read_raw(movie, start, min(start + span, n)),
+                                      range(0, n, span)):
+        bounds = np.linspace(0, len(raw), -(-len(raw) // block) + 1).round().astype(int)
+        for lo, hi in zip(bounds[:-1], bounds[1:]):
+            frames = as_float32(raw[lo:hi])
+            yield a + int(lo), frames
+            if progress is not None:
+                progress(len(frames))
+        del raw
 
 
 def frame_dots(frames: np.ndarray, image: np.ndarray) -> np.ndarray:
