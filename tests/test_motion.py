@@ -357,3 +357,20 @@ def test_an_external_dask_scheduler_and_worker_give_the_same_result(tmp_path):
         for proc in reversed(procs):
             proc.terminate()
             proc.wait(timeout=30)
+
+
+def test_template_map_computes_at_most_threads_results_ahead_and_drain_frees_the_list():
+    started, got = [], []
+
+    def square(i):
+        started.append(i)
+        return i * i
+
+    for r in motion._bounded_map(2)(square, range(20)):
+        got.append(r)
+        assert len(started) - len(got) <= 2  # a thread pool's map would have computed all 20 by now
+    assert got == [i * i for i in range(20)]
+    items = [np.zeros(3), np.ones(3)]
+    drained = motion._drain(items)
+    assert next(drained)[0] == 0 and len(items) == 1  # the list no longer holds what was handed out
+    assert next(drained)[0] == 1 and items == []
