@@ -334,3 +334,74 @@ def test_pixel_noise_is_the_same_whatever_the_strips_and_tiles():
     np.testing.assert_allclose(cnmf.pixel_noise(movie, p), whole, rtol=1e-5)  # 64-row strips, 64-column tiles
     np.testing.assert_allclose(cnmf.pixel_noise(movie, p, rows=7, tile=13), whole, rtol=1e-5)
     assert np.median(np.abs(whole / sn - 1)) < 0.05  # white noise: sn recovered within ~5%
+
+
+def test_merge_in_the_callers_traces_gives_the_same_units_and_copies_none():
+    """overwrite_c: the traces after merging are written over the first rows of C, groups in order of
+    their first member, so no row a later group reads is overwritten first."""
+    rng = np.random.default_rng(2)
+    yy, xx = np.mgrid[0:30, 0:30]
+    cell = np.exp(-((yy - 15) ** 2 + (xx - 15) ** 2) / (2 * 3.0**2)).astype(np.float32)
+    left, right = cell * (xx < 17), cell * (xx >= 13)
+    left, right = left / left.max(), right / right.max()
+    split, other, last = (np.abs(rng.normal(0, 1, 300)).astype(np.float32) for _ in range(3))
+    # unit 0 alone, units 1 and 3 one cell (a group whose row 1 is read after row 0 is written), unit 2 alone
+    dense = np.zeros((4, 100, 100), np.float32)
+    dense[0, 0:30, 0:30], dense[1, 40:70, 40:70], dense[2, 70:100, 0:30], dense[3, 40:70, 40:70] = cell, left, cell, right
+    A = Footprints.from_dense(dense, pad=15)
+    C = np.stack([other, split * 2, last, split * 3]).astype(np.float32)
+    A0, C0, groups0 = cnmf.merge_units(A, C.copy(), 0.9)
+    work = C.copy()
+    A1, C1, groups1 = cnmf.merge_units(A, work, 0.9, overwrite_c=True)
+    assert groups0 == groups1 == [[1, 3]] and len(A1) == 3
+    assert np.shares_memory(C1, work) and C1.shape == (3, 300)
+    np.testing.assert_array_equal(C1, C0)
+    np.testing.assert_array_equal(A1.dense(), A0.dense())
+    np.testing.assert_array_equal(C1[[0, 2]], C[[0, 2]])  # the lone units keep their traces
+
+
+def _traced_peak(fn):
+    """(result, peak bytes numpy allocated while fn ran, above what was allocated before)."""
+    import tracemalloc
+
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        out = fn()
+        return out, tracemalloc.get_traced_memory()[1] - before
+    finally:
+        tracemalloc.stop()
+
+
+def test_temporal_update_and_metrics_grow_with_frames_by_at_most_yra():
+    """Memory that grows with the recording: the temporal update adds one (units, frames) array, its
+    residual that becomes YrA (C is the caller's, S is made later from C), and the quality metrics
+    none; measured as the growth of numpy's peak allocation (numpy reports to tracemalloc) from 3,000
+    to 6,000 frames, so the movie's fixed-size blocks cancel."""
+    from scipy.signal import lfilter
+
+    rng = np.random.default_rng(3)
+    k, n, size = 400, 6000, 48
+    offsets = np.stack([rng.integers(0, size - 9, k), rng.integers(0, size - 9, k)], axis=1).astype(np.int32)
+    yy, xx = np.mgrid[0:9, 0:9]
+    patch = np.exp(-((yy - 4) ** 2 + (xx - 4) ** 2) / 4.0).astype(np.float32)
+    A = Footprints(np.repeat(patch[None], k, axis=0), offsets, (size, size))
+    C = lfilter([1], [1, -0.9], (rng.random((k, n)) < 0.01).astype(np.float64), axis=1).astype(np.float32)
+    movie = (C.T @ A.dense().reshape(k, -1)).reshape(n, size, size) + rng.normal(0, 0.3, (n, size, size))
+    movie = movie.astype(np.float32)
+    b, f = np.full((size, size), 0.1, np.float32), np.ones(n, np.float32)
+    p = cnmf.CNMFParams()
+    cnmf.update_temporal(movie[:200], A, C[:, :200].copy(), b, f[:200], p)  # compiled kernels load once
+    temporal, metrics = {}, {}
+    for m in (n // 2, n):
+        out, temporal[m] = _traced_peak(lambda: cnmf.update_temporal(movie[:m], A, C[:, :m].copy(), b, f[:m], p,
+                                                                     overwrite_c=True))
+        assert out["YrA"].shape == (k, m) and "S" not in out
+        quality.unit_metrics(movie[:200], A, out["YrA"][:, :200], out["sn"], diameter=5)
+        res, metrics[m] = _traced_peak(lambda: quality.unit_metrics(movie[:m], A, out["YrA"], out["sn"], diameter=5))
+        assert len(res["r_value"]) == k
+    grown = k * (n - n // 2) * 4  # bytes one float32 (units, frames) array grows by
+    # C's copy (1) and YrA (1), and rows of the units whose footprints touch each unit (many here: 400
+    # units on 48 x 48); a dense S, or a float64 product with all of C, would add one or two more
+    assert temporal[n] - temporal[n // 2] < 2.4 * grown, (temporal[n] - temporal[n // 2]) / grown
+    assert metrics[n] - metrics[n // 2] < 0.1 * grown, (metrics[n] - metrics[n // 2]) / grown

@@ -93,3 +93,17 @@ def test_bad_input():
         dc.deconvolve(np.ones(10), backend="magic")
     flat = dc.deconvolve(np.full(100, 3.0))
     assert not flat.c.any() and not flat.s.any() and flat.b0 == 3.0
+
+
+@pytest.mark.parametrize("p", [1, 2])
+def test_spikes_of_c_and_g_are_the_deconvolutions_s(p):
+    """spikes() rebuilds S from the stored C, g and sn (CNMF keeps no S while it works), AR(1) and AR(2),
+    and an AR(2) whose second coefficient is 0 as an AR(1)."""
+    rows = [dc.deconvolve(_trace(seed=seed)[0], p=p, backend="oasis" if p == 1 else "cvxpy") for seed in range(3)]
+    C = np.stack([r.c for r in rows])
+    g = np.stack([np.pad(r.g, (0, 2 - len(r.g))) for r in rows])  # as CNMF stores them: (units, 2)
+    S = dc.spikes(C, g, np.array([r.sn for r in rows]))
+    assert S.dtype == np.float32 and S.shape == C.shape
+    for r, s in zip(rows, S):
+        assert np.count_nonzero(r.s) > 20
+        np.testing.assert_allclose(s, r.s, atol=1e-5 * float(r.s.max()))

@@ -308,8 +308,9 @@ def update_temporal(movie, A: Footprints, C: np.ndarray, b: np.ndarray, f: np.nd
     Returns
     -------
     dict
-        ``C, S, YrA`` float32 (units, frames); ``b0, c0, sn`` float32 (units,); ``g`` (units, p);
-        ``f`` float32 (frames,).
+        ``C, YrA`` float32 (units, frames); ``b0, c0, sn`` float32 (units,); ``g`` (units, p); ``f``
+        float32 (frames,). No S: it is a function of C, g and sn (:func:`scopeline.core.deconvolve.spikes`),
+        made for the units kept (one (units, frames) array less, 150 MB at 1,000 units x 36,000 frames).
     """
     k, n = len(A), movie.shape[0]
     R = np.zeros((k, n), np.float32)  # A^T Y, then the residual in place, then YrA (row by row)
@@ -323,13 +324,12 @@ def update_temporal(movie, A: Footprints, C: np.ndarray, b: np.ndarray, f: np.nd
     diag = np.where(np.diag(AA) > 0, np.diag(AA), 1.0)
     C = C if overwrite_c and isinstance(C, np.ndarray) and C.dtype == np.float32 else np.array(C, np.float32)
     f = np.asarray(f, np.float64)
-    out = {"S": np.zeros((k, n), np.float32), "b0": np.zeros(k, np.float32),
+    out = {"b0": np.zeros(k, np.float32),
            "c0": np.zeros(k, np.float32), "sn": np.zeros(k, np.float32), "g": np.zeros((k, p.p), np.float32)}
     # residual R = A^T Y - A^T A C - A^T b f, kept up to date as units change; float32 (k, frames) arrays
-    # only, the products in float64 over blocks of units (memory: 4 traces per unit, not 7)
-    for r0 in range(0, k, _UNIT_BLOCK):
-        rows = slice(r0, r0 + _UNIT_BLOCK)
-        R[rows] -= AA[rows] @ C + np.outer(Ab[rows], f)
+    # only, the products in float64 over blocks of frames (float64 @ float32 would convert all of C)
+    for cols in _frame_slices(n):
+        R[:, cols] -= AA @ C[:, cols].astype(np.float64) + np.outer(Ab, f[cols])
     # a unit's residual is not read once its group is done: its row of R then holds its YrA (no
     # (units, frames) array of its own), and later units' changes are no longer subtracted from it
     done = np.zeros(k, bool)
@@ -346,21 +346,30 @@ def update_temporal(movie, A: Footprints, C: np.ndarray, b: np.ndarray, f: np.nd
                     nz = np.flatnonzero(AA[:, i] * ~done)  # only units whose footprints touch unit i
                     R[nz] -= AA[nz, i, None] * delta
                 C[i] = new
-                out["S"][i] = res.s
                 if it == passes - 1:
                     R[i], done[i] = yra, True
                 out["b0"][i], out["c0"][i], out["sn"][i] = res.b0, res.c0, res.sn
                 out["g"][i] = res.g[: p.p] if len(res.g) >= p.p else np.pad(res.g, (0, p.p - len(res.g)))
     out["YrA"] = R
     bb = float(b64.ravel() @ b64.ravel())
-    out["f"] = ((bY - Ab @ C) / bb).astype(np.float32) if bb > 0 else f.astype(np.float32)
+    if bb > 0:
+        AbC = np.concatenate([Ab @ C[:, cols].astype(np.float64) for cols in _frame_slices(n)]) if n else bY
+        out["f"] = ((bY - AbC) / bb).astype(np.float32)
+    else:
+        out["f"] = f.astype(np.float32)
     C -= out["b0"][:, None]  # report C without baseline
     out["C"] = np.maximum(C, 0, out=C)
     return out
 
 
-#: units per block of the residual's products in :func:`update_temporal`
-_UNIT_BLOCK = 128
+#: frames per block of the float64 products of float32 (units, frames) traces in :func:`update_temporal`
+#: (9 MB per float64 block at 1,000 units)
+_FRAME_BLOCK = 1024
+
+
+def _frame_slices(n: int) -> list[slice]:
+    """Slices of :data:`_FRAME_BLOCK` frames covering ``n``."""
+    return [slice(a, a + _FRAME_BLOCK) for a in range(0, n, _FRAME_BLOCK)]
 
 
 # ------------------------------------------------------------------------------ merging
@@ -406,13 +415,16 @@ def combine(A: Footprints, C: np.ndarray, members: list, weight: Optional[np.nda
     return (patch / peak).astype(A.patches.dtype), np.asarray(A.offsets[lead]), trace
 
 
-def merge_units(A: Footprints, C: np.ndarray, threshold: float,
-                dilate: int = 0) -> tuple[Footprints, np.ndarray, list[list[int]]]:
+def merge_units(A: Footprints, C: np.ndarray, threshold: float, dilate: int = 0,
+                overwrite_c: bool = False) -> tuple[Footprints, np.ndarray, list[list[int]]]:
     """Merge units whose footprints, dilated by ``dilate`` pixels, overlap and whose traces correlate
     above ``threshold`` (a cell found twice often ends as two footprints side by side: the spatial
     update gives each pixel to one of them).
 
     Each group's footprint and trace come from :func:`combine` (the next updates refine both).
+
+    ``overwrite_c``: write the traces after merging into the first rows of ``C`` (float32, writeable)
+    and return a view of them (no second (units, frames) array).
 
     Returns
     -------
@@ -422,40 +434,45 @@ def merge_units(A: Footprints, C: np.ndarray, threshold: float,
     k = len(A)
     if k < 2:
         return A, C, []
-    z = C - C.mean(axis=1, keepdims=True)
-    z /= np.maximum(np.linalg.norm(z, axis=1, keepdims=True), 1e-12)
+    mean = np.array([np.mean(c, dtype=np.float64) for c in C])  # a row at a time: no (units, frames) copy
+    norm = np.maximum([np.linalg.norm(c - m) for c, m in zip(C, mean)], 1e-12)
     sup = A.supports(dilate)
     pairs = []
     for i, others in enumerate(A.overlaps()):
         for j in others[others > i]:
             si, sj = A.relative(i, j)
-            if float(z[i] @ z[j]) > threshold and np.logical_and(sup[i][si], sup[j][sj]).any():
+            if np.logical_and(sup[i][si], sup[j][sj]).any() and \
+                    float((C[i] - mean[i]) @ (C[j] - mean[j])) / (norm[i] * norm[j]) > threshold:
                 pairs.append((i, j))
     groups = components(k, pairs)
     merged = [g_ for g_ in groups if len(g_) > 1]
     if not merged:
         return A, C, []
-    patches, offsets, traces = [], [], []
+    in_place = overwrite_c and isinstance(C, np.ndarray) and C.dtype == np.float32 and C.flags.writeable
+    out = C if in_place else np.empty((len(groups), C.shape[1]), np.float32)
+    patches, offsets = [], []
     weight = C.max(axis=1)
-    for members in groups:
+    # groups come in order of their first member (components), which is never before the group's row
+    # of the result: writing row g in place overwrites no row a later group still reads
+    for g_, members in enumerate(groups):
         if len(members) == 1:
             i = members[0]
             patches.append(A.patches[i])
             offsets.append(A.offsets[i])
-            traces.append(C[i])
+            out[g_] = C[i]
             continue
         patch, offset, trace = combine(A, C, members, weight)
         patches.append(patch)
         offsets.append(offset)
-        traces.append(trace)
-    return Footprints(np.stack(patches), np.stack(offsets), A.shape), np.stack(traces).astype(np.float32), merged
+        out[g_] = trace
+    return Footprints(np.stack(patches), np.stack(offsets), A.shape), out[: len(groups)], merged
 
 
 # ------------------------------------------------------------------------------ driver
 
 
 #: the temporal update's (units, frames) arrays: subset in place (the others are (units,) or f)
-_TRACES = ("C", "S", "YrA")
+_TRACES = ("C", "YrA")
 
 
 def _subset(temporal: dict, rows: np.ndarray) -> dict:
@@ -538,6 +555,7 @@ def cnmf(movie, A: Footprints, C: np.ndarray, b: np.ndarray, f: np.ndarray, para
         if len(A) == 0:
             break
         if step == "spatial":
+            temporal = None  # the update replaces every trace: the last temporal step's S and YrA go now
             A, C, b = update_spatial(movie, A, C, b, f, sn, p, progress, overwrite_c=owned)
             keep = (A.area() >= p.min_area) & ~not_cell_shaped(A, p.shape, diameter)
             A, C = A.subset(keep), select_rows(C, keep)  # C is update_spatial's: its own, or given to it
@@ -546,7 +564,7 @@ def cnmf(movie, A: Footprints, C: np.ndarray, b: np.ndarray, f: np.ndarray, para
             A, C, f, temporal = _temporal_step(movie, A, C, b, f, p, progress, owned)
             owned = True
         else:
-            A, C, merged = merge_units(A, C, p.merge_corr, p.dilate)
+            A, C, merged = merge_units(A, C, p.merge_corr, p.dilate, overwrite_c=owned)
             if merged:
                 temporal, owned = None, True
         seconds[step] += time.perf_counter() - t0
@@ -573,6 +591,7 @@ def cnmf(movie, A: Footprints, C: np.ndarray, b: np.ndarray, f: np.ndarray, para
     order = np.flatnonzero(keep)[np.lexsort((A.centroids()[keep, 1], A.centroids()[keep, 0]))]
     T = _subset(temporal, order)
     snr = np.where(T["sn"] > 0, T["C"].max(axis=1) / np.where(T["sn"] > 0, T["sn"], 1), 0).astype(np.float32)
-    return CNMFResult(A=A.subset(order), **{k: T[k] for k in ("C", "S", "YrA", "b0", "c0", "g", "sn", "f")}, snr=snr,
+    return CNMFResult(A=A.subset(order), **{k: T[k] for k in ("C", "YrA", "b0", "c0", "g", "sn", "f")},
+                      S=dc.spikes(T["C"], T["g"], T["sn"]), snr=snr,
                       b=b, pixel_sn=sn, seconds=seconds, metrics={name: v[order] for name, v in metrics.items()},
                       n_inconsistent=int((~keep).sum()))

@@ -680,6 +680,7 @@ def merge(movie, A, C: np.ndarray, b: np.ndarray, f: np.ndarray, groups: list, n
         ``sn``, ``snr`` float32 (groups,), ``g`` float32 (groups, p), ``metrics`` (name -> float32 (groups,)).
     """
     from scopeline.core import cnmf as core_cnmf
+    from scopeline.core import deconvolve as core_dc
     from scopeline.core import quality
     from scopeline.core.footprints import Footprints
 
@@ -697,7 +698,8 @@ def merge(movie, A, C: np.ndarray, b: np.ndarray, f: np.ndarray, groups: list, n
     fitted = both.subset(np.isin(np.arange(len(both)), list(range(k)) + touching))
     C0 = np.concatenate([np.stack([q[2] for q in parts]), C[[others[j - k] for j in touching]]]).astype(np.float32)
     t = core_cnmf.update_temporal(movie, fitted, C0, b, f, p, progress)
-    out = {name: t[name][:k] for name in ("C", "S", "YrA", "b0", "c0", "sn", "g")}
+    out = {name: t[name][:k] for name in ("C", "YrA", "b0", "c0", "sn", "g")}
+    out["S"] = core_dc.spikes(out["C"], out["g"], out["sn"])
     with np.errstate(invalid="ignore", divide="ignore"):
         out["snr"] = np.where(out["sn"] > 0, out["C"].max(axis=1) / np.where(out["sn"] > 0, out["sn"], 1), 0
                               ).astype(np.float32)

@@ -36,7 +36,11 @@ import numba
 import numpy as np
 import scipy.fft as sfft
 
-__all__ = ["noise_sn", "ar_coefficients", "oasis_ar1", "deconvolve", "Deconvolved"]
+__all__ = ["noise_sn", "ar_coefficients", "oasis_ar1", "deconvolve", "spikes", "Deconvolved"]
+
+#: S is set to 0 where it is under this fraction of the trace's noise sn (inside a pool of OASIS, or
+#: everywhere with an interior-point solver, s is 0 up to rounding)
+SPIKE_FLOOR = 1e-3
 
 
 def noise_sn(y: np.ndarray, band: tuple[float, float] = (0.25, 0.5), nperseg: int = 256, axis: int = -1) -> np.ndarray:
@@ -235,6 +239,37 @@ def _kernel_norm(g: np.ndarray, n: int = 5000) -> float:
     return float(np.sqrt(np.sum(h**2)))
 
 
+def _order(g: np.ndarray) -> np.ndarray:
+    """The AR coefficients the model uses: an AR(2) whose second coefficient is 0 is an AR(1)."""
+    g = np.asarray(g, np.float64)
+    return g if len(g) == 2 and g[1] != 0 else g[:1]
+
+
+def spikes(C: np.ndarray, g: np.ndarray, sn: np.ndarray) -> np.ndarray:
+    """Deconvolved activity S of traces from their AR model: ``s_t = c_t - sum_i g_i c_(t-i)``, 0 in the
+    first p frames and where under ``SPIKE_FLOOR * sn`` (what :func:`deconvolve` returns as ``s``).
+
+    Parameters
+    ----------
+    C : numpy.ndarray
+        float (units, frames): denoised traces (:func:`deconvolve`'s ``c``, baseline removed).
+    g : numpy.ndarray
+        float (units, p): AR coefficients, p 1 or 2 (a 0 second coefficient: AR(1)).
+    sn : numpy.ndarray
+        float (units,): noise standard deviations, the traces' units.
+
+    Returns
+    -------
+    numpy.ndarray
+        float32 (units, frames).
+    """
+    C = np.asarray(C)
+    out = np.empty(C.shape, np.float32)
+    for i, c in enumerate(C):  # a row at a time: a float64 copy of C would grow with the recording
+        out[i] = _spikes(np.asarray(c, np.float64), _order(g[i]), SPIKE_FLOOR * float(sn[i]))
+    return out
+
+
 def _spikes(c: np.ndarray, g: np.ndarray, floor: float) -> np.ndarray:
     """s = G c, with values under ``floor`` set to 0 (inside a pool s is 0 up to rounding; an
     interior-point solver leaves small positive values everywhere)."""
@@ -355,12 +390,12 @@ def deconvolve(y: np.ndarray, p: int = 1, sparse_penal: float = 1.0, backend: Li
     if backend == "oasis" and (p == 1 or g[1] == 0):
         c, b0 = _solve_oasis(y, float(g[0]), lam, tol)
     else:
-        c, b0 = _solve_cvxpy(y, g if p == 2 and g[1] != 0 else g[:1], lam)
+        c, b0 = _solve_cvxpy(y, _order(g), lam)
     if rescale and c.any():
         alpha = float(np.dot(y - b0, c) / np.dot(c, c))
         if alpha > 0:
             c = c * alpha
             b0 = float(np.mean(y - c))
-    s = _spikes(c, g if p == 2 and g[1] != 0 else g[:1], floor=1e-3 * sn)
+    s = _spikes(c, _order(g), floor=SPIKE_FLOOR * sn)
     return Deconvolved(c.astype(np.float32), s.astype(np.float32), b0, float(c[0]), g, float(sn))
 

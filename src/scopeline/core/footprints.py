@@ -208,7 +208,7 @@ def patch_contours(patch: np.ndarray, origin, fraction: float = 0.5) -> list[np.
 
 def components(n: int, pairs) -> list[list[int]]:
     """Connected components of n items linked by ``pairs`` (i, j), as lists of indices in increasing
-    order (scipy's graph components; singletons included)."""
+    order, the lists in order of their first index (scipy's graph components; singletons included)."""
     from scipy.sparse import coo_matrix
     from scipy.sparse.csgraph import connected_components
 

@@ -179,23 +179,30 @@ def spatial_consistency(movie, A, YrA: np.ndarray, max_events: int = 50, z_event
     if k == 0:
         return out
     n = movie.shape[0]
-    events = np.zeros((k, n), bool)
-    for i, y in enumerate(YrA):  # a row at a time: a float64 copy of YrA would grow with the recording
+    peaks = []  # each unit's peak frames: at most max_events (a (units, frames) mask would grow with frames)
+    for y in YrA:  # a row at a time: a float64 copy of YrA would grow with the recording
         y = np.asarray(y, np.float64)
         md, sd = _baseline_noise(y)
         order = np.argsort(-y)
         strong = order[: max_events][(y[order[: max_events]] - md) > z_events * sd] if sd > 0 else order[:0]
-        events[i, strong if len(strong) >= 3 else order[:3]] = True
+        peaks.append(strong if len(strong) >= 3 else order[:3])
+    counts = np.array([len(at) for at in peaks])
+    frame = np.concatenate(peaks).astype(np.int64)
+    by_frame = np.argsort(frame, kind="stable")
+    unit, frame = np.repeat(np.arange(k), counts)[by_frame], frame[by_frame]
     sy, sx = A.patches.shape[1:]
     at_events = np.zeros((k, sy, sx))
     total = np.zeros(A.shape)
     for a, frames in frame_blocks(movie, block_frames, progress):
         total += frames.sum(axis=0)
-        A.correlate(frames, events[:, a: a + len(frames)].astype(np.float32), at_events)  # the events' frames
+        lo, hi = np.searchsorted(frame, [a, a + len(frames)])
+        events = np.zeros((k, len(frames)), np.float32)  # this block's part of every unit's peak frames
+        events[unit[lo:hi], frame[lo:hi] - a] = 1
+        A.correlate(frames, events, at_events)
     mean = total / max(n, 1)
     for i in range(k):
         ys, xs = A._slices(i)
-        img = at_events[i, : ys.stop - ys.start, : xs.stop - xs.start] / events[i].sum() - mean[ys, xs]
+        img = at_events[i, : ys.stop - ys.start, : xs.stop - xs.start] / counts[i] - mean[ys, xs]
         fp = A.patches[i, : ys.stop - ys.start, : xs.stop - xs.start].astype(np.float64)
         a_, b_ = fp.ravel() - fp.mean(), img.ravel() - img.mean()
         den = np.linalg.norm(a_) * np.linalg.norm(b_)
