@@ -52,16 +52,21 @@ print(json.dumps({"seconds": seconds, "found": found, "accepted": len(res["A"])}
 """
 
 
-def run(size: int, frames: int, cells: int, level: float, fps: float, work: Path, seed: int = 0) -> dict:
-    """Simulate (or reuse) the recording, run ``scopeline run`` on it and score it; the report's dict."""
+def run(size: int, frames: int, cells: int, level: float, fps: float, work: Path, seed: int = 0,
+        artifacts: str = "all", minian: Path | None = None) -> dict:
+    """Simulate (or reuse) the recording, run ``scopeline run`` on it and score it; the report's dict.
+    ``artifacts``: ``all`` (every real-data artifact) or ``none`` (the clean simulator). ``minian``: a
+    virtual environment with Minian 2.0.2, whose whole pipeline then runs on the same recording after
+    scopeline's (:func:`benchmarks.cnmf._minian`), timed and scored the same way."""
     from scopeline.core import simulate as sim
 
     work.mkdir(parents=True, exist_ok=True)
-    rec = work / f"sim_{size}_{frames}_{cells}_{level}_{seed}_realistic"
+    rec = work / f"sim_{size}_{frames}_{cells}_{level}_{seed}{'_realistic' if artifacts == 'all' else ''}"
     if not list(rec.glob("*/My_V4_Miniscope/timeStamps.csv")):
         shutil.rmtree(rec, ignore_errors=True)
-        params = sim.SimulationParams.realistic(height=size, width=size, n_frames=frames,
-                                                     n_cells=cells, signal_level=level, seed=seed, fps=fps)
+        params = sim.SimulationParams.with_artifacts(
+            list(sim.ARTIFACTS) if artifacts == "all" else [], height=size, width=size, n_frames=frames,
+            n_cells=cells, signal_level=level, seed=seed, fps=fps)
         sim.simulate(rec, params)
     home = work / "home"
     shutil.rmtree(home, ignore_errors=True)
@@ -90,15 +95,36 @@ def run(size: int, frames: int, cells: int, level: float, fps: float, work: Path
     finally:
         subprocess.run([*cli, "db", "down"], env=env, capture_output=True)
     score = bench._score(rec, npz, None, oracle=False)
+    phases = _phases((work / "run.log").read_text(errors="replace"))
+    phases["start-up"] = round(wall - phases.pop("done", wall), 1)
     duration = frames / fps
     staged = sum(stages["seconds"][k] for k in ("motion", "initialization", "cnmf"))
-    return {"machine": suite.machine(), "size": size, "frames": frames, "cells": cells, "signal_level": level,
-            "fps": fps, "artifacts": "all", "recording_s": round(duration, 1), "wall_s": round(wall, 1),
+    result = {"machine": suite.machine(), "size": size, "frames": frames, "cells": cells, "signal_level": level,
+            "fps": fps, "artifacts": artifacts, "recording_s": round(duration, 1), "wall_s": round(wall, 1),
             "realtime_ratio": round(wall / duration, 3), "stages_s": round(staged, 1),
-            "fixed_s": round(wall - staged, 1), "seconds": stages["seconds"], "peak_tree_rss_MiB": round(peak),
+            "fixed_s": round(wall - staged, 1), "phases_s": phases, "seconds": stages["seconds"], "peak_tree_rss_MiB": round(peak),
             "peak_by_stage_MiB": _peaks(timeline), "memory_timeline": timeline,
             "found": stages["found"], "accepted": stages["accepted"],
             "accuracy": score["accuracy"], "shift_rmse_px": score["shift_rmse_px"]}
+    if minian is not None:
+        result["minian"] = bench._minian(minian.resolve(), next(rec.glob("*/My_V4_Miniscope")), work, rec)
+        result["speedup_vs_minian"] = round(result["minian"]["summary"]["total_wall_s"] / wall, 1)
+    return result
+
+
+def _phases(log: str) -> dict:
+    """The wall time (s) of the run's phases from its closing line, ``done in T s (ingest a s, pipeline b
+    s, ...)``: ``{"done": T, "ingest": a, ...}`` (empty when the log has no such line)."""
+    import re
+
+    found = re.findall(r"done in ([\d.]+) s(?: \(([^)]*)\))?", log)
+    if not found:
+        return {}
+    total, split = found[-1]
+    phases = {"done": float(total)}
+    for name, sec in re.findall(r"([\w-]+) ([\d.]+) s", split):
+        phases[name] = float(sec)
+    return phases
 
 
 _BARS = (("motion ", "motion"), ("init ", "initialization"), ("cnmf ", "cnmf"), ("merge ", "curation"),
@@ -162,13 +188,20 @@ def markdown(r: dict) -> str:
     lines = ["# scopeline benchmark: one session through `scopeline run`", "",
              f"Machine: {m['cores']} cores, {m['memory_gb']} GiB, {m['cpu']}; Python {m['python']}; commit {m['commit']}.",
              "", f"Simulated Miniscope V4 recording, {r['size']} x {r['size']} x {r['frames']:,} frames at "
-             f"{r['fps']:g} Hz ({r['recording_s'] / 60:.1f} min), {r['cells']} cells, signal {r['signal_level']}, every "
-             "real-data artifact on.", "",
+             f"{r['fps']:g} Hz ({r['recording_s'] / 60:.1f} min), {r['cells']} cells, signal {r['signal_level']}, "
+             + ("every real-data artifact on." if r.get("artifacts", "all") == "all" else "no artifacts (the clean simulator)."),
+             "",
              "| wall (end to end) | recording | wall / recording | stages | ingest, curation, figures, NWB, start-up |"
              " peak memory (process tree) |", "|---|---|---|---|---|---|",
              f"| {r['wall_s']:.0f} s | {r['recording_s']:.0f} s | {r['realtime_ratio']:.2f} ({verdict} than recorded) | "
-             f"{r['stages_s']:.0f} s | {r['fixed_s']:.0f} s | {r['peak_tree_rss_MiB']:,} MiB |", "",
-             "| stage | s | frames / s |", "|---|---|---|"]
+             f"{r['stages_s']:.0f} s | {r['fixed_s']:.0f} s | {r['peak_tree_rss_MiB']:,} MiB |", ""]
+    if r.get("phases_s"):
+        ph = r["phases_s"]
+        outside = {k: v for k, v in ph.items() if k != "pipeline"}
+        lines += ["Outside the stages: " + ", ".join(f"{k} {v:.1f} s" for k, v in outside.items())
+                  + (f"; the populate calls took {ph['pipeline']:.1f} s, {ph['pipeline'] - r['stages_s']:.1f} s more "
+                     "than the stages' own times (curation, queries, queueing)." if "pipeline" in ph else "."), ""]
+    lines += ["| stage | s | frames / s |", "|---|---|---|"]
     for name in ("motion", "initialization", "cnmf"):
         s = r["seconds"][name]
         lines.append(f"| {name} | {s:.0f} | {r['frames'] / s:.1f} |")
@@ -180,6 +213,20 @@ def markdown(r: dict) -> str:
               f"{acc['footprint_corr']:.3f} | {acc['trace_corr']:.3f} | {acc['spike_corr']:.3f} | {r['shift_rmse_px']:.3f} |",
               "", "Accuracy of the accepted units (the default curation) against the ground truth, the suite's "
               "metrics (cells the lens shows in only some frames count neither way).", ""]
+    if r.get("minian"):
+        mi, ma = r["minian"]["summary"], r["minian"]["accuracy"]
+        lines += ["Side by side, same recording, one run: scopeline (`scopeline run`, ingest to NWB, curation "
+                  "included) and Minian 2.0.2's whole pipeline (`../shared/anchors/run_minian.py`: its demo "
+                  "notebook's steps and defaults, cell radius 8 px, 2 dask workers), scored the same way.", "",
+                  "| | wall | peak memory | units | F1 | precision | recall | footprint r | trace r | spike r |",
+                  "|---|---|---|---|---|---|---|---|---|---|",
+                  f"| scopeline | {r['wall_s']:.0f} s | {r['peak_tree_rss_MiB']:,} MiB | {r['accepted']} | {acc['f1']:.3f} | "
+                  f"{acc['precision']:.3f} | {acc['recall']:.3f} | {acc['footprint_corr']:.3f} | {acc['trace_corr']:.3f} | "
+                  f"{acc['spike_corr']:.3f} |",
+                  f"| Minian 2.0.2 | {mi['total_wall_s']:.0f} s | {mi['peak_rss_tree_gb'] * 1e9 / 2**20:,.0f} MiB | "
+                  f"{r['minian']['units']} | {ma['f1']:.3f} | {ma['precision']:.3f} | {ma['recall']:.3f} | "
+                  f"{ma['footprint_corr']:.3f} | {ma['trace_corr']:.3f} | {ma['spike_corr']:.3f} |", "",
+                  f"scopeline end to end is **{r['speedup_vs_minian']:.1f}x** Minian's wall time.", ""]
     if r.get("peak_by_stage_MiB"):
         lines += ["Peak memory by stage (process tree, MiB; the stage whose progress bar ran last): "
                   + ", ".join(f"{k} {v:,}" for k, v in r["peak_by_stage_MiB"].items()) + ".", "",
@@ -196,9 +243,14 @@ def main() -> None:
     ap.add_argument("--fps", type=float, default=30.0)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--work", type=Path, default=Path("/tmp/scopeline-bench-session"))
+    ap.add_argument("--artifacts", choices=("all", "none"), default="all",
+                    help="every real-data artifact (default) or the clean simulator")
+    ap.add_argument("--minian", type=Path, default=None,
+                    help="Minian 2.0.2's virtual environment (../shared/anchors/install_minian.sh): run it side by side")
     ap.add_argument("--out", type=Path, default=HERE / "results" / "session")
     args = ap.parse_args()
-    r = run(args.size, args.frames, args.cells, args.signal, args.fps, args.work, args.seed)
+    r = run(args.size, args.frames, args.cells, args.signal, args.fps, args.work, args.seed, args.artifacts,
+            args.minian)
     args.out.mkdir(parents=True, exist_ok=True)
     stem = f"session-{args.size}x{args.frames}-{_dt.datetime.now():%Y%m%d-%H%M}-{r['machine']['commit']}"
     r["stem"] = stem

@@ -502,15 +502,19 @@ _METADATA = typer.Option(None, "--metadata", help="Lab metadata of the NWB file 
                          "). Default: SCOPELINE_NWB_METADATA.")
 
 
-def _process(recordings: list[dict], preset: str, out_dir: Path, nwb: bool = True, metadata=None) -> list[dict]:
+def _process(recordings: list[dict], preset: str, out_dir: Path, nwb: bool = True, metadata=None,
+             seconds: Optional[dict] = None) -> list[dict]:
     """Queue a pipeline preset for the recordings, populate, write figures and NWB files; return one
-    summary row per recording (``error`` set when its chain failed)."""
+    summary row per recording (``error`` set when its chain failed). ``seconds`` (a dict) gains the wall
+    time of each phase: ``pipeline`` (populate), ``figures``, ``nwb``."""
     from scopeline import report
     from scopeline.pipeline import presets
 
+    seconds = {} if seconds is None else seconds
     presets.queue(recordings, presets.stage_paramsets(preset), "curation")  # the preset's rule set curates
     keys = [presets.result_key(r, preset, "cnmf") for r in recordings]
-    _populate(keys, retry_errors=True)
+    with _timed(seconds, "pipeline"):
+        _populate(keys, retry_errors=True)
     rows = []
     for key in keys:
         try:
@@ -519,11 +523,23 @@ def _process(recordings: list[dict], preset: str, out_dir: Path, nwb: bool = Tru
             rows.append({**key, "error": str(err)})
             continue
         out = out_dir / key["subject"] / key["session"]
-        row["figures"] = [str(p) for p in report.write_figures(key, out).values()]
+        with _timed(seconds, "figures"):
+            row["figures"] = [str(p) for p in report.write_figures(key, out).values()]
         if nwb:
-            row["nwb"] = str(_export_once(key, out / f"{report.result_name(key)}.nwb", metadata))
+            with _timed(seconds, "NWB"):
+                row["nwb"] = str(_export_once(key, out / f"{report.result_name(key)}.nwb", metadata))
         rows.append(row)
     return rows
+
+
+@contextlib.contextmanager
+def _timed(seconds: dict, phase: str):
+    """Add the wall time (s) of the ``with`` block to ``seconds[phase]``."""
+    t = time.monotonic()
+    try:
+        yield
+    finally:
+        seconds[phase] = seconds.get(phase, 0.0) + time.monotonic() - t
 
 
 def _export_once(key: dict, path: Path, metadata=None) -> Path:
@@ -545,7 +561,7 @@ def _artifacts_text(r: dict) -> str:
     return ", ".join(parts)
 
 
-def _print_summary(rows: list[dict], seconds: float) -> None:
+def _print_summary(rows: list[dict], seconds: float, phases: Optional[dict] = None) -> None:
     table = Table("subject", "session", "rec", "frames", "fps", "units found", "accepted", "motion s", "init s",
                   "cnmf s", "artifacts")
     for r in rows:
@@ -561,7 +577,8 @@ def _print_summary(rows: list[dict], seconds: float) -> None:
             continue
         for path in r["figures"] + ([r["nwb"]] if r.get("nwb") else []):
             console.print(f"  {path}", highlight=False, soft_wrap=True)
-    console.print(f"done in {seconds:.1f} s")
+    split = ", ".join(f"{k} {v:.1f} s" for k, v in (phases or {}).items())
+    console.print(f"done in {seconds:.1f} s" + (f" ({split})" if split else ""), soft_wrap=True)
 
 
 @app.command()
@@ -596,9 +613,12 @@ def run(
         where = database.configure()
         activate()
         console.print(f"database: {where['backend']} at {where['host']}:{where['port']} ({where['source']})")
-        ingested = run_ingest(path, subject, session, pattern=None, fps=fps)
-        rows = _process([r.key for r in ingested], preset, out, nwb=not no_nwb, metadata=metadata)
-    _print_summary(rows, time.monotonic() - t0)
+        seconds: dict = {}
+        with _timed(seconds, "ingest"):
+            ingested = run_ingest(path, subject, session, pattern=None, fps=fps)
+        rows = _process([r.key for r in ingested], preset, out, nwb=not no_nwb, metadata=metadata,
+                        seconds=seconds)
+    _print_summary(rows, time.monotonic() - t0, seconds)
     if any("error" in r for r in rows):
         raise typer.Exit(1)
 
