@@ -26,7 +26,7 @@ def _save(fig, path: str | Path, title: str = "") -> Path:
         fig.suptitle(title, fontsize=11)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=110, pil_kwargs={"compress_level": 1})  # zlib's fastest: ~6% larger, quicker to write
     plt.close(fig)
     return path
 
