@@ -100,12 +100,12 @@ def run(size: int, frames: int, cells: int, level: float, fps: float, work: Path
     duration = frames / fps
     staged = sum(stages["seconds"][k] for k in ("motion", "initialization", "cnmf"))
     result = {"machine": suite.machine(), "size": size, "frames": frames, "cells": cells, "signal_level": level,
-            "fps": fps, "artifacts": artifacts, "recording_s": round(duration, 1), "wall_s": round(wall, 1),
-            "realtime_ratio": round(wall / duration, 3), "stages_s": round(staged, 1),
-            "fixed_s": round(wall - staged, 1), "phases_s": phases, "seconds": stages["seconds"], "peak_tree_rss_MiB": round(peak),
-            "peak_by_stage_MiB": _peaks(timeline), "memory_timeline": timeline,
-            "found": stages["found"], "accepted": stages["accepted"],
-            "accuracy": score["accuracy"], "shift_rmse_px": score["shift_rmse_px"]}
+              "fps": fps, "artifacts": artifacts, "recording_s": round(duration, 1), "wall_s": round(wall, 1),
+              "realtime_ratio": round(wall / duration, 3), "stages_s": round(staged, 1),
+              "fixed_s": round(wall - staged, 1), "phases_s": phases, "seconds": stages["seconds"],
+              "peak_tree_rss_MiB": round(peak), "peak_by_stage_MiB": _peaks(timeline), "memory_timeline": timeline,
+              "found": stages["found"], "accepted": stages["accepted"],
+              "accuracy": score["accuracy"], "shift_rmse_px": score["shift_rmse_px"]}
     if minian is not None:
         result["minian"] = bench._minian(minian.resolve(), next(rec.glob("*/My_V4_Miniscope")), work, rec)
         result["speedup_vs_minian"] = round(result["minian"]["summary"]["total_wall_s"] / wall, 1)

@@ -506,7 +506,7 @@ def _process(recordings: list[dict], preset: str, out_dir: Path, nwb: bool = Tru
              seconds: Optional[dict] = None) -> list[dict]:
     """Queue a pipeline preset for the recordings, populate, write figures and NWB files; return one
     summary row per recording (``error`` set when its chain failed). ``seconds`` (a dict) gains the wall
-    time of each phase: ``pipeline`` (populate), ``figures``, ``nwb``."""
+    time of each phase: ``pipeline`` (populate), ``figures``, ``NWB``."""
     from scopeline import report
     from scopeline.pipeline import presets
 
