@@ -49,12 +49,13 @@ def test_run_from_folder_to_results_figures_and_nwb(db, sim_cells, tmp_path):
     assert curation.in_use(key) == 1 and 6 <= n_units <= n_found
     # the summary names frames, fps, units found and accepted, and where the outputs are
     assert "400" in first.stdout and f" {n_found} " in first.stdout and f" {n_units} " in first.stdout
-    # ... and the wall time of each phase, which add up to at most the whole
+    # ... and the wall time of each phase, which add up to at most the whole; the pipeline, figures
+    # and NWB each did work on this first run (which is longest depends on the machine)
     done = re.search(r"done in ([\d.]+) s \(ingest ([\d.]+) s, pipeline ([\d.]+) s, figures ([\d.]+) s, "
                      r"NWB ([\d.]+) s\)", " ".join(first.stdout.split()))
     assert done, first.stdout[-500:]
     total, *phases = map(float, done.groups())
-    assert sum(phases) <= total + 0.1 and phases[1] == max(phases) and min(phases) >= 0, done.group(0)
+    assert sum(phases) <= total + 0.1 and phases[0] >= 0 and min(phases[1:]) > 0, done.group(0)
     files = sorted(p.name for p in (out / "r1" / "d1").iterdir())
     stem = "r1_d1_0_default_minian_minian"
     assert files == [f"{stem}.nwb", f"{stem}_cnmf.png", f"{stem}_curation1.png", f"{stem}_quality.png",
