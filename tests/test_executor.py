@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 import time
 
+import dask
 import pytest
 
 from scopeline import executor
@@ -54,6 +55,7 @@ def test_kernel_threads_set_and_restore_the_worker_count():
 
 
 def test_an_unreachable_scheduler_is_a_configuration_error():
-    with pytest.raises(ConfigurationError, match="cannot reach the scheduler"):
+    with pytest.raises(ConfigurationError, match="cannot reach the scheduler"), \
+            dask.config.set({"distributed.comm.timeouts.connect": "2s"}):
         with executor.client(scheduler="tcp://127.0.0.1:9"):
             pass

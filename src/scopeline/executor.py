@@ -121,8 +121,8 @@ def client(workers: Optional[int] = None, scheduler: Optional[str] = None, memor
     memory_limit = memory_limit if memory_limit is not None else s.memory_limit
     logging.getLogger("distributed").setLevel(logging.ERROR)
     if scheduler not in ("threads", "processes"):
-        try:
-            remote = Client(scheduler, timeout="20s")
+        try:  # waits dask's distributed.comm.timeouts.connect (30 s unless configured)
+            remote = Client(scheduler)
         except (OSError, TimeoutError) as err:
             raise ConfigurationError(f"SCOPELINE_DASK_SCHEDULER={scheduler!r}: cannot reach the scheduler ({err})") \
                 from err

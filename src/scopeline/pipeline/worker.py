@@ -129,7 +129,8 @@ def run(stage_names: Optional[list] = None, *, max_jobs: Optional[int] = None, i
     max_jobs : int, optional
         Stop after this many jobs (done or failed).
     idle_exit : float, optional
-        Stop after this many seconds without a job (default: wait for ever).
+        Stop after this many seconds without a job (default: wait for ever); time while the database
+        cannot be reached does not count (the worker cannot tell whether work is waiting).
     run_for : float, optional
         Start no job after this many seconds (a batch job's wall time, less the longest job).
     max_sleep : float
@@ -183,7 +184,7 @@ def run(stage_names: Optional[list] = None, *, max_jobs: Optional[int] = None, i
                     raise
                 log(f"database unreachable ({type(err).__name__}: {str(err)[:120]}); retrying in {sleep:g} s")
                 _reconnect()
-                ran = None
+                ran, last_job = None, time.monotonic()
             if ran:
                 last_job, sleep = time.monotonic(), 1.0
                 continue
