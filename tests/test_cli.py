@@ -6,7 +6,7 @@ import subprocess
 import sys
 
 import pytest
-from conftest import db_env
+from conftest import db_env, one_backend
 
 from scopeline.core import simulate as sim
 from scopeline.pipeline import acquisition
@@ -23,6 +23,7 @@ def _run(args, env, ok=True):
 
 
 def test_simulate_then_ingest(db, tmp_path):
+    one_backend(db, "mysql")
     env = db_env(db["backend"], db["url"], db["prefix"])
     _run(["simulate", tmp_path / "sim", "--frames", 60, "--height", 48, "--width", 48, "--cells", 4,
           "--frames-per-file", 25, "--dropped", 1], env)

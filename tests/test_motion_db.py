@@ -8,7 +8,7 @@ import sys
 import numpy as np
 import pytest
 import tifffile
-from conftest import db_env
+from conftest import db_env, one_backend
 
 from scopeline._dj import dj
 from scopeline.core import simulate as sim
@@ -123,6 +123,7 @@ def test_bad_inputs_recorded_in_job_table(db, small_v4, tmp_path):
 
 
 def test_cli_task_and_populate(db, small_v4, tmp_path):
+    one_backend(db, "postgresql")
     env = db_env(db["backend"], db["url"], db["prefix"])
     (rec,) = ingest(small_v4, "mm4", "d1")
     run = lambda *a: subprocess.run([sys.executable, "-m", "scopeline.cli", *a], capture_output=True,  # noqa: E731

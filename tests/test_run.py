@@ -167,6 +167,7 @@ def test_two_parameter_sets_share_upstream_work_and_are_told_apart(db, sim_cells
 
 
 def test_run_bad_input(db, tmp_path):
+    one_backend(db, "postgresql")
     env = db_env(db["backend"], db["url"], db["prefix"])
     (tmp_path / "empty").mkdir()
     out = _cli(["run", tmp_path / "empty", "-s", "x", "-d", "y", "--out", tmp_path / "o"], env, ok=False)

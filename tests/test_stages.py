@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import db_env
+from conftest import db_env, one_backend
 
 from scopeline import query, schemas
 from scopeline.pipeline import cnmf, keys, motion, presets, stages
@@ -126,6 +126,7 @@ def test_registered_stage_runs_in_status_populate_paramsets_and_queries(db, sim_
 def test_two_machines_with_own_homes_and_data_mounts_share_one_chain(db, sim_cells, tmp_path):
     """Ingestion, initialization and CNMF on one machine, motion correction on the other: each with its
     own scopeline home and its own mount of the data, one shared store."""
+    one_backend(db, "mysql")
     env = {}
     for machine in ("a", "b"):
         mount = tmp_path / machine / "labdata"
