@@ -133,6 +133,26 @@ def test_line_noise_removed_striped_frames_repaired_and_clean_movies_left_alone(
     assert not res.line_noise["removed"] and not res.corrupted and not res.row_noise.any()
 
 
+def test_a_dim_stretch_with_line_noise_is_not_striped(tmp_path):
+    """Light that falls to a third for a hundred frames and comes back (a background swing: the line
+    noise, the sensor's, stays as it is) is signal: only the simulated stripe bursts are flagged.
+    Light normalization multiplies a dim frame's line noise too; the stripe test is in the frame's own
+    light (before: every frame under about 40% of the light was 'striped' and replaced)."""
+    rec = tmp_path / "dim"
+    sim.simulate(rec, sim.SimulationParams.with_artifacts(
+        ["line_noise"], height=128, width=128, n_frames=240, n_cells=10, seed=6, stripe_burst_prob=0.02))
+    gt = sim.load_ground_truth(rec)
+    movie = _movie(rec).astype(np.float32)
+    light = np.interp(np.arange(240), [0, 70, 100, 140, 170, 239], [1, 1, 0.3, 0.3, 1, 1])[:, None, None]
+    rows = gt["row_offsets"][:, :, None]
+    black = gt["params"].baseline
+    dim = np.clip(np.rint(black + (movie - rows - black) * light + rows), 0, 255).astype(np.uint8)
+    res = motion.correct_motion(dim, SMALL)
+    assert res.line_noise["removed"]
+    assert set(res.corrupted) == set(np.flatnonzero(gt["striped"]).tolist())
+    assert set(res.corrupted.values()) == {"striped"}
+
+
 def test_dark_start_flagged_and_light_normalized():
     brightness = np.r_[np.linspace(30, 80, 12), np.full(100, 100.0)]
     assert pp.dark_start(brightness, 0.8) == 11 and pp.dark_start(np.full(10, 5.0), 0.8) == 0
@@ -150,6 +170,23 @@ def test_dark_start_flagged_and_light_normalized():
     want = np.clip(np.rint((want - 10.0) / factor[:, None, None] + 10.0), 0, 255)
     assert factor[0] != 1 and factor[2] != 1 and factor[1] == 1
     np.testing.assert_array_equal(small, want)
+
+
+def test_light_goes_to_the_blocks_own_level_and_a_dark_start_to_the_movies():
+    """A block dimmed as a whole (the tissue's light) keeps it and only its flicker is corrected; the
+    dark frames a movie starts with (LED warm-up) are brought to the movie's light."""
+    dim = np.r_[np.full(5, 40.0), 20.0, np.full(5, 40.0)]  # a third of the movie's light above black 10
+    level = pp.light_levels(dim, movie_level=100.0, dark_fraction=0.8, at_start=False)
+    np.testing.assert_array_equal(level, 40.0)
+    frames = np.stack([np.full((2, 2), v, np.float32) for v in dim])
+    factor = pp.normalize_light(frames, dim, level, black=10.0)
+    assert (factor[dim == 40] == 1).all() and factor[5] == pytest.approx((10 / 30) / 0.9)  # the flicker frame only
+    np.testing.assert_allclose(frames[5], 10 + 30 * 0.9, rtol=1e-5)
+    start = np.r_[30.0, 60.0, np.full(8, 100.0)]
+    level = pp.light_levels(start, movie_level=100.0, dark_fraction=0.8, at_start=True)
+    np.testing.assert_array_equal(level, 100.0)  # the two warm-up frames and the rest alike
+    later = pp.light_levels(np.r_[70.0, np.full(9, 40.0)], 100.0, 0.8, at_start=False)
+    np.testing.assert_array_equal(later, 40.0)  # dark frames after the start are no warm-up
 
 
 def test_lens_found_on_the_sensor_and_in_the_registered_movie(realistic):

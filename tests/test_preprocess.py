@@ -56,6 +56,26 @@ def test_black_frames_and_repair():
     np.testing.assert_array_equal(fixed[~bad], block[~bad])
 
 
+def test_a_block_dimmed_as_a_whole_is_not_black_but_a_dropout_inside_it_is():
+    """Black is a frame that lost its light, not a stretch of the recording whose light fell slowly: a
+    block at 40% of the movie's brightness keeps its frames; a dropped frame inside a bright block, or
+    inside the dim one, is still black."""
+    rng = np.random.default_rng(0)
+    dim = (40 + rng.normal(0, 3, (12, 32, 32))).astype(np.float32)  # the movie's frames average 100
+    dim[7] = 0
+    scores, means = pp.frame_scores(dim)
+    assert pp.flag_corrupted(scores, means, pp.CorruptionParams(), brightness=100.0) == {7: "black"}
+    bright = (100 + rng.normal(0, 3, (12, 32, 32))).astype(np.float32)
+    bright[3:6] = 30  # a three-frame dropout to near black
+    scores, means = pp.frame_scores(bright)
+    assert pp.flag_corrupted(scores, means, pp.CorruptionParams(), brightness=100.0) == {i: "black" for i in (3, 4, 5)}
+    lost = np.full((6, 32, 32), 11.0, np.float32)  # a whole block at the sensor's black level (10)
+    scores, means = pp.frame_scores(lost)
+    assert pp.flag_corrupted(scores, means, pp.CorruptionParams(), brightness=100.0, black=10.0) == \
+        {i: "black" for i in range(6)}
+    assert pp.flag_corrupted(scores, means + 10, pp.CorruptionParams(), brightness=100.0, black=10.0) == {}
+
+
 def test_crop_and_downsample():
     block = np.arange(4 * 6 * 8, dtype=np.float32).reshape(4, 6, 8)
     p = pp.PreprocessParams(crop=(1, 5, 2, 8), spatial_downsample=2, temporal_downsample=2)

@@ -101,16 +101,19 @@ def test_realistic_recording_metrics_separate_cells_from_the_rest(tmp_path):
     assert acc.f1 > 0.9 and acc.footprint_corr > 0.95 and acc.trace_corr > 0.9, acc
     assert set(units.metrics) == set(quality.METRICS) and all(len(v) == len(units.A) for v in units.metrics.values())
     assert np.all(units.metrics["r_value"] >= 0.8) and np.all(units.metrics["outside_fov"] < 0.5)
-    # the gate's inputs: without it, the units that match no cell score lower (AUC on this recording ~1)
+    # the gate's inputs: without it, the units that match no cell score lower (AUC on this recording ~1);
+    # seeds of a lower peak-to-noise ratio than the default's give it units off the cells to judge by (with
+    # the default there were 4 before light normalization left slow swings of the background alone, fewer
+    # than 3 after; with 2.5: 21, AUC 1.0)
     p = cnmf.CNMFParams(min_r_value=-1)
     movie = zarr.open_array(str(tmp_path / "corrected.zarr"), mode="r")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
-        init = initialize.initialize(movie, 20.0, valid=initialize.valid_region(movie.shape[1:], res.shifts,
-                                                                                fov=res.fov))
+        init = initialize.initialize(movie, 20.0, initialize.InitParams(pnr_threshold=2.5),
+                                     valid=initialize.valid_region(movie.shape[1:], res.shifts, fov=res.fov))
         every = cnmf.cnmf(movie, init.A, init.C, init.b, init.f, p, diameter=8, fps=20.0, fov=res.fov)
     ei, _ = quality.match_units(every.A.centroids(), gt["centers"][seen] + offset, 5.0)
     cell = np.zeros(len(every.A), bool)
     cell[ei] = True
-    assert (~cell).sum() >= 3, "too few units off the cells to judge the metric (measured: 4)"
+    assert (~cell).sum() >= 3, f"too few units off the cells to judge the metric ({(~cell).sum()})"
     assert quality.auc(every.metrics["r_value"][cell], every.metrics["r_value"][~cell]) > 0.9

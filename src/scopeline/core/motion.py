@@ -924,7 +924,8 @@ class _Job:
         """Corrupted frames of a raw block starting at frame ``offset`` (each frame's own score, its
         brightness against the movie's), and the frames' means (float, movie units)."""
         scores, means = pp.frame_scores(raw)
-        return pp.flag_corrupted(scores, means, self.params.preprocess.corruption, self.brightness, offset), means
+        return pp.flag_corrupted(scores, means, self.params.preprocess.corruption, self.brightness, offset,
+                                 self.black), means
 
     def load_raw(self, a: int, b: int, raw: Optional[np.ndarray] = None) -> _Loaded:
         """Raw frames [a, b) cropped (``raw`` if already read), corrupted ones found and repaired (from up
@@ -952,10 +953,12 @@ class _Job:
         brightness = means[: n * self.t].reshape(n, self.t).mean(axis=1).astype(np.float32)
         if self.repair is not None:
             self.repair(small)
+        gain = np.ones(n, np.float32)  # what light normalization multiplied each frame's intensity by
         if self.params.preprocess.normalize_light and self.brightness > 0:
             # the light of repaired frames is their neighbours'
             light = np.array([cv2.mean(f)[0] for f in small]) if found else brightness
-            pp.normalize_light(small, light, self.brightness, self.black)  # means do not change with downsampling
+            level = pp.light_levels(light, self.brightness, self.params.preprocess.dark_fraction, a == 0)
+            gain = 1 / pp.normalize_light(small, light, level, self.black)  # means do not change with downsampling
         row_noise = np.zeros(n, np.float32)
         before, after = [], []
         line = self.params.preprocess.line_noise
@@ -975,7 +978,9 @@ class _Job:
                 before = [pp.difference_row_noise(small[j], small[j - 1], self.sampler) for j in pairs]
                 pp.remove_line_noise(small, offsets)
             limit = max(line.striped_ratio * self.line_level, line.striped_noise * self.pixel_noise)
-            striped = row_noise > limit if limit > 0 else np.zeros(n, bool)
+            # in the frame's own light: normalizing a dim frame multiplied its line noise too (a background
+            # swing to a third of the light made 600 frames 'striped' at 2-4x the limit)
+            striped = row_noise > limit * gain if limit > 0 else np.zeros(n, bool)
             if striped.any():
                 small = pp.repair(small, striped)
                 found = {**found, **{a + j * self.t: "striped" for j in np.flatnonzero(striped)}}

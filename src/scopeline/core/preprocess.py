@@ -65,6 +65,7 @@ __all__ = [
     "striped_rows",
     "dark_start",
     "normalize_light",
+    "light_levels",
 ]
 
 
@@ -81,7 +82,14 @@ class CorruptionParams(BaseModel):
     threshold: float = Field(10.0, gt=1, description="A frame whose largest jump between adjacent rows (or "
                              "columns) exceeds this many times its median jump is corrupted.")
     black_fraction: float = Field(0.5, ge=0, lt=1, description="A frame whose mean is below this fraction of "
-                                  "the median frame mean is dropped-to-black.")
+                                  "the median frame mean, and of the median of the frames read with it (a block), "
+                                  "is dropped-to-black. The second test keeps a slow dimming of the whole field "
+                                  "(a simulated background swing halved a recording's light over 600 frames, and "
+                                  "every frame of it was replaced) from counting as lost frames.")
+    lost_light: float = Field(0.05, ge=0, lt=1, description="... or, in place of the second test, a frame whose "
+                              "light above the sensor's black level is below this fraction of the movie's (a run of "
+                              "black frames as long as a block; the dimmest frames of that background swing kept "
+                              "14%).")
     action: Literal["interpolate", "drop"] = Field("interpolate", description="Replace corrupted frames by the "
                                                    "mean of the nearest good frames, or drop them.")
 
@@ -147,9 +155,10 @@ class PreprocessParams(BaseModel):
     dark_fraction: float = Field(0.8, gt=0, lt=1, description="Frames at the start of the movie darker than this "
                                  "fraction of its median brightness are flagged as dark (LED warm-up).")
     normalize_light: bool = Field(True, description="Scale the light (intensity above the black level: the dark outside "
-                                  "the lens, 0 without one) of frames more than 10% darker or brighter than the movie's "
-                                  "median back to within 10% of it: LED warm-up and flicker then do not reach the "
-                                  "traces, while the slow changes of the background (signal of the tissue) stay.")
+                                  "the lens, 0 without one) of frames more than 10% darker or brighter than their "
+                                  "block's median (flicker) or, for the dark frames a movie starts with, than the "
+                                  "movie's (LED warm-up) back to within 10% of it: these then do not reach the "
+                                  "traces, while the slower changes of the background (signal of the tissue) stay.")
     remove_glow: bool = Field(
         False, description="Subtract the glow: the per-pixel minimum over time, smoothed by glow_sigma. Off by default: "
                            "the top-hat takes out smooth glow anyway, and on simulated recordings traces correlate "
@@ -275,7 +284,7 @@ def frame_scores(block: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def flag_corrupted(scores: np.ndarray, means: np.ndarray, p: CorruptionParams, brightness: float | None = None,
-                   offset: int = 0) -> dict[int, str]:
+                   offset: int = 0, black: float = 0.0) -> dict[int, str]:
     """Decide which frames are corrupted from their :func:`frame_scores`.
 
     Parameters
@@ -285,9 +294,12 @@ def flag_corrupted(scores: np.ndarray, means: np.ndarray, p: CorruptionParams, b
     p : CorruptionParams
     brightness : float, optional
         Typical frame mean of the movie (dropped-to-black frames fall below ``black_fraction`` of
-        it); default the median of ``means``.
+        it, and of the median of ``means`` or to ``lost_light`` of it above ``black``: a block
+        dimmed as a whole is not black); default the median of ``means``.
     offset : int
         Index of the first frame (for blocks of a longer movie).
+    black : float
+        The sensor's black level, movie units (0: unknown).
 
     Returns
     -------
@@ -296,10 +308,12 @@ def flag_corrupted(scores: np.ndarray, means: np.ndarray, p: CorruptionParams, b
     """
     if not p.enabled or scores.size == 0:
         return {}
-    bright = float(np.median(means)) if brightness is None else brightness
+    local = float(np.median(means))
+    movie = local if brightness is None else brightness
     out = {}
     for i in range(scores.size):
-        if means[i] < p.black_fraction * bright:
+        lost = means[i] < p.black_fraction * local or means[i] - black < p.lost_light * (movie - black)
+        if means[i] < p.black_fraction * movie and lost:
             out[offset + i] = "black"
         elif scores[i] > p.threshold:
             out[offset + i] = "rows/blocks"
@@ -883,9 +897,43 @@ def dark_start(brightness: np.ndarray, fraction: float) -> int:
     return int(np.argmax(bright)) if bright.any() else int(b.size)
 
 
-def normalize_light(frames: np.ndarray, brightness: np.ndarray, level: float, black: float,
+def light_levels(light: np.ndarray, movie_level: float, dark_fraction: float, at_start: bool) -> np.ndarray:
+    """The light each frame of a block of consecutive frames is brought towards (:func:`normalize_light`).
+
+    Flicker is the LED's and lasts a frame or a few: the block's own median light. A change as slow as
+    a block is the tissue's (out-of-focus fluorescence) and stays: scaled back to the movie's light, a
+    simulated background swing that dimmed the field to a third for 600 frames had its cells'
+    transients tripled too (trace r 0.5 there, against 0.93 elsewhere). The dark frames a movie starts
+    with (LED warm-up, below ``dark_fraction`` of the movie's light) go to the movie's light.
+
+    Parameters
+    ----------
+    light : numpy.ndarray
+        float (frames,): each frame's mean intensity.
+    movie_level : float
+        The movie's (median) brightness.
+    dark_fraction : float
+        :attr:`PreprocessParams.dark_fraction`.
+    at_start : bool
+        Whether the block is the movie's first.
+
+    Returns
+    -------
+    numpy.ndarray
+        float64 (frames,).
+    """
+    light = np.asarray(light, np.float64)
+    level = np.full(len(light), float(np.median(light)) if len(light) else movie_level)
+    if at_start:
+        bright = light >= dark_fraction * movie_level
+        level[: int(np.argmax(bright)) if bright.any() else len(light)] = movie_level
+    return level
+
+
+def normalize_light(frames: np.ndarray, brightness: np.ndarray, level, black: float,
                     tolerance: float = 0.1) -> np.ndarray:
-    """Bring frames whose light is far from the movie's back towards it, in place (LED warm-up, flicker).
+    """Bring frames whose light is far from a level back towards it, in place (LED warm-up, flicker;
+    :func:`light_levels` gives the levels).
 
     A frame's light relative to the movie is ``g = (brightness - black) / (level - black)``; its
     intensity above the black level is divided by ``g / clip(g, 1 - tolerance, 1 + tolerance)``, so
@@ -899,8 +947,8 @@ def normalize_light(frames: np.ndarray, brightness: np.ndarray, level: float, bl
         (frames, height, width), uint8 (rounded and clipped back to 0-255) or float.
     brightness : numpy.ndarray
         float (frames,): each frame's mean intensity.
-    level : float
-        The movie's (median) brightness.
+    level : float or numpy.ndarray
+        The brightness the light is brought towards: the movie's (median), or one per frame (frames,).
     black : float
         The sensor's black level, movie units.
     tolerance : float
@@ -909,14 +957,13 @@ def normalize_light(frames: np.ndarray, brightness: np.ndarray, level: float, bl
     Returns
     -------
     numpy.ndarray
-        float32 (frames,): the factor each frame's light was divided by (1 where nothing was done).
+        float32 (frames,): the factor each frame's light was divided by (1 where nothing was done, and
+        where the level is not above the black level).
     """
-    span = level - black
-    factor = np.ones(len(frames), np.float32)
-    if span <= 0:
-        return factor
-    g = np.clip((np.asarray(brightness, np.float64) - black) / span, 0.05, 20)
-    factor = (g / np.clip(g, 1 - tolerance, 1 + tolerance)).astype(np.float32)
+    span = np.broadcast_to(np.asarray(level, np.float64) - black, (len(frames),))
+    ok = span > 0
+    g = np.clip((np.asarray(brightness, np.float64) - black) / np.where(ok, span, 1), 0.05, 20)
+    factor = np.where(ok, g / np.clip(g, 1 - tolerance, 1 + tolerance), 1).astype(np.float32)
     levels = np.arange(256, dtype=np.float32)
     for j in np.flatnonzero(factor != 1):
         if frames.dtype == np.uint8:  # the same map through a 256-entry table (OpenCV's LUT: 15x faster)
