@@ -48,7 +48,11 @@ for name, table in (("motion", motion.MotionCorrection), ("initialization", init
     seconds[name] = round(float(row["compute_time"]), 1)
     seconds.update({f"{name}_{k}": v for k, v in row["seconds"].items()})
 found = int((cnmf.CNMF & key).fetch1("n_units"))
-print(json.dumps({"seconds": seconds, "found": found, "accepted": len(res["A"])}))
+removed = {}
+for r in (initialization.Initialization.Seed & key).fetch("removed_by"):
+    removed[r or "kept"] = removed.get(r or "kept", 0) + 1
+print(json.dumps({"seconds": seconds, "found": found, "accepted": len(res["A"]), "seeds": removed,
+                  "init_units": int((initialization.Initialization & key).fetch1("n_units"))}))
 """
 
 
@@ -104,7 +108,8 @@ def run(size: int, frames: int, cells: int, level: float, fps: float, work: Path
               "realtime_ratio": round(wall / duration, 3), "stages_s": round(staged, 1),
               "fixed_s": round(wall - staged, 1), "phases_s": phases, "seconds": stages["seconds"],
               "peak_tree_rss_MiB": round(peak), "peak_by_stage_MiB": _peaks(timeline), "memory_timeline": timeline,
-              "found": stages["found"], "accepted": stages["accepted"],
+              "found": stages["found"], "accepted": stages["accepted"], "init_units": stages["init_units"],
+              "seeds": stages["seeds"],
               "accuracy": score["accuracy"], "shift_rmse_px": score["shift_rmse_px"]}
     if minian is not None:
         result["minian"] = bench._minian(minian.resolve(), next(rec.glob("*/My_V4_Miniscope")), work, rec)
@@ -206,8 +211,12 @@ def markdown(r: dict) -> str:
         s = r["seconds"][name]
         lines.append(f"| {name} | {s:.0f} | {r['frames'] / s:.1f} |")
     steps = ", ".join(f"{k} {v:.0f} s" for k, v in r["seconds"].items() if "_" in k and k.split("_", 1)[1] != "total")
-    lines += ["", f"Steps: {steps}.", "",
-              "| units found | accepted | F1 | precision | recall | footprint r | trace r | spike r | shift RMSE (px) |",
+    lines += ["", f"Steps: {steps}.", ""]
+    if r.get("seeds"):
+        why = ", ".join(f"{k} {v}" for k, v in sorted(r["seeds"].items(), key=lambda kv: -kv[1]) if k != "kept")
+        lines += [f"Initialization: {sum(r['seeds'].values())} candidate seeds, {r['seeds'].get('kept', 0)} kept "
+                  f"(removed by {why}); {r['init_units']} units entered CNMF, which found {r['found']}.", ""]
+    lines += ["| units found | accepted | F1 | precision | recall | footprint r | trace r | spike r | shift RMSE (px) |",
               "|---|---|---|---|---|---|---|---|---|",
               f"| {r['found']} | {r['accepted']} | {acc['f1']:.3f} | {acc['precision']:.3f} | {acc['recall']:.3f} | "
               f"{acc['footprint_corr']:.3f} | {acc['trace_corr']:.3f} | {acc['spike_corr']:.3f} | {r['shift_rmse_px']:.3f} |",
