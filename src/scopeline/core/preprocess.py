@@ -88,8 +88,9 @@ class CorruptionParams(BaseModel):
                                   "every frame of it was replaced) from counting as lost frames.")
     lost_light: float = Field(0.05, ge=0, lt=1, description="... or, in place of the second test, a frame whose "
                               "light above the sensor's black level is below this fraction of the movie's (a run of "
-                              "black frames as long as a block; the dimmest frames of that background swing kept "
-                              "14%).")
+                              "black frames as long as a block). The deepest ~70 frames of that background swing "
+                              "still fall under it and are repaired (608 x 608 x 8,000: shift RMSE 0.168 px, "
+                              "0.077 without this test).")
     action: Literal["interpolate", "drop"] = Field("interpolate", description="Replace corrupted frames by the "
                                                    "mean of the nearest good frames, or drop them.")
 
