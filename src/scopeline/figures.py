@@ -329,7 +329,7 @@ def curation_figure(A, image: np.ndarray, unit_ids, decisions: list, metrics: di
     wide = image.shape[1] > 1.4 * image.shape[0]  # a wide frame on top, beside nothing: readable contours
     grid = fig.add_gridspec(2, 3, width_ratios=[1, 1, 1.3] if wide else [2, 1, 1.4],
                             height_ratios=[1.3, 1] if wide else [1, 1],
-                            **_margins(16, 9, left=0.3, right=0.2, top=0.6, bottom=0.45, hspace=0.3, wspace=0.15))
+                            **_margins(16, 9, left=0.8, right=0.2, top=0.6, bottom=0.5, hspace=0.3, wspace=0.2))
     ax = fig.add_subplot(grid[0, :2] if wide else grid[:, 0])
     scatter_axes = [fig.add_subplot(grid[1, 0]), fig.add_subplot(grid[1, 1])] if wide else \
         [fig.add_subplot(grid[0, 1]), fig.add_subplot(grid[1, 1])]
