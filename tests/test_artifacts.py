@@ -137,7 +137,7 @@ def test_a_dim_stretch_with_line_noise_is_not_striped(tmp_path):
     """Light that falls to a third for a hundred frames and comes back (a background swing: the line
     noise, the sensor's, stays as it is) is signal: only the simulated stripe bursts are flagged.
     Light normalization multiplies a dim frame's line noise too; the stripe test is in the frame's own
-    light (before: every frame under about 40% of the light was 'striped' and replaced)."""
+    light (before, frames of the dim stretch were flagged 'striped' and replaced: this test failed)."""
     rec = tmp_path / "dim"
     sim.simulate(rec, sim.SimulationParams.with_artifacts(
         ["line_noise"], height=128, width=128, n_frames=240, n_cells=10, seed=6, stripe_burst_prob=0.02))

@@ -936,10 +936,9 @@ def normalize_light(frames: np.ndarray, brightness: np.ndarray, level, black: fl
     """Bring frames whose light is far from a level back towards it, in place (LED warm-up, flicker;
     :func:`light_levels` gives the levels).
 
-    A frame's light relative to the movie is ``g = (brightness - black) / (level - black)``; its
+    A frame's light relative to its level is ``g = (brightness - black) / (level - black)``; its
     intensity above the black level is divided by ``g / clip(g, 1 - tolerance, 1 + tolerance)``, so
-    frames within ``tolerance`` of the movie's light (the slow changes of the background, which are
-    signal of the tissue and not of the LED) are left as they are and the correction is continuous in
+    frames within ``tolerance`` of their level are left as they are and the correction is continuous in
     ``g``. An unknown black level (0) leaves a uniform offset, which the background removal takes out.
 
     Parameters
